@@ -1,0 +1,225 @@
+// aiokit: the engine interface (BlueStore's aio_queue_t).
+//
+// An Engine runs Requests asynchronously. It submits them in batches and hands
+// back their completions, through any of: polling (Reap with min 0), a blocking
+// wait with a minimum count and a deadline (Reap), and an eventfd that becomes
+// readable when completions are ready (NotifyFd, for epoll).
+//
+// Engines:
+//   linux-aio  the kernel's native AIO (io_setup/io_submit/io_getevents),
+//   completions read from the
+//              kernel's mmapped ring in user space; io_getevents only when the
+//              caller must wait.
+//   io_uring   (not built yet)
+//   threads    (not built yet)
+// MakeEngine() builds one from EngineOptions; where the caller leaves the kind
+// as kDefault, the environment variable AIOKIT_ENGINE (auto, linux-aio,
+// io_uring, threads) chooses, else auto.
+//
+// The contract every engine keeps:
+//  - Every request that Submit accepts completes exactly once: one Reap returns
+//  it, with rval set.
+//    That holds through partial submissions, EAGAIN retries, refusals,
+//    cancellation and Shutdown.
+//  - A request the kernel (or the library) refuses at submission completes with
+//  that -errno like any
+//    other, and the requests after it in the batch are still submitted.
+//  - Buffers stay the caller's to keep alive until the request is reaped.
+//  Destroying an engine with
+//    requests in flight waits for them; it never frees or returns memory the
+//    kernel may still write.
+//
+// Thread safety: Submit may be called from several threads at once, and
+// concurrently with Reap. Reap calls are serialised internally (one reaper at a
+// time reads the completion ring). Cancel and Stats may be called from any
+// thread. Shutdown and the destructor must not race with each other.
+
+#ifndef AIOKIT_ENGINE_H_
+#define AIOKIT_ENGINE_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aiokit/request.h"
+#include "aiokit/status.h"
+
+namespace aiokit {
+
+enum class EngineKind : uint8_t {
+  kDefault = 0,  // AIOKIT_ENGINE if set, else kAuto
+  kAuto,  // io_uring, then linux-aio, then threads: the first this kernel and
+          // process allow
+  kLinuxAio,
+  kIoUring,
+  kThreads,
+};
+// "default", "auto", "linux-aio", "io_uring", "threads".
+const char* EngineKindName(EngineKind kind) noexcept;
+// Accepts the names above (and "libaio", "aio", "uring", "io-uring" as
+// aliases).
+Result<EngineKind> ParseEngineKind(std::string_view name);
+
+// BlueStore's EAGAIN policy: retry io_submit at most `max_retries` times,
+// sleeping `initial_delay`, then twice that, and so on. Before each sleep the
+// engine reaps what has completed, to make room; what it reaps is kept for the
+// caller's next Reap.
+struct RetryPolicy {
+  unsigned max_retries = 16;
+  std::chrono::microseconds initial_delay{125};
+};
+
+struct EngineOptions {
+  EngineKind kind = EngineKind::kDefault;
+  // Requests the engine is sized for (io_setup's nr_events). 1 .. 65536. More
+  // may be submitted: the engine then reaps to make room, as RetryPolicy says.
+  unsigned queue_depth = 128;
+  RetryPolicy eagain;
+  // Create the completion eventfd returned by NotifyFd(). It costs the kernel
+  // one eventfd signal per completion; turn it off when nothing polls it.
+  bool notify_fd = true;
+  // Before sleeping for completions, watch the completion ring for up to this
+  // long (engines that reap in user space). A sleep and a wake-up cost several
+  // microseconds, far more in a virtual machine whose idle CPU halts; spinning
+  // trades CPU for latency and IOPS on fast devices. 0: never spin.
+  std::chrono::microseconds spin_before_wait{0};
+  // Refuse misaligned O_DIRECT requests (those whose Request::align is known)
+  // before submission.
+  bool check_alignment = true;
+};
+
+// What an engine offers here (probed at Init).
+struct Capabilities {
+  bool user_space_reap =
+      false;  // completions read from a shared ring without a syscall
+  bool cancel_regular_files =
+      false;  // Cancel can stop I/O on regular files and block devices
+  bool async_buffered_io = false;  // buffered I/O does not block the submitter
+  bool fsync = false;              // fsync / fdatasync requests
+  bool rw_flags = false;           // per-request RWF_* flags
+  bool ioprio = false;             // per-request I/O priority
+  bool request_eventfd = false;    // per-request eventfd (Request::resfd)
+  bool notify_fd = false;          // NotifyFd() available
+  unsigned ring_entries = 0;       // completion slots the engine really got
+};
+
+// Counters since Init. Each is exact at the time it is read, but read
+// separately.
+struct EngineStats {
+  uint64_t submitted =
+      0;  // requests accepted by Submit (including those refused and noops)
+  uint64_t completed = 0;  // requests returned by Reap
+  uint64_t in_flight = 0;  // accepted and not yet reaped
+  uint64_t refused = 0;    // completed with an error at submission
+  uint64_t eagain_retries =
+      0;  // io_submit calls that returned EAGAIN and were retried
+  uint64_t partial_submits =
+      0;  // io_submit calls that took fewer requests than offered
+  uint64_t submit_calls = 0;  // io_submit (or equivalent) system calls
+  uint64_t wait_calls = 0;    // io_getevents (or equivalent) system calls
+  uint64_t ring_reaped =
+      0;  // completions read from the ring in user space, with no syscall
+};
+
+// The outcome of a Submit call.
+struct [[nodiscard]] SubmitResult {
+  // batch[0, accepted) now belong to the engine and will each complete exactly
+  // once.
+  size_t accepted = 0;
+  // OK when accepted == batch size; otherwise why batch[accepted] was not taken
+  // (kQueueFull after the retry policy ran out, kShutdown, kInvalidArgument for
+  // a request already in flight). Requests not taken are untouched and still
+  // the caller's.
+  Status status;
+  // EAGAIN retries this call made (BlueStore's *retries).
+  unsigned retries = 0;
+};
+
+// A negative timeout waits without limit.
+inline constexpr std::chrono::nanoseconds kForever{-1};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  [[nodiscard]] virtual EngineKind kind() const noexcept = 0;
+  [[nodiscard]] const char* Name() const noexcept {
+    return EngineKindName(kind());
+  }
+  [[nodiscard]] virtual Capabilities GetCapabilities() const noexcept = 0;
+  [[nodiscard]] virtual unsigned queue_depth() const noexcept = 0;
+  [[nodiscard]] virtual EngineStats Stats() const noexcept = 0;
+
+  // Submits the batch in order. REQUIRES: every request was prepared (Prep*)
+  // and is not in flight. Returns how many were accepted; see SubmitResult.
+  virtual SubmitResult Submit(std::span<Request* const> batch) = 0;
+
+  // Waits until at least `min` completed requests are available or `timeout`
+  // has passed (kForever: no limit; 0: do not wait), then stores up to
+  // out.size() of them in `out` and returns how many. Each returned request has
+  // rval set and is no longer in flight. `min` is clipped to out.size().
+  // Errors: kShutdown when the engine is shut down and nothing is left to reap;
+  // an errno from the wait.
+  virtual Result<size_t> Reap(std::span<Request*> out, size_t min,
+                              std::chrono::nanoseconds timeout) = 0;
+
+  // BlueStore's get_next_completed: waits up to timeout_ms (negative: forever)
+  // for at least one completion, returns up to max. The count, or an error.
+  Result<size_t> GetNextCompleted(int timeout_ms, Request** out, size_t max);
+  // Returns what has completed, without waiting.
+  Result<size_t> Poll(std::span<Request*> out) {
+    return Reap(out, 0, std::chrono::nanoseconds(0));
+  }
+
+  // Asks the engine to cancel `req`. OK: the request will complete with
+  // -ECANCELED (or its real result, if it finished first) and is reaped as
+  // usual. kNotCancellable: the engine cannot stop it; it completes normally.
+  // kInvalidArgument: req is not in flight on this engine.
+  virtual Status Cancel(Request* req) = 0;
+
+  // An eventfd that becomes readable when completions are ready (counter += 1
+  // per completion). Reading it is the caller's business; Reap does not read
+  // it. Errc::kUnsupported when EngineOptions::notify_fd was false. Valid until
+  // the engine is destroyed.
+  virtual Result<int> NotifyFd() = 0;
+
+  // Stops accepting submissions and waits up to `timeout` for the requests in
+  // flight, keeping their completions for Reap. OK when nothing is left in
+  // flight (kernel resources are then released); kTimedOut when some are: they
+  // still belong to the kernel, and Shutdown may be called again. The
+  // destructor calls Shutdown(kForever): it waits as long as the kernel takes,
+  // because freeing memory the kernel may still write is never safe.
+  virtual Status Shutdown(std::chrono::nanoseconds timeout) = 0;
+
+ protected:
+  Engine() = default;
+};
+
+// Why an engine was passed over by kAuto (or refused when asked for by name).
+struct EngineRefusal {
+  EngineKind kind = EngineKind::kDefault;
+  Status reason;
+};
+
+// Builds and initialises an engine (Init: for linux-aio, io_setup with the
+// queue depth). With kAuto the engines are tried in order and each one passed
+// over is appended to `passed_over` (when not null) with its reason. Errors say
+// which engine was asked for and why it cannot run here.
+Result<std::unique_ptr<Engine>> MakeEngine(
+    const EngineOptions& options,
+    std::vector<EngineRefusal>* passed_over = nullptr);
+
+// The engine kind MakeEngine would try for `options` (resolving kDefault
+// through AIOKIT_ENGINE).
+Result<EngineKind> ResolveEngineKind(const EngineOptions& options);
+
+}  // namespace aiokit
+
+#endif  // AIOKIT_ENGINE_H_

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""The engine room of compare-fio.sh: runs each row's aiokit and fio jobs alternately and tabulates them."""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+# name: (target, aiokit options, fio options, what the row claims)
+ROWS = {
+    "ram-randread-qd32": ("ram", ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1"],
+                          ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1", "--ioengine=libaio"],
+                          "linux-aio >= 1.05x fio libaio"),
+    "ram-randread-qd32-spin": ("ram", ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1",
+                                       "--spin_us=100"],
+                               ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1", "--ioengine=libaio"],
+                               "linux-aio spinning 100us before sleeping, vs fio libaio"),
+    "ram-randread-qd1": ("ram", ["--rw=randread", "--bs=4k", "--iodepth=1", "--direct=1"],
+                         ["--rw=randread", "--bs=4k", "--iodepth=1", "--direct=1", "--ioengine=libaio"],
+                         "latency at depth 1"),
+    "disk-randread-qd32": ("disk", ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1"],
+                           ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1", "--ioengine=libaio"],
+                           "device limit; compare CPU per I/O"),
+}
+DEFAULT_ROWS = ["ram-randread-qd32", "ram-randread-qd32-spin", "ram-randread-qd1", "disk-randread-qd32"]
+
+
+def parse(doc, direction="read"):
+    job = doc["jobs"][0]
+    d = job[direction]
+    secs = d["runtime"] / 1000.0
+    ios = d["total_ios"]
+    cpu = (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * secs
+    return {
+        "iops": d["iops"],
+        "p50": d["clat_ns"]["percentile"]["50.000000"],
+        "p99": d["clat_ns"]["percentile"]["99.000000"],
+        "cpu_us": cpu * 1e6 / ios if ios else 0.0,
+    }
+
+
+def run(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        sys.exit(f"compare_fio: {' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
+    # fio may print warnings before its JSON.
+    out = p.stdout[p.stdout.index("{"):]
+    return json.loads(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--aiokit", required=True)
+    ap.add_argument("--ram", required=True)
+    ap.add_argument("--disk-file", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--runtime", type=int, default=5)
+    ap.add_argument("--rows", default=",".join(DEFAULT_ROWS))
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args()
+    if a.list:
+        for name, (target, _, _, claim) in ROWS.items():
+            print(f"{name:28} {target:5} {claim}")
+        return
+    rows = [r for r in a.rows.split(",") if r]
+    for r in rows:
+        if r not in ROWS:
+            sys.exit(f"compare_fio: unknown row {r!r}; --list shows them")
+    if any(ROWS[r][0] == "disk" for r in rows):
+        # Lay the file out once (fio would otherwise do it inside the first timed job).
+        subprocess.run(["fio", "--name=layout", f"--filename={a.disk_file}", "--size=1g", "--rw=write",
+                        "--bs=1m", "--direct=1", "--ioengine=psync", "--output=/dev/null"], check=True)
+    results = {}
+    for name in rows:
+        target, ak_opts, fio_opts, claim = ROWS[name]
+        path = a.ram if target == "ram" else a.disk_file
+        size = ["--size=1g"]
+        common = [f"--runtime={a.runtime}", "--time_based", "--output-format=json"]
+        ak_cmd = [a.aiokit, "bench", f"--filename={path}", "--engine=linux-aio", *size, *ak_opts, *common]
+        fio_cmd = ["fio", "--name=fio", f"--filename={path}", *size, *fio_opts, *common]
+        rounds = []
+        for i in range(a.rounds):
+            ak = parse(run(ak_cmd))
+            fo = parse(run(fio_cmd))
+            rounds.append((ak, fo))
+            print(f"# {name} round {i + 1}: aiokit {ak['iops']:.0f} IOPS, fio {fo['iops']:.0f} IOPS, "
+                  f"ratio {ak['iops'] / fo['iops']:.3f}", file=sys.stderr, flush=True)
+        results[name] = rounds
+
+    def med(rounds, who, key):
+        return statistics.median(r[who][key] for r in rounds)
+
+    print("| row | claim | aiokit IOPS (median) | fio IOPS (median) | ratio (median of rounds) | "
+          "p50 aiokit / fio (us) | CPU per I/O aiokit / fio (us) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, rounds in results.items():
+        ratio = statistics.median(r[0]["iops"] / r[1]["iops"] for r in rounds)
+        print(f"| {name} | {ROWS[name][3]} | {med(rounds, 0, 'iops'):,.0f} | {med(rounds, 1, 'iops'):,.0f} | "
+              f"{ratio:.3f} | {med(rounds, 0, 'p50') / 1000:.1f} / {med(rounds, 1, 'p50') / 1000:.1f} | "
+              f"{med(rounds, 0, 'cpu_us'):.2f} / {med(rounds, 1, 'cpu_us'):.2f} |")
+    print(f"\n{a.rounds} rounds of {a.runtime} s per tool and row, alternating aiokit and fio; "
+          f"kernel {os.uname().release}, {os.cpu_count()} CPUs.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+// The engine factories, one per engine directory. Kernel types never leave
+// those directories.
+
+#ifndef AIOKIT_SRC_ENGINE_ENGINES_H_
+#define AIOKIT_SRC_ENGINE_ENGINES_H_
+
+#include <memory>
+
+#include "aiokit/engine.h"
+
+namespace aiokit::internal {
+
+// io_setup and friends; see src/engine/linux_aio/linux_aio_engine.cc.
+Result<std::unique_ptr<Engine>> MakeLinuxAioEngine(
+    const EngineOptions& options);
+
+}  // namespace aiokit::internal
+
+#endif  // AIOKIT_SRC_ENGINE_ENGINES_H_

@@ -1,0 +1,325 @@
+#include "aiokit/request.h"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "sys/syscalls.h"
+#include "util/strings.h"
+
+namespace aiokit {
+
+// ---- IovecVector ----
+
+IovecVector::IovecVector(const IovecVector& other) {
+  assign(other.data(), other.size());
+}
+
+IovecVector& IovecVector::operator=(const IovecVector& other) {
+  if (this != &other) assign(other.data(), other.size());
+  return *this;
+}
+
+IovecVector::IovecVector(IovecVector&& other) noexcept
+    : heap_(other.heap_), size_(other.size_), capacity_(other.capacity_) {
+  if (heap_ == nullptr) std::memcpy(inline_, other.inline_, sizeof(inline_));
+  other.heap_ = nullptr;
+  other.size_ = 0;
+  other.capacity_ = 0;
+}
+
+IovecVector& IovecVector::operator=(IovecVector&& other) noexcept {
+  if (this != &other) {
+    delete[] heap_;
+    heap_ = other.heap_;
+    size_ = other.size_;
+    capacity_ = other.capacity_;
+    if (heap_ == nullptr) std::memcpy(inline_, other.inline_, sizeof(inline_));
+    other.heap_ = nullptr;
+    other.size_ = 0;
+    other.capacity_ = 0;
+  }
+  return *this;
+}
+
+void IovecVector::reserve(size_t n) {
+  if (n <= capacity()) return;
+  const size_t cap = std::max(n, capacity() * 2);
+  auto* grown = new iovec[cap];
+  std::memcpy(grown, data(), size_ * sizeof(iovec));
+  delete[] heap_;
+  heap_ = grown;
+  capacity_ = static_cast<uint32_t>(cap);
+}
+
+void IovecVector::push_back(const iovec& v) {
+  if (size_ == capacity()) reserve(size_ + 1);
+  data()[size_++] = v;
+}
+
+void IovecVector::assign(const iovec* v, size_t n) {
+  size_ = 0;
+  reserve(n);
+  if (n != 0) std::memcpy(data(), v, n * sizeof(iovec));
+  size_ = static_cast<uint32_t>(n);
+}
+
+uint64_t IovecVector::total_bytes() const noexcept {
+  uint64_t total = 0;
+  for (const iovec& v : *this) total += v.iov_len;
+  return total;
+}
+
+// ---- Request ----
+
+const char* OpName(Op op) noexcept {
+  switch (op) {
+    case Op::kNoop:
+      return "noop";
+    case Op::kRead:
+      return "read";
+    case Op::kWrite:
+      return "write";
+    case Op::kReadv:
+      return "readv";
+    case Op::kWritev:
+      return "writev";
+    case Op::kFsync:
+      return "fsync";
+    case Op::kFdatasync:
+      return "fdatasync";
+  }
+  return "unknown-op";
+}
+
+Request::Request(const Request& other)
+    : iocb(other.iocb),
+      priv(other.priv),
+      fd(other.fd),
+      iov(other.iov),
+      offset(other.offset),
+      length(other.length),
+      rval(other.rval),
+      op(other.op),
+      origin(other.origin),
+      rw_flags(other.rw_flags),
+      ioprio(other.ioprio),
+      has_ioprio(other.has_ioprio),
+      resfd(other.resfd),
+      align(other.align) {}
+
+Request& Request::operator=(const Request& other) {
+  if (this == &other) return *this;
+  iocb = other.iocb;
+  priv = other.priv;
+  fd = other.fd;
+  iov = other.iov;
+  offset = other.offset;
+  length = other.length;
+  rval = other.rval;
+  op = other.op;
+  origin = other.origin;
+  rw_flags = other.rw_flags;
+  ioprio = other.ioprio;
+  has_ioprio = other.has_ioprio;
+  resfd = other.resfd;
+  align = other.align;
+  engine_state.store(0, std::memory_order_relaxed);
+  engine_next = nullptr;
+  return *this;
+}
+
+void Request::Reset(Op new_op, int new_fd, uint64_t off) noexcept {
+  op = new_op;
+  fd = new_fd;
+  offset = off;
+  length = 0;
+  iov.clear();
+  rval = kNotCompleted;
+  origin = Origin::kNone;
+  rw_flags = 0;
+  ioprio = 0;
+  has_ioprio = false;
+  resfd = -1;
+  align = {};
+  engine_state.store(0, std::memory_order_relaxed);
+  engine_next = nullptr;
+}
+
+void Request::PrepRead(int f, void* buf, size_t len, uint64_t off) {
+  Reset(Op::kRead, f, off);
+  iov.emplace_back(buf, len);
+  length = len;
+}
+
+void Request::PrepWrite(int f, const void* buf, size_t len, uint64_t off) {
+  Reset(Op::kWrite, f, off);
+  // iovec has a non-const base; the kernel only reads it for a write.
+  iov.emplace_back(const_cast<void*>(buf), len);
+  length = len;
+}
+
+void Request::PrepReadv(int f, const iovec* iovs, size_t n, uint64_t off) {
+  Reset(Op::kReadv, f, off);
+  iov.assign(iovs, n);
+  length = iov.total_bytes();
+}
+
+void Request::PrepWritev(int f, const iovec* iovs, size_t n, uint64_t off) {
+  Reset(Op::kWritev, f, off);
+  iov.assign(iovs, n);
+  length = iov.total_bytes();
+}
+
+void Request::PrepFsync(int f) { Reset(Op::kFsync, f, 0); }
+void Request::PrepFdatasync(int f) { Reset(Op::kFdatasync, f, 0); }
+void Request::PrepNoop() { Reset(Op::kNoop, -1, 0); }
+
+void Request::PrepRead(const File& f, void* buf, size_t len, uint64_t off) {
+  PrepRead(f.fd(), buf, len, off);
+  align = f.alignment();
+}
+void Request::PrepWrite(const File& f, const void* buf, size_t len,
+                        uint64_t off) {
+  PrepWrite(f.fd(), buf, len, off);
+  align = f.alignment();
+}
+void Request::PrepReadv(const File& f, const iovec* iovs, size_t n,
+                        uint64_t off) {
+  PrepReadv(f.fd(), iovs, n, off);
+  align = f.alignment();
+}
+void Request::PrepWritev(const File& f, const iovec* iovs, size_t n,
+                         uint64_t off) {
+  PrepWritev(f.fd(), iovs, n, off);
+  align = f.alignment();
+}
+
+namespace {
+
+std::string Context(const Request& r) {
+  std::string out = OpName(r.op);
+  if (r.op == Op::kNoop) return out;
+  out += " fd=" + std::to_string(r.fd);
+  if (r.op == Op::kFsync || r.op == Op::kFdatasync) return out;
+  // The offset is what the caller passed, shown signed so that a negative one
+  // reads as such.
+  out += " offset=" + std::to_string(static_cast<int64_t>(r.offset));
+  out += " length=" + std::to_string(r.length);
+  if (r.op == Op::kRead || r.op == Op::kWrite) {
+    if (!r.iov.empty())
+      out +=
+          " buf=" + util::Hex(reinterpret_cast<uintptr_t>(r.iov[0].iov_base));
+  } else {
+    out += " iovecs=" + std::to_string(r.iov.size());
+  }
+  if (r.rw_flags != 0) out += " rw_flags=" + util::Hex(r.rw_flags);
+  if (r.has_ioprio) out += " ioprio=" + util::Hex(r.ioprio);
+  return out;
+}
+
+// Which buffer breaks `a`, as a Status (OK when none).
+Status CheckBuffers(const Request& r, const Alignment& a) {
+  if (r.op == Op::kRead || r.op == Op::kWrite) {
+    return a.Check(r.iov.empty() ? nullptr : r.iov[0].iov_base, r.offset,
+                   r.length);
+  }
+  if (r.op == Op::kReadv || r.op == Op::kWritev) {
+    // Each segment's address and length must be aligned, and so must the
+    // offset.
+    if (Status s = a.Check(nullptr, r.offset, 0); !s.ok()) return s;
+    for (const iovec& v : r.iov) {
+      if (Status s = a.Check(v.iov_base, r.offset, v.iov_len); !s.ok())
+        return s;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Status Request::Validate() const {
+  switch (op) {
+    case Op::kNoop:
+    case Op::kFsync:
+    case Op::kFdatasync:
+      return {};
+    case Op::kRead:
+    case Op::kWrite:
+      if (iov.size() != 1 || iov[0].iov_len != length) {
+        return Status::Error(
+            Errc::kInvalidArgument,
+            Context(*this) +
+                ": iov must hold exactly the one buffer of "
+                "`length` bytes (use Prep" +
+                (op == Op::kRead ? std::string("Read") : "Write") + ")");
+      }
+      break;
+    case Op::kReadv:
+    case Op::kWritev:
+      if (iov.total_bytes() != length) {
+        return Status::Error(
+            Errc::kInvalidArgument,
+            Context(*this) + ": length differs from the sum of the iovecs (" +
+                std::to_string(iov.total_bytes()) + ")");
+      }
+      break;
+    default:
+      return Status::Error(
+          Errc::kInvalidArgument,
+          "request with unknown op " + std::to_string(static_cast<int>(op)));
+  }
+  if ((rw_flags & ~rwf::kAll) != 0) {
+    return Status::Error(Errc::kInvalidArgument,
+                         Context(*this) + ": unknown RWF_* bits " +
+                             util::Hex(rw_flags & ~rwf::kAll));
+  }
+  if (Status s = CheckBuffers(*this, align); !s.ok()) {
+    return {s.code(), Context(*this) + ": " + s.context()};
+  }
+  return {};
+}
+
+std::string Describe(const Request& req) {
+  std::string out = Context(req);
+  switch (req.engine_state.load(std::memory_order_relaxed)) {
+    case 0:
+      if (req.rval == kNotCompleted) return out + ": not submitted";
+      break;
+    case 1:
+      return out + ": in flight";
+    default:
+      break;
+  }
+  if (req.rval >= 0) {
+    out += ": " + std::to_string(req.rval) + " bytes";
+    if ((req.op != Op::kNoop && req.op != Op::kFsync &&
+         req.op != Op::kFdatasync) &&
+        static_cast<uint64_t>(req.rval) < req.length) {
+      out += " (short: " + std::to_string(req.length) + " asked)";
+    }
+    return out;
+  }
+  const int err = static_cast<int>(-req.rval);
+  out += ": " + util::ErrnoText(err);
+  if (req.origin == Origin::kRefused) out += ", refused at submission";
+  if (err == EINVAL && req.op != Op::kNoop) {
+    // Explain an EINVAL by the O_DIRECT rules: the alignment the request
+    // carried, else the one the file has now (this runs on the error path
+    // only).
+    Alignment a = req.align;
+    if (!a.known()) {
+      const int fl = sys::Fcntl(req.fd, F_GETFL);
+      if (fl >= 0 && (fl & O_DIRECT) != 0) {
+        Result<DirectIoInfo> info = DiscoverDirectIo(req.fd);
+        if (info.ok() && info->supported) a = info->alignment;
+      }
+    }
+    if (Status s = CheckBuffers(req, a); !s.ok()) out += ": " + s.context();
+  }
+  return out;
+}
+
+}  // namespace aiokit

@@ -1,0 +1,91 @@
+#include "aiokit/status.h"
+
+#include <cerrno>
+#include <string>
+
+namespace aiokit {
+namespace {
+
+class AiokitCategory final : public std::error_category {
+ public:
+  [[nodiscard]] const char* name() const noexcept override { return "aiokit"; }
+  [[nodiscard]] std::string message(int ev) const override {
+    switch (static_cast<Errc>(ev)) {
+      case Errc::kOk:
+        return "OK";
+      case Errc::kInvalidArgument:
+        return "invalid argument";
+      case Errc::kUnsupported:
+        return "not supported here";
+      case Errc::kMisaligned:
+        return "misaligned O_DIRECT request";
+      case Errc::kQueueFull:
+        return "queue full";
+      case Errc::kTimedOut:
+        return "timed out";
+      case Errc::kShutdown:
+        return "engine shut down";
+      case Errc::kNotCancellable:
+        return "request cannot be cancelled";
+    }
+    return "unknown aiokit error " + std::to_string(ev);
+  }
+};
+
+}  // namespace
+
+const std::error_category& ErrorCategory() noexcept {
+  static const AiokitCategory category;
+  return category;
+}
+
+std::error_code make_error_code(Errc e) noexcept {
+  return {static_cast<int>(e), ErrorCategory()};
+}
+
+Status Status::FromErrno(int err, std::string context) {
+  return {std::error_code(err, std::system_category()), std::move(context)};
+}
+
+int Status::Errno() const noexcept {
+  return code_.category() == std::system_category() ? code_.value() : 0;
+}
+
+std::string Status::ToString() const {
+  if (ok()) return "OK";
+  std::string out = message_;
+  if (!out.empty()) out += ": ";
+  out += code_.message();
+  if (code_.category() == std::system_category()) {
+    out += " (errno ";
+    out += std::to_string(code_.value());
+    out += ")";
+  }
+  return out;
+}
+
+int ToNegativeErrno(const Status& status) noexcept {
+  if (status.ok()) return 0;
+  if (int e = status.Errno(); e != 0) return -e;
+  if (status.code().category() != ErrorCategory()) return -EIO;
+  switch (static_cast<Errc>(status.code().value())) {
+    case Errc::kOk:
+      return 0;
+    case Errc::kInvalidArgument:
+    case Errc::kMisaligned:
+      return -EINVAL;
+    case Errc::kUnsupported:
+      return -EOPNOTSUPP;
+    case Errc::kQueueFull:
+      return -EAGAIN;
+    case Errc::kTimedOut:
+      return -ETIMEDOUT;
+    case Errc::kShutdown:
+      return -ESHUTDOWN;
+    case Errc::kNotCancellable:
+      return -EBUSY;
+  }
+  return -EIO;
+}
+
+}  // namespace aiokit

@@ -1,0 +1,158 @@
+#include "sys/syscalls.h"
+
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+
+namespace aiokit::sys {
+
+namespace detail {
+std::atomic<const FaultHooks*> g_hooks{nullptr};
+}  // namespace detail
+
+void SetFaultHooks(const FaultHooks* hooks) noexcept {
+  // Release pairs with the acquire in Hooks(): whatever the test set up before
+  // installing the hooks is visible to the engine thread that calls them.
+  detail::g_hooks.store(hooks, std::memory_order_release);
+}
+
+namespace {
+
+// syscall(2) returns -1 and sets errno; fold that into -errno.
+inline long Ret(long r) noexcept { return r < 0 ? -errno : r; }
+
+template <typename F>
+inline long RetryEintr(F call) noexcept {
+  long r = 0;
+  do {
+    r = Ret(call());
+  } while (r == -EINTR);
+  return r;
+}
+
+}  // namespace
+
+namespace real {
+
+long IoSetup(unsigned nr_events, aio_context_t* ctx) noexcept {
+  return Ret(syscall(SYS_io_setup, nr_events, ctx));
+}
+long IoDestroy(aio_context_t ctx) noexcept {
+  return Ret(syscall(SYS_io_destroy, ctx));
+}
+long IoSubmit(aio_context_t ctx, long nr, struct iocb** iocbs) noexcept {
+  return Ret(syscall(SYS_io_submit, ctx, nr, iocbs));
+}
+long IoGetevents(aio_context_t ctx, long min_nr, long nr, io_event* events,
+                 timespec* timeout) noexcept {
+  // Not retried on EINTR: the caller owns the deadline.
+  return Ret(syscall(SYS_io_getevents, ctx, min_nr, nr, events, timeout));
+}
+long IoCancel(aio_context_t ctx, struct iocb* iocb, io_event* result) noexcept {
+  return Ret(syscall(SYS_io_cancel, ctx, iocb, result));
+}
+
+}  // namespace real
+
+int Open(const char* path, int flags, mode_t mode) noexcept {
+  return static_cast<int>(
+      RetryEintr([&] { return ::open(path, flags, mode); }));
+}
+int Close(int fd) noexcept { return static_cast<int>(Ret(::close(fd))); }
+int Eventfd(unsigned initval, int flags) noexcept {
+  return static_cast<int>(Ret(::eventfd(initval, flags)));
+}
+long EventfdRead(int fd, uint64_t* value) noexcept {
+  return RetryEintr([&] { return ::read(fd, value, sizeof(*value)); });
+}
+long EventfdWrite(int fd, uint64_t value) noexcept {
+  return RetryEintr([&] { return ::write(fd, &value, sizeof(value)); });
+}
+int Pipe2(int fds[2], int flags) noexcept {
+  return static_cast<int>(Ret(::pipe2(fds, flags)));
+}
+int Fstat(int fd, struct stat* st) noexcept {
+  return static_cast<int>(Ret(::fstat(fd, st)));
+}
+int Statx(int dirfd, const char* path, int flags, unsigned mask,
+          struct statx* out) noexcept {
+  // Through syscall(2) so that the kernel's struct statx (with the DIO
+  // alignment fields, which glibc 2.36's copy lacks) is filled.
+  return static_cast<int>(RetryEintr(
+      [&] { return syscall(SYS_statx, dirfd, path, flags, mask, out); }));
+}
+int Ioctl(int fd, unsigned long request, void* arg) noexcept {
+  return static_cast<int>(
+      RetryEintr([&] { return ::ioctl(fd, request, arg); }));
+}
+int Fcntl(int fd, int cmd) noexcept {
+  return static_cast<int>(Ret(::fcntl(fd, cmd)));
+}
+int Unlink(const char* path) noexcept {
+  return static_cast<int>(Ret(::unlink(path)));
+}
+int Mkostemp(char* path_template, int flags) noexcept {
+  return static_cast<int>(Ret(::mkostemp(path_template, flags)));
+}
+long Pread(int fd, void* buf, size_t len, off_t off) noexcept {
+  return RetryEintr([&] { return ::pread(fd, buf, len, off); });
+}
+long Pwrite(int fd, const void* buf, size_t len, off_t off) noexcept {
+  return RetryEintr([&] { return ::pwrite(fd, buf, len, off); });
+}
+int Fallocate(int fd, int mode, off_t off, off_t len) noexcept {
+  return static_cast<int>(
+      RetryEintr([&] { return ::fallocate(fd, mode, off, len); }));
+}
+int Ftruncate(int fd, off_t len) noexcept {
+  return static_cast<int>(RetryEintr([&] { return ::ftruncate(fd, len); }));
+}
+
+KernelVersion RunningKernel() noexcept {
+  KernelVersion v;
+  struct utsname u;
+  if (::uname(&u) != 0) return v;
+  // "6.18.44-fc-v445": major.minor[.patch] then anything.
+  const char* p = u.release;
+  int* fields[] = {&v.major, &v.minor, &v.patch};
+  for (int* field : fields) {
+    char* end = nullptr;
+    const long n = std::strtol(p, &end, 10);
+    if (end == p || n < 0 || n > 100000) break;
+    *field = static_cast<int>(n);
+    p = end;
+    if (*p != '.') break;
+    ++p;
+  }
+  return v;
+}
+
+std::string KernelRelease() {
+  struct utsname u;
+  if (::uname(&u) != 0) return "unknown";
+  return u.release;
+}
+
+std::string ReadSmallFile(const char* path) {
+  std::string out;
+  int fd = Open(path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return out;
+  char buf[256];
+  long n = 0;
+  while ((n = RetryEintr([&] { return ::read(fd, buf, sizeof(buf)); })) > 0) {
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > size_t{64} * 1024) break;
+  }
+  Close(fd);
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' '))
+    out.pop_back();
+  return out;
+}
+
+}  // namespace aiokit::sys

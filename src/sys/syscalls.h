@@ -1,0 +1,144 @@
+// Thin wrappers around the system calls aiokit makes. The only place errno is
+// read.
+//
+// Each wrapper returns the call's value, or -errno on failure. EINTR is retried
+// where that is safe (the call has no timeout to recompute); callers with
+// deadlines handle -EINTR themselves.
+//
+// The AIO calls can be intercepted by tests through FaultHooks: a hook sits
+// between the engine and the kernel and may fail, shorten or delay a call, or
+// pass it on to `real::`. With no hooks installed the cost is one
+// relaxed-acquire load and a predictable branch.
+
+#ifndef AIOKIT_SRC_SYS_SYSCALLS_H_
+#define AIOKIT_SRC_SYS_SYSCALLS_H_
+
+#include <fcntl.h>
+#include <linux/aio_abi.h>
+#include <linux/stat.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace aiokit::sys {
+
+// The kernel's AIO calls, unintercepted.
+namespace real {
+long IoSetup(unsigned nr_events, aio_context_t* ctx) noexcept;
+long IoDestroy(aio_context_t ctx) noexcept;
+long IoSubmit(aio_context_t ctx, long nr, struct iocb** iocbs) noexcept;
+long IoGetevents(aio_context_t ctx, long min_nr, long nr, io_event* events,
+                 timespec* timeout) noexcept;
+long IoCancel(aio_context_t ctx, struct iocb* iocb, io_event* result) noexcept;
+}  // namespace real
+
+// Replacement functions for tests. A null member passes the call through to
+// real::.
+struct FaultHooks {
+  long (*io_setup)(unsigned nr_events, aio_context_t* ctx) = nullptr;
+  long (*io_destroy)(aio_context_t ctx) = nullptr;
+  long (*io_submit)(aio_context_t ctx, long nr, struct iocb** iocbs) = nullptr;
+  long (*io_getevents)(aio_context_t ctx, long min_nr, long nr,
+                       io_event* events, timespec* timeout) = nullptr;
+  long (*io_cancel)(aio_context_t ctx, struct iocb* iocb,
+                    io_event* result) = nullptr;
+};
+
+namespace detail {
+extern std::atomic<const FaultHooks*> g_hooks;
+}  // namespace detail
+
+// Installs `hooks` (nullptr removes them). The object must outlive its
+// installation. Install before the engine under test is created and remove
+// after it is destroyed: calls in progress are not waited for.
+void SetFaultHooks(const FaultHooks* hooks) noexcept;
+
+inline const FaultHooks* Hooks() noexcept {
+  // Acquire pairs with the release store in SetFaultHooks, so a hook's own
+  // state is visible.
+  return detail::g_hooks.load(std::memory_order_acquire);
+}
+
+inline long IoSetup(unsigned nr_events, aio_context_t* ctx) noexcept {
+  const FaultHooks* h = Hooks();
+  if (h != nullptr && h->io_setup != nullptr) [[unlikely]] {
+    return h->io_setup(nr_events, ctx);
+  }
+  return real::IoSetup(nr_events, ctx);
+}
+inline long IoDestroy(aio_context_t ctx) noexcept {
+  const FaultHooks* h = Hooks();
+  if (h != nullptr && h->io_destroy != nullptr) [[unlikely]] {
+    return h->io_destroy(ctx);
+  }
+  return real::IoDestroy(ctx);
+}
+inline long IoSubmit(aio_context_t ctx, long nr, struct iocb** iocbs) noexcept {
+  const FaultHooks* h = Hooks();
+  if (h != nullptr && h->io_submit != nullptr) [[unlikely]] {
+    return h->io_submit(ctx, nr, iocbs);
+  }
+  return real::IoSubmit(ctx, nr, iocbs);
+}
+inline long IoGetevents(aio_context_t ctx, long min_nr, long nr,
+                        io_event* events, timespec* timeout) noexcept {
+  const FaultHooks* h = Hooks();
+  if (h != nullptr && h->io_getevents != nullptr) [[unlikely]] {
+    return h->io_getevents(ctx, min_nr, nr, events, timeout);
+  }
+  return real::IoGetevents(ctx, min_nr, nr, events, timeout);
+}
+inline long IoCancel(aio_context_t ctx, struct iocb* iocb,
+                     io_event* result) noexcept {
+  const FaultHooks* h = Hooks();
+  if (h != nullptr && h->io_cancel != nullptr) [[unlikely]] {
+    return h->io_cancel(ctx, iocb, result);
+  }
+  return real::IoCancel(ctx, iocb, result);
+}
+
+// ---- Descriptors and files. ----
+int Open(const char* path, int flags, mode_t mode) noexcept;
+int Close(int fd) noexcept;  // never retried: the fd is gone either way
+int Eventfd(unsigned initval, int flags) noexcept;
+// One 8-byte eventfd read or write.
+long EventfdRead(int fd, uint64_t* value) noexcept;
+long EventfdWrite(int fd, uint64_t value) noexcept;
+int Pipe2(int fds[2], int flags) noexcept;
+int Fstat(int fd, struct stat* st) noexcept;
+int Statx(int dirfd, const char* path, int flags, unsigned mask,
+          struct statx* out) noexcept;
+int Ioctl(int fd, unsigned long request, void* arg) noexcept;
+int Fcntl(int fd, int cmd) noexcept;
+int Unlink(const char* path) noexcept;
+// mkostemp(3): the descriptor, or -errno.
+int Mkostemp(char* path_template, int flags) noexcept;
+long Pread(int fd, void* buf, size_t len, off_t off) noexcept;
+long Pwrite(int fd, const void* buf, size_t len, off_t off) noexcept;
+int Fallocate(int fd, int mode, off_t off, off_t len) noexcept;
+int Ftruncate(int fd, off_t len) noexcept;
+
+struct KernelVersion {
+  int major = 0;
+  int minor = 0;
+  int patch = 0;
+  [[nodiscard]] bool AtLeast(int ma, int mi) const noexcept {
+    return major > ma || (major == ma && minor >= mi);
+  }
+};
+// The running kernel's version from uname(2) (0.0.0 if unreadable), and its
+// full release string.
+KernelVersion RunningKernel() noexcept;
+std::string KernelRelease();
+
+// The text of a file such as /proc/sys/fs/aio-max-nr without its trailing
+// newline, or "" if unreadable.
+std::string ReadSmallFile(const char* path);
+
+}  // namespace aiokit::sys
+
+#endif  // AIOKIT_SRC_SYS_SYSCALLS_H_

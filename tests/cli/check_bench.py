@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Runs `aiokit bench` short jobs and checks that its JSON reads like fio's and its numbers add up."""
+import json
+import subprocess
+import sys
+
+aiokit = sys.argv[1]
+
+
+def run(*args):
+    p = subprocess.run([aiokit, "bench", *args], capture_output=True, text=True, timeout=240)
+    return p.returncode, p.stdout, p.stderr
+
+
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+for rw, direct in (("randread", "1"), ("randwrite", "1"), ("read", "0"), ("write", "0")):
+    code, out, err = run("--size=8m", "--bs=4k", "--iodepth=16", "--rw=" + rw, "--direct=" + direct,
+                         "--output-format=json")
+    check(code == 0, f"{rw} direct={direct}: exit {code}: {err.strip()}")
+    if code != 0:
+        continue
+    doc = json.loads(out)
+    job = doc["jobs"][0]
+    d = job["read" if "read" in rw else "write"]
+    other = job["write" if "read" in rw else "read"]
+    # Without --runtime the job does exactly --size bytes, as fio does.
+    check(d["io_bytes"] == 8 << 20, f"{rw}: io_bytes {d['io_bytes']} != 8MiB")
+    check(d["total_ios"] == 2048, f"{rw}: total_ios {d['total_ios']} != 2048")
+    check(other["total_ios"] == 0, f"{rw}: the other direction has I/O")
+    check(d["iops"] > 0 and d["bw"] > 0, f"{rw}: iops/bw not positive")
+    # bw is KiB/s and consistent with iops * bs.
+    check(abs(d["bw"] * 1024 - d["iops"] * 4096) <= 0.02 * d["iops"] * 4096 + 1024, f"{rw}: bw != iops*bs")
+    pct = d["clat_ns"]["percentile"]
+    check("50.000000" in pct and "99.000000" in pct, f"{rw}: missing fio percentile keys")
+    c = d["clat_ns"]
+    check(c["min"] <= pct["50.000000"] <= pct["99.000000"] <= c["max"], f"{rw}: percentiles out of order")
+    check(c["N"] == d["total_ios"], f"{rw}: clat N != total_ios")
+    check("usr_cpu" in job and "sys_cpu" in job, f"{rw}: no cpu")
+    check(job["aiokit"]["engine"] in ("linux-aio", "io_uring", "threads"), f"{rw}: engine name")
+
+# A time-based job runs for its runtime.
+code, out, err = run("--size=4m", "--runtime=1", "--time_based", "--output-format=json")
+check(code == 0, f"time_based: exit {code}: {err.strip()}")
+if code == 0:
+    job = json.loads(out)["jobs"][0]
+    check(900 <= job["read"]["runtime"] <= 3000, f"time_based: runtime {job['read']['runtime']} ms")
+
+# The normal output names what fio names.
+code, out, err = run("--size=4m")
+check(code == 0 and "IOPS=" in out and "clat:" in out and "p99=" in out, f"normal output: {out}{err}")
+
+sys.exit(1 if failures else 0)

@@ -1,0 +1,165 @@
+// Choosing an engine: by options, by AIOKIT_ENGINE, and auto with the reasons
+// for each engine passed over.
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "aiokit/engine.h"
+#include "test_util.h"
+
+namespace aiokit {
+namespace {
+
+// Sets AIOKIT_ENGINE for the life of the object (tests run one at a time in
+// this binary).
+class ScopedEnv {
+ public:
+  explicit ScopedEnv(const char* value) {
+    if (const char* old = std::getenv("AIOKIT_ENGINE"))
+      old_ = old;  // NOLINT(concurrency-mt-unsafe)
+    if (value != nullptr) {
+      ::setenv("AIOKIT_ENGINE", value, 1);  // NOLINT(concurrency-mt-unsafe)
+    } else {
+      ::unsetenv("AIOKIT_ENGINE");  // NOLINT(concurrency-mt-unsafe)
+    }
+  }
+  ~ScopedEnv() {
+    if (old_.empty()) {
+      ::unsetenv("AIOKIT_ENGINE");  // NOLINT(concurrency-mt-unsafe)
+    } else {
+      ::setenv("AIOKIT_ENGINE", old_.c_str(),
+               1);  // NOLINT(concurrency-mt-unsafe)
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string old_;
+};
+
+TEST(EngineKindTest, NamesRoundTrip) {
+  for (EngineKind k : {EngineKind::kAuto, EngineKind::kLinuxAio,
+                       EngineKind::kIoUring, EngineKind::kThreads}) {
+    Result<EngineKind> parsed = ParseEngineKind(EngineKindName(k));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, k);
+  }
+  EXPECT_EQ(*ParseEngineKind("libaio"), EngineKind::kLinuxAio);
+}
+
+TEST(EngineKindTest, UnknownNameIsRefusedWithTheChoices) {
+  Result<EngineKind> k = ParseEngineKind("spdk");
+  ASSERT_FALSE(k.ok());
+  EXPECT_TRUE(k.status().Is(Errc::kInvalidArgument));
+  EXPECT_NE(k.status().ToString().find("linux-aio"), std::string::npos);
+}
+
+TEST(MakeEngineTest, EnvironmentChoosesWhereTheCallerDoesNot) {
+  ScopedEnv env("linux-aio");
+  Result<EngineKind> k = ResolveEngineKind({});
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ(*k, EngineKind::kLinuxAio);
+  // A caller's choice wins over the environment.
+  EngineOptions o;
+  o.kind = EngineKind::kThreads;
+  EXPECT_EQ(*ResolveEngineKind(o), EngineKind::kThreads);
+}
+
+TEST(MakeEngineTest, UnsetEnvironmentMeansAuto) {
+  ScopedEnv env(nullptr);
+  EXPECT_EQ(*ResolveEngineKind({}), EngineKind::kAuto);
+}
+
+TEST(MakeEngineTest, BadEnvironmentValueIsAClearError) {
+  ScopedEnv env("fastest");
+  Result<std::unique_ptr<Engine>> e = MakeEngine({});
+  ASSERT_FALSE(e.ok());
+  EXPECT_TRUE(e.status().Is(Errc::kInvalidArgument));
+  EXPECT_NE(e.status().ToString().find("AIOKIT_ENGINE=\"fastest\""),
+            std::string::npos)
+      << e.status().ToString();
+}
+
+TEST(MakeEngineTest, AnEngineNotBuiltSaysSo) {
+  for (EngineKind k : {EngineKind::kIoUring, EngineKind::kThreads}) {
+    EngineOptions o;
+    o.kind = k;
+    Result<std::unique_ptr<Engine>> e = MakeEngine(o);
+    ASSERT_FALSE(e.ok());
+    EXPECT_TRUE(e.status().Is(Errc::kUnsupported));
+    EXPECT_NE(e.status().ToString().find("not built"), std::string::npos)
+        << e.status().ToString();
+  }
+}
+
+TEST(MakeEngineTest, AutoPicksAnEngineAndSaysWhyOthersWerePassedOver) {
+  ScopedEnv env("auto");
+  std::vector<EngineRefusal> passed;
+  Result<std::unique_ptr<Engine>> e = MakeEngine({}, &passed);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  for (const EngineRefusal& r : passed) {
+    EXPECT_NE(r.kind, (*e)->kind());
+    EXPECT_FALSE(r.reason.ok());
+    EXPECT_FALSE(r.reason.ToString().empty());
+  }
+}
+
+TEST(MakeEngineTest, AutoWithEveryEngineRefusedListsEveryReason) {
+  testing::ScopedFaults faults;
+  faults.state().setup_errno =
+      ENOSYS;  // as on a kernel built without CONFIG_AIO
+  EngineOptions o;
+  o.kind = EngineKind::kAuto;
+  std::vector<EngineRefusal> passed;
+  Result<std::unique_ptr<Engine>> e = MakeEngine(o, &passed);
+  ASSERT_FALSE(e.ok());
+  EXPECT_TRUE(e.status().Is(Errc::kUnsupported));
+  const std::string msg = e.status().ToString();
+  EXPECT_NE(msg.find("CONFIG_AIO"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("io_uring"), std::string::npos) << msg;
+  bool saw_aio = false;
+  for (const EngineRefusal& r : passed) {
+    if (r.kind == EngineKind::kLinuxAio) {
+      saw_aio = true;
+      EXPECT_EQ(r.reason.Errno(), ENOSYS);
+    }
+  }
+  EXPECT_TRUE(saw_aio);
+}
+
+TEST(MakeEngineTest, AioMaxNrExhaustedNamesTheSysctlsAndTheirValues) {
+  testing::ScopedFaults faults;
+  faults.state().setup_errno = EAGAIN;
+  EngineOptions o;
+  o.kind = EngineKind::kLinuxAio;
+  o.queue_depth = 64;
+  Result<std::unique_ptr<Engine>> e = MakeEngine(o);
+  ASSERT_FALSE(e.ok());
+  const std::string msg = e.status().ToString();
+  EXPECT_EQ(e.status().Errno(), EAGAIN);
+  EXPECT_NE(msg.find("fs.aio-max-nr is " +
+                     sys::ReadSmallFile("/proc/sys/fs/aio-max-nr")),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("fs.aio-nr"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("needs 65"), std::string::npos) << msg;
+}
+
+TEST(MakeEngineTest, SeccompRefusalIsNamed) {
+  testing::ScopedFaults faults;
+  faults.state().setup_errno = EPERM;
+  EngineOptions o;
+  o.kind = EngineKind::kLinuxAio;
+  Result<std::unique_ptr<Engine>> e = MakeEngine(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().ToString().find("seccomp"), std::string::npos)
+      << e.status().ToString();
+}
+
+}  // namespace
+}  // namespace aiokit
