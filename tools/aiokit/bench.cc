@@ -308,7 +308,10 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
     eo.kind = *kind;
     eo.queue_depth = o.iodepth;
     eo.notify_fd = false;  // nothing polls it here
-    eo.spin_before_wait = std::chrono::microseconds(o.spin_us);
+    if (o.spin_us >= 0) {
+      eo.spin_before_wait = std::chrono::microseconds(o.spin_us);
+    }
+    eo.adaptive_spin = !o.spin_always;
     std::vector<EngineRefusal> passed_over;
     Result<std::unique_ptr<Engine>> made = MakeEngine(eo, &passed_over);
     if (!made.ok()) {
@@ -416,8 +419,7 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
 
     Clock::time_point last = start;
     while (in_flight != 0) {
-      Result<size_t> got =
-          engine->Reap(done, 1, std::chrono::milliseconds(100));
+      Result<size_t> got = engine->Reap(done, 1, kForever);
       ++reap_calls;
       if (!got.ok()) {
         if (first_error.empty()) first_error = got.status().ToString();

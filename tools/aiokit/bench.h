@@ -27,7 +27,10 @@ struct BenchOptions {
   int direct = 1;                  // fio: 0; storage engines run O_DIRECT
   std::string engine = "default";  // default: AIOKIT_ENGINE, else auto
   std::string output_format = "normal";
-  unsigned spin_us = 0;  // aiokit: EngineOptions::spin_before_wait
+  // aiokit: EngineOptions::spin_before_wait in us (-1: the library's default),
+  // and spinning the whole budget every time (adaptive_spin = false).
+  int spin_us = -1;
+  bool spin_always = false;
 };
 
 // Exit status of `aiokit bench`.

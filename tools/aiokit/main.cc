@@ -84,11 +84,13 @@ int main(int argc, char** argv) {
                    "auto, linux-aio, io_uring or threads (default: "
                    "$AIOKIT_ENGINE, else auto)")
       ->capture_default_str();
-  bench
-      ->add_option("--spin_us", b.spin_us,
-                   "aiokit: watch the completion ring this many microseconds "
-                   "before sleeping")
-      ->capture_default_str();
+  bench->add_option("--spin_us", b.spin_us,
+                    "aiokit: watch the completion ring up to this many "
+                    "microseconds before sleeping (0: never; default: the "
+                    "library's, 50)");
+  bench->add_flag("--spin_always", b.spin_always,
+                  "aiokit: spin every time (default: only while spinning "
+                  "catches completions)");
   bench->add_option("--output-format", b.output_format, "normal or json")
       ->capture_default_str();
 
