@@ -1,5 +1,7 @@
 // The conformance suite: what every engine must do, run on each engine by name.
 // A new engine joins by adding its name to kEngines at the bottom.
+// (Engines may carry a variant: "linux-aio/nospin" never spins before
+// sleeping.)
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -549,7 +551,7 @@ class FaultedConformanceTest : public ConformanceTest {
 };
 
 TEST_P(FaultedConformanceTest, PartialSubmitResubmitsTheRest) {
-  if (GetParam() != "linux-aio") {
+  if (testing::EngineName(GetParam()) != "linux-aio") {
     GTEST_SKIP() << "the io_submit hook applies to linux-aio";
   }
   faults_->state().submit_max = 3;
@@ -571,7 +573,7 @@ TEST_P(FaultedConformanceTest, PartialSubmitResubmitsTheRest) {
 }
 
 TEST_P(FaultedConformanceTest, EagainStormIsRetriedAndNothingIsLost) {
-  if (GetParam() != "linux-aio") {
+  if (testing::EngineName(GetParam()) != "linux-aio") {
     GTEST_SKIP() << "the io_submit hook applies to linux-aio";
   }
   File f = ScratchFile(256 * 1024, 21);
@@ -598,7 +600,7 @@ TEST_P(FaultedConformanceTest, EagainStormIsRetriedAndNothingIsLost) {
 }
 
 TEST_P(FaultedConformanceTest, EagainBeyondThePolicyReturnsTheRestUntouched) {
-  if (GetParam() != "linux-aio") {
+  if (testing::EngineName(GetParam()) != "linux-aio") {
     GTEST_SKIP() << "the io_submit hook applies to linux-aio";
   }
   EngineOptions o;
@@ -724,7 +726,7 @@ TEST_P(ConformanceTest, QueueDepthZeroIsRefused) {
 
 TEST_P(ConformanceTest, QueueDepthAboveTheSystemLimitIsRefusedWithTheReason) {
   const std::string max_nr = sys::ReadSmallFile("/proc/sys/fs/aio-max-nr");
-  if (GetParam() != "linux-aio" || max_nr.empty()) {
+  if (testing::EngineName(GetParam()) != "linux-aio" || max_nr.empty()) {
     GTEST_SKIP() << "fs.aio-max-nr applies to linux-aio";
   }
   EngineOptions o;
@@ -880,20 +882,26 @@ TEST_P(ConformanceTest, ABlockedReaperWakesForACompletionWithoutIo) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
 }
 
-const std::vector<std::string> kEngines = {"linux-aio"};
+// Each engine, and the linux-aio engine once more with its sleep-only wait
+// path.
+const std::vector<std::string> kEngines = {"linux-aio", "linux-aio/nospin"};
 
 INSTANTIATE_TEST_SUITE_P(Engines, ConformanceTest,
                          ::testing::ValuesIn(kEngines),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string n = info.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
+                           for (char& c : n) {
+                             if (c == '-' || c == '/') c = '_';
+                           }
                            return n;
                          });
 INSTANTIATE_TEST_SUITE_P(Engines, FaultedConformanceTest,
                          ::testing::ValuesIn(kEngines),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string n = info.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
+                           for (char& c : n) {
+                             if (c == '-' || c == '/') c = '_';
+                           }
                            return n;
                          });
 

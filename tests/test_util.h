@@ -78,11 +78,25 @@ inline File ScratchFile(size_t size, uint64_t seed, int flags = 0) {
 
 // Makes the named engine or explains why not; a test calls GTEST_SKIP on
 // kUnsupported.
+// Splits "linux-aio/nospin" into the engine name and its variant.
+inline std::string EngineName(const std::string& param) {
+  return param.substr(0, param.find('/'));
+}
+inline std::string EngineVariant(const std::string& param) {
+  const size_t slash = param.find('/');
+  return slash == std::string::npos ? "" : param.substr(slash + 1);
+}
+
+// Makes the engine a test parameter names: an engine name, optionally with a
+// variant of its options ("/nospin": never spin before sleeping).
 inline Result<std::unique_ptr<Engine>> MakeNamedEngine(
-    const std::string& name, EngineOptions options = {}) {
-  Result<EngineKind> kind = ParseEngineKind(name);
+    const std::string& param, EngineOptions options = {}) {
+  Result<EngineKind> kind = ParseEngineKind(EngineName(param));
   if (!kind.ok()) return kind.status();
   options.kind = *kind;
+  if (EngineVariant(param) == "nospin") {
+    options.spin_before_wait = std::chrono::microseconds(0);
+  }
   return MakeEngine(options);
 }
 
