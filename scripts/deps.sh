@@ -5,7 +5,7 @@
 set -euo pipefail
 
 what=${1:-build}
-pkgs=(cmake make g++ pkg-config libcli11-dev nlohmann-json3-dev)
+pkgs=(cmake make g++ pkg-config libcli11-dev nlohmann-json3-dev liburing-dev)
 case "$what" in
   build) ;;
   test) pkgs+=(libgtest-dev libgmock-dev googletest clang-format clang-tidy python3) ;;

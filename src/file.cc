@@ -263,4 +263,38 @@ AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
 
 AlignedBuffer::~AlignedBuffer() { std::free(data_); }
 
+Result<BufferPool> BufferPool::Create(size_t count, size_t size,
+                                      size_t alignment) {
+  if (count == 0 || size == 0) {
+    return Status::Error(Errc::kInvalidArgument,
+                         "BufferPool::Create(count " + std::to_string(count) +
+                             ", size " + std::to_string(size) +
+                             "): count and size must be at least 1");
+  }
+  if (!IsPowerOfTwo(alignment)) {
+    return Status::Error(Errc::kInvalidArgument,
+                         "BufferPool::Create(alignment " +
+                             std::to_string(alignment) +
+                             "): alignment must be a power of two");
+  }
+  const size_t stride = (size + alignment - 1) & ~(alignment - 1);
+  if (stride < size || (count != 0 && stride > SIZE_MAX / count)) {
+    return Status::FromErrno(
+        ENOMEM, "BufferPool::Create(count " + std::to_string(count) +
+                    ", size " + std::to_string(size) + "): size overflows");
+  }
+  Result<AlignedBuffer> storage =
+      AlignedBuffer::Allocate(stride * count, alignment);
+  if (!storage.ok()) return storage.status();
+  BufferPool pool;
+  pool.storage_ = std::move(*storage);
+  pool.size_ = size;
+  pool.stride_ = stride;
+  pool.iovecs_.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    pool.iovecs_.push_back(iovec{pool.storage_.data() + i * stride, size});
+  }
+  return pool;
+}
+
 }  // namespace aiokit

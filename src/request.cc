@@ -108,7 +108,8 @@ Request::Request(const Request& other)
       ioprio(other.ioprio),
       has_ioprio(other.has_ioprio),
       resfd(other.resfd),
-      align(other.align) {}
+      align(other.align),
+      buf_index(other.buf_index) {}
 
 Request& Request::operator=(const Request& other) {
   if (this == &other) return *this;
@@ -126,6 +127,7 @@ Request& Request::operator=(const Request& other) {
   has_ioprio = other.has_ioprio;
   resfd = other.resfd;
   align = other.align;
+  buf_index = other.buf_index;
   engine_state.store(0, std::memory_order_relaxed);
   engine_next = nullptr;
   return *this;
@@ -144,6 +146,7 @@ void Request::Reset(Op new_op, int new_fd, uint64_t off) noexcept {
   has_ioprio = false;
   resfd = -1;
   align = {};
+  buf_index = -1;
   engine_state.store(0, std::memory_order_relaxed);
   engine_next = nullptr;
 }
@@ -243,8 +246,15 @@ Status CheckBuffers(const Request& r, const Alignment& a) {
 Status Request::Validate() const {
   switch (op) {
     case Op::kNoop:
+      return {};
     case Op::kFsync:
     case Op::kFdatasync:
+      if (rw_flags != 0) {
+        // The kernel refuses them on an AIO fsync; every engine does the same.
+        return Status::Error(
+            Errc::kInvalidArgument,
+            Context(*this) + ": RWF_* flags apply to reads and writes only");
+      }
       return {};
     case Op::kRead:
     case Op::kWrite:
@@ -271,6 +281,12 @@ Status Request::Validate() const {
           Errc::kInvalidArgument,
           "request with unknown op " + std::to_string(static_cast<int>(op)));
   }
+  if (offset > static_cast<uint64_t>(INT64_MAX)) {
+    // The kernel's answer for AIO; io_uring would read -1 as "the file
+    // position", so every engine refuses it here alike.
+    return Status::Error(Errc::kInvalidArgument,
+                         Context(*this) + ": the offset is negative");
+  }
   if ((rw_flags & ~rwf::kAll) != 0) {
     return Status::Error(Errc::kInvalidArgument,
                          Context(*this) + ": unknown RWF_* bits " +
@@ -281,6 +297,8 @@ Status Request::Validate() const {
   }
   return {};
 }
+
+std::string DescribeAsked(const Request& req) { return Context(req); }
 
 std::string Describe(const Request& req) {
   std::string out = Context(req);

@@ -86,7 +86,7 @@ TEST(MakeEngineTest, BadEnvironmentValueIsAClearError) {
 }
 
 TEST(MakeEngineTest, AnEngineNotBuiltSaysSo) {
-  for (EngineKind k : {EngineKind::kIoUring, EngineKind::kThreads}) {
+  for (EngineKind k : {EngineKind::kThreads}) {
     EngineOptions o;
     o.kind = k;
     Result<std::unique_ptr<Engine>> e = MakeEngine(o);
@@ -111,8 +111,9 @@ TEST(MakeEngineTest, AutoPicksAnEngineAndSaysWhyOthersWerePassedOver) {
 
 TEST(MakeEngineTest, AutoWithEveryEngineRefusedListsEveryReason) {
   testing::ScopedFaults faults;
-  faults.state().setup_errno =
-      ENOSYS;  // as on a kernel built without CONFIG_AIO
+  // As on a kernel built without CONFIG_AIO and CONFIG_IO_URING.
+  faults.state().setup_errno = ENOSYS;
+  faults.state().uring_setup_errno = ENOSYS;
   EngineOptions o;
   o.kind = EngineKind::kAuto;
   std::vector<EngineRefusal> passed;
@@ -160,6 +161,109 @@ TEST(MakeEngineTest, SeccompRefusalIsNamed) {
   EXPECT_NE(e.status().ToString().find("seccomp"), std::string::npos)
       << e.status().ToString();
 }
+
+#if AIOKIT_HAVE_IO_URING
+// Each way io_uring can be refused: auto falls back to linux-aio and says why.
+struct Refusal {
+  const char* name;
+  int setup_errno;
+  unsigned hide_features;
+  const char* io_uring_disabled;
+  const char* expect;
+};
+
+class IoUringRefusalTest : public ::testing::TestWithParam<Refusal> {};
+
+TEST_P(IoUringRefusalTest, AutoFallsBackToLinuxAioWithTheReason) {
+  const Refusal& r = GetParam();
+  testing::ScopedFaults faults;
+  faults.state().uring_setup_errno = r.setup_errno;
+  faults.state().uring_hide_features = r.hide_features;
+  if (r.io_uring_disabled != nullptr) {
+    faults.state().io_uring_disabled = r.io_uring_disabled;
+  }
+  EngineOptions o;
+  o.kind = EngineKind::kAuto;
+  std::vector<EngineRefusal> passed;
+  Result<std::unique_ptr<Engine>> e = MakeEngine(o, &passed);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ((*e)->kind(), EngineKind::kLinuxAio);
+  ASSERT_EQ(passed.size(), 1U);
+  EXPECT_EQ(passed[0].kind, EngineKind::kIoUring);
+  const std::string why = passed[0].reason.ToString();
+  EXPECT_NE(why.find(r.expect), std::string::npos) << why;
+  // Asked for by name, the same refusal is an error, not a fallback.
+  o.kind = EngineKind::kIoUring;
+  Result<std::unique_ptr<Engine>> named = MakeEngine(o);
+  ASSERT_FALSE(named.ok());
+  EXPECT_NE(named.status().ToString().find(r.expect), std::string::npos)
+      << named.status().ToString();
+}
+
+// Feature bits of <linux/io_uring.h>.
+constexpr unsigned kFeatNodrop = 1U << 1;
+constexpr unsigned kFeatExtArg = 1U << 8;
+
+INSTANTIATE_TEST_SUITE_P(
+    Reasons, IoUringRefusalTest,
+    ::testing::Values(Refusal{"enosys", ENOSYS, 0, nullptr, "no io_uring"},
+                      Refusal{"seccomp", EPERM, 0, "0", "seccomp"},
+                      Refusal{"disabled_sysctl", EPERM, 0, "2",
+                              "kernel.io_uring_disabled is 2"},
+                      Refusal{"group_sysctl", EPERM, 0, "1",
+                              "kernel.io_uring_group"},
+                      Refusal{"memlock", ENOMEM, 0, nullptr, "RLIMIT_MEMLOCK"},
+                      Refusal{"old_kernel_ext_arg", 0, kFeatExtArg, nullptr,
+                              "IORING_FEAT_EXT_ARG"},
+                      Refusal{"old_kernel_nodrop", 0, kFeatNodrop, nullptr,
+                              "IORING_FEAT_NODROP"}),
+    [](const ::testing::TestParamInfo<Refusal>& info) {
+      return std::string(info.param.name);
+    });
+
+TEST(MakeEngineTest, WithoutFallbackAutoFailsWithTheFirstChoicesReason) {
+  testing::ScopedFaults faults;
+  faults.state().uring_setup_errno = EPERM;
+  EngineOptions o;
+  o.kind = EngineKind::kAuto;
+  o.allow_fallback = false;
+  Result<std::unique_ptr<Engine>> e = MakeEngine(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().Errno(), EPERM);
+  EXPECT_NE(e.status().ToString().find("io_uring"), std::string::npos)
+      << e.status().ToString();
+  EXPECT_NE(e.status().ToString().find("without fallback"), std::string::npos)
+      << e.status().ToString();
+}
+
+TEST(MakeEngineTest, FallbackCanBeForbiddenFromTheEnvironment) {
+  testing::ScopedFaults faults;
+  faults.state().uring_setup_errno = ENOSYS;
+  ::setenv("AIOKIT_ENGINE_FALLBACK", "0", 1);
+  EngineOptions o;
+  o.kind = EngineKind::kAuto;
+  Result<std::unique_ptr<Engine>> e = MakeEngine(o);
+  ::unsetenv("AIOKIT_ENGINE_FALLBACK");
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().ToString().find("AIOKIT_ENGINE_FALLBACK"),
+            std::string::npos)
+      << e.status().ToString();
+}
+
+TEST(MakeEngineTest, AutoPrefersIoUringWhenItWorks) {
+  EngineOptions o;
+  o.kind = EngineKind::kAuto;
+  std::vector<EngineRefusal> passed;
+  Result<std::unique_ptr<Engine>> e = MakeEngine(o, &passed);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  if ((*e)->kind() != EngineKind::kIoUring) {
+    // A kernel or container without io_uring: then the reason is given.
+    ASSERT_FALSE(passed.empty());
+    GTEST_SKIP() << "io_uring refused here: " << passed[0].reason.ToString();
+  }
+  EXPECT_TRUE(passed.empty());
+}
+#endif  // AIOKIT_HAVE_IO_URING
 
 }  // namespace
 }  // namespace aiokit

@@ -88,14 +88,22 @@ inline std::string EngineVariant(const std::string& param) {
 }
 
 // Makes the engine a test parameter names: an engine name, optionally with a
-// variant of its options ("/nospin": never spin before sleeping).
+// variant of its options: "/nospin" never spins before sleeping, "/single"
+// promises one thread (io_uring: SINGLE_ISSUER, DEFER_TASKRUN), "/sqpoll" has
+// a kernel thread poll the submission queue.
 inline Result<std::unique_ptr<Engine>> MakeNamedEngine(
     const std::string& param, EngineOptions options = {}) {
   Result<EngineKind> kind = ParseEngineKind(EngineName(param));
   if (!kind.ok()) return kind.status();
   options.kind = *kind;
-  if (EngineVariant(param) == "nospin") {
+  const std::string variant = EngineVariant(param);
+  if (variant == "nospin") {
     options.spin_before_wait = std::chrono::microseconds(0);
+  } else if (variant == "single") {
+    options.single_thread = true;
+  } else if (variant == "sqpoll") {
+    options.sqpoll = true;
+    options.sqpoll_idle = std::chrono::milliseconds(10);
   }
   return MakeEngine(options);
 }
@@ -163,6 +171,16 @@ struct FaultState {
   // io_setup: return this -errno instead of calling the kernel (0: pass
   // through).
   std::atomic<int> setup_errno{0};
+  // io_uring_setup: return this -errno instead (0: pass through).
+  std::atomic<int> uring_setup_errno{0};
+  // io_uring_setup: the features to hide (e.g. IORING_FEAT_EXT_ARG).
+  std::atomic<unsigned> uring_hide_features{0};
+  // io_uring_register: fail this opcode (-1: none) with uring_register_errno.
+  std::atomic<int> uring_register_opcode{-1};
+  std::atomic<int> uring_register_errno{0};
+  // ReadSmallFile: pretend /proc/sys/kernel/io_uring_disabled holds this
+  // (empty: read the real one).
+  std::string io_uring_disabled;
   std::atomic<int> submit_calls{0};
   std::atomic<int> getevents_calls{0};
 };
@@ -183,6 +201,46 @@ inline long HookIoSubmit(aio_context_t ctx, long nr, struct iocb** iocbs) {
   if (cap > 0 && nr > cap) nr = cap;
   return sys::real::IoSubmit(ctx, nr, iocbs);
 }
+// io_uring_enter with SQEs to submit: the same knobs as io_submit.
+inline int HookUringEnter(unsigned* to_submit, unsigned /*min_complete*/,
+                          unsigned /*flags*/) {
+  if (*to_submit == 0) return 0;
+  FaultState& f = Faults();
+  f.submit_calls.fetch_add(1);
+  if (f.submit_always_eagain.load()) return -EAGAIN;
+  int left = f.submit_eagain.load();
+  while (left > 0 && !f.submit_eagain.compare_exchange_weak(left, left - 1)) {
+  }
+  if (left > 0) return -EAGAIN;
+  const long cap = f.submit_max.load();
+  if (cap > 0 && *to_submit > static_cast<unsigned>(cap)) {
+    *to_submit = static_cast<unsigned>(cap);
+  }
+  return 0;
+}
+inline int HookUringSetup(unsigned /*entries*/, unsigned /*flags*/) {
+  if (int e = Faults().uring_setup_errno.load(); e != 0) return -e;
+  return 0;
+}
+inline unsigned HookUringFeatures(unsigned features) {
+  return features & ~Faults().uring_hide_features.load();
+}
+inline int HookUringRegister(unsigned opcode) {
+  FaultState& f = Faults();
+  if (static_cast<int>(opcode) == f.uring_register_opcode.load()) {
+    return -f.uring_register_errno.load();
+  }
+  return 0;
+}
+inline const char* HookReadFile(const char* path) {
+  FaultState& f = Faults();
+  if (!f.io_uring_disabled.empty() &&
+      std::string(path) == "/proc/sys/kernel/io_uring_disabled") {
+    return f.io_uring_disabled.c_str();
+  }
+  return nullptr;
+}
+
 inline long HookIoSetup(unsigned nr, aio_context_t* ctx) {
   if (int e = Faults().setup_errno.load(); e != 0) return -e;
   return sys::real::IoSetup(nr, ctx);
@@ -201,6 +259,11 @@ class ScopedFaults {
     hooks_.io_submit = &HookIoSubmit;
     hooks_.io_setup = &HookIoSetup;
     hooks_.io_getevents = &HookIoGetevents;
+    hooks_.io_uring_setup = &HookUringSetup;
+    hooks_.io_uring_features = &HookUringFeatures;
+    hooks_.io_uring_enter = &HookUringEnter;
+    hooks_.io_uring_register = &HookUringRegister;
+    hooks_.read_file = &HookReadFile;
     sys::SetFaultHooks(&hooks_);
   }
   ~ScopedFaults() {
@@ -218,6 +281,11 @@ class ScopedFaults {
     f.submit_always_eagain = false;
     f.submit_max = 0;
     f.setup_errno = 0;
+    f.uring_setup_errno = 0;
+    f.uring_hide_features = 0;
+    f.uring_register_opcode = -1;
+    f.uring_register_errno = 0;
+    f.io_uring_disabled.clear();
     f.submit_calls = 0;
     f.getevents_calls = 0;
   }

@@ -10,7 +10,8 @@
 //   completions read from the
 //              kernel's mmapped ring in user space; io_getevents only when the
 //              caller must wait.
-//   io_uring   (not built yet)
+//   io_uring   liburing: one SQE per request, completions read from the CQ
+//              ring in user space; fixed buffers and files, SQPOLL, IOPOLL.
 //   threads    (not built yet)
 // MakeEngine() builds one from EngineOptions; where the caller leaves the kind
 // as kDefault, the environment variable AIOKIT_ENGINE (auto, linux-aio,
@@ -76,8 +77,10 @@ struct RetryPolicy {
 
 struct EngineOptions {
   EngineKind kind = EngineKind::kDefault;
-  // Requests the engine is sized for (io_setup's nr_events). 1 .. 65536. More
-  // may be submitted: the engine then reaps to make room, as RetryPolicy says.
+  // Requests the engine is sized for: io_setup's nr_events (at most what
+  // fs.aio-max-nr leaves, up to 4194304) or io_uring's ring size (up to
+  // 65536). More may be submitted: linux-aio reaps to make room, as
+  // RetryPolicy says; io_uring keeps them in order until completions free room.
   unsigned queue_depth = 128;
   RetryPolicy eagain;
   // Create the completion eventfd returned by NotifyFd(). It costs the kernel
@@ -95,21 +98,55 @@ struct EngineOptions {
   // Refuse misaligned O_DIRECT requests (those whose Request::align is known)
   // before submission.
   bool check_alignment = true;
+  // kAuto: when false, fail with the first choice's reason instead of falling
+  // back to the next engine (for deployments that must know which engine runs).
+  // Also set by AIOKIT_ENGINE_FALLBACK=0.
+  bool allow_fallback = true;
+
+  // ---- io_uring ----
+  // The caller promises that one thread, the one that creates the engine, makes
+  // every call (Submit, Reap, Cancel, Register*, Shutdown). The engine can then
+  // use IORING_SETUP_SINGLE_ISSUER and DEFER_TASKRUN (completions run when that
+  // thread reaps, with no interrupt) and a registered ring fd. Without it, any
+  // thread may call, and completions are delivered with task-work interrupts.
+  bool single_thread = false;
+  // A kernel thread polls the submission queue (IORING_SETUP_SQPOLL): no system
+  // call to submit. It sleeps after sqpoll_idle without work.
+  bool sqpoll = false;
+  std::chrono::milliseconds sqpoll_idle{1000};
+  int sqpoll_cpu = -1;  // pin the poller to this CPU (-1: anywhere)
+  // Completions are polled from the device (IORING_SETUP_IOPOLL, fio's
+  // --hipri): O_DIRECT reads and writes only, on devices with poll queues.
+  bool iopoll = false;
 };
 
 // What an engine offers here (probed at Init).
 struct Capabilities {
-  bool user_space_reap =
-      false;  // completions read from a shared ring without a syscall
-  bool cancel_regular_files =
-      false;  // Cancel can stop I/O on regular files and block devices
-  bool async_buffered_io = false;  // buffered I/O does not block the submitter
-  bool fsync = false;              // fsync / fdatasync requests
-  bool rw_flags = false;           // per-request RWF_* flags
-  bool ioprio = false;             // per-request I/O priority
-  bool request_eventfd = false;    // per-request eventfd (Request::resfd)
-  bool notify_fd = false;          // NotifyFd() available
-  unsigned ring_entries = 0;       // completion slots the engine really got
+  // Completions are read from a shared ring without a system call.
+  bool user_space_reap = false;
+  // Cancel can stop I/O on regular files and block devices (before it starts).
+  bool cancel_regular_files = false;
+  // Buffered I/O does not block the submitter.
+  bool async_buffered_io = false;
+  bool fsync = false;            // fsync / fdatasync requests
+  bool rw_flags = false;         // per-request RWF_* flags
+  bool ioprio = false;           // per-request I/O priority
+  bool request_eventfd = false;  // per-request eventfd (Request::resfd)
+  bool notify_fd = false;        // NotifyFd() available
+  unsigned ring_entries = 0;     // completion slots the engine really got
+
+  // io_uring: what the kernel offered and the engine uses.
+  bool fixed_buffers = false;       // RegisterBuffers works
+  bool fixed_files = false;         // RegisterFiles works
+  bool sqpoll = false;              // IORING_SETUP_SQPOLL in use
+  bool iopoll = false;              // IORING_SETUP_IOPOLL in use
+  bool single_issuer = false;       // IORING_SETUP_SINGLE_ISSUER in use
+  bool defer_taskrun = false;       // IORING_SETUP_DEFER_TASKRUN in use
+  bool coop_taskrun = false;        // IORING_SETUP_COOP_TASKRUN in use
+  bool registered_ring_fd = false;  // io_uring_register_ring_fd in use
+  // Why a feature above is off although it was asked for or is usually used
+  // ("DEFER_TASKRUN: EINVAL, kernel before 6.1"), one line each.
+  std::vector<std::string> fallbacks;
 };
 
 // Counters since Init. Each is exact at the time it is read, but read
@@ -157,7 +194,8 @@ class Engine {
   [[nodiscard]] const char* Name() const noexcept {
     return EngineKindName(kind());
   }
-  [[nodiscard]] virtual Capabilities GetCapabilities() const noexcept = 0;
+  [[nodiscard]] virtual const Capabilities& GetCapabilities()
+      const noexcept = 0;
   [[nodiscard]] virtual unsigned queue_depth() const noexcept = 0;
   [[nodiscard]] virtual EngineStats Stats() const noexcept = 0;
 
@@ -193,6 +231,17 @@ class Engine {
   // it. Errc::kUnsupported when EngineOptions::notify_fd was false. Valid until
   // the engine is destroyed.
   virtual Result<int> NotifyFd() = 0;
+
+  // Registers buffers with the kernel so that requests whose buf_index names
+  // one of them skip per-I/O page pinning (io_uring's fixed buffers). Replaces
+  // an earlier registration. REQUIRES: nothing in flight. kUnsupported on
+  // engines without the feature (their requests ignore buf_index). Refusal for
+  // locked-memory limits names RLIMIT_MEMLOCK and its value.
+  virtual Status RegisterBuffers(std::span<const iovec> buffers);
+  // Registers file descriptors so that requests on them skip the per-I/O file
+  // lookup (io_uring's fixed files); requests name them by fd as usual.
+  // REQUIRES: nothing in flight. kUnsupported on engines without the feature.
+  virtual Status RegisterFiles(std::span<const int> fds);
 
   // Stops accepting submissions and waits up to `timeout` for the requests in
   // flight, keeping their completions for Reap. OK when nothing is left in

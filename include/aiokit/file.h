@@ -16,10 +16,13 @@
 #define AIOKIT_FILE_H_
 
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "aiokit/status.h"
 
@@ -131,6 +134,34 @@ class AlignedBuffer {
   AlignedBuffer(char* data, size_t size) noexcept : data_(data), size_(size) {}
   char* data_ = nullptr;
   size_t size_ = 0;
+};
+
+// `count` buffers of `size` bytes, each aligned to `alignment`, carved from one
+// allocation: what O_DIRECT needs, in the shape io_uring's fixed buffers take
+// (Engine::RegisterBuffers(pool.iovecs()), then Request::buf_index = i).
+// Move-only.
+class BufferPool {
+ public:
+  // REQUIRES: alignment is a power of two; count and size are not 0.
+  static Result<BufferPool> Create(size_t count, size_t size,
+                                   size_t alignment = 4096);
+
+  BufferPool() = default;
+
+  [[nodiscard]] char* buffer(size_t i) noexcept {
+    return storage_.data() + i * stride_;
+  }
+  [[nodiscard]] size_t count() const noexcept { return iovecs_.size(); }
+  [[nodiscard]] size_t buffer_size() const noexcept { return size_; }
+  [[nodiscard]] std::span<const iovec> iovecs() const noexcept {
+    return iovecs_;
+  }
+
+ private:
+  AlignedBuffer storage_;
+  std::vector<iovec> iovecs_;
+  size_t size_ = 0;
+  size_t stride_ = 0;
 };
 
 }  // namespace aiokit

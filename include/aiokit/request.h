@@ -169,6 +169,10 @@ struct Request {
   // What O_DIRECT requires of this request; checked before submission when
   // known.
   Alignment align;
+  // The index of the registered buffer (Engine::RegisterBuffers) that holds
+  // this read's or write's buffer, or -1. Engines without fixed buffers ignore
+  // it.
+  int16_t buf_index = -1;
 
   // ---- Engine-private: do not touch. ----
   // 0 idle, 1 in flight, 2 completed. Atomic so that a reaper thread and a
@@ -208,6 +212,7 @@ struct Request {
   }
   void SetEventFd(int efd) noexcept { resfd = efd; }
   void SetAlignment(Alignment a) noexcept { align = a; }
+  void SetFixedBuffer(int16_t index) noexcept { buf_index = index; }
 
   [[nodiscard]] bool in_flight() const noexcept {
     return engine_state.load(std::memory_order_relaxed) == 1;
@@ -233,6 +238,10 @@ struct Request {
 // the errno with its meaning and, when the library refused it, the rule it
 // broke (for instance the O_DIRECT alignment).
 std::string Describe(const Request& req);
+
+// What was asked only ("read fd=5 offset=4096 length=512"), without the result:
+// safe to call while the request is in flight on another thread.
+std::string DescribeAsked(const Request& req);
 
 }  // namespace aiokit
 

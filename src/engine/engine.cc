@@ -60,17 +60,34 @@ Result<EngineKind> ResolveEngineKind(const EngineOptions& options) {
 
 namespace {
 
+// EngineOptions::allow_fallback, unless AIOKIT_ENGINE_FALLBACK=0 forbids it.
+bool AllowFallback(const EngineOptions& options) {
+  // Read once per engine creation; aiokit never calls setenv.
+  const char* env =
+      std::getenv("AIOKIT_ENGINE_FALLBACK");  // NOLINT(concurrency-mt-unsafe)
+  if (env != nullptr && std::string_view(env) == "0") return false;
+  return options.allow_fallback;
+}
+
 Result<std::unique_ptr<Engine>> MakeOne(EngineKind kind,
                                         const EngineOptions& options) {
   switch (kind) {
     case EngineKind::kLinuxAio:
       return internal::MakeLinuxAioEngine(options);
     case EngineKind::kIoUring:
+#if AIOKIT_HAVE_IO_URING
+      return internal::MakeIoUringEngine(options);
+#else
+      return Status::Error(Errc::kUnsupported,
+                           "engine io_uring is not built into this aiokit "
+                           "(liburing-dev was missing when it was configured)");
+#endif
     case EngineKind::kThreads:
       return Status::Error(
           Errc::kUnsupported,
           std::string("engine ") + EngineKindName(kind) +
-              " is not built into this aiokit (this version has linux-aio)");
+              " is not built into this aiokit (this version has linux-aio and "
+              "io_uring)");
     case EngineKind::kDefault:
     case EngineKind::kAuto:
       break;
@@ -99,11 +116,33 @@ Result<std::unique_ptr<Engine>> MakeEngine(
     // such.
     if (e.status().Is(Errc::kInvalidArgument)) return e.status();
     if (passed_over != nullptr) passed_over->push_back({k, e.status()});
+    if (!AllowFallback(options)) {
+      return Status(e.status().code(),
+                    "auto without fallback (EngineOptions::allow_fallback "
+                    "false or AIOKIT_ENGINE_FALLBACK=0): the first choice, " +
+                        std::string(EngineKindName(k)) +
+                        ", was refused: " + e.status().context());
+    }
     if (!reasons.empty()) reasons += "; ";
     reasons += e.status().ToString();
   }
   return Status::Error(Errc::kUnsupported,
                        "no engine can run here: " + reasons);
+}
+
+Status Engine::RegisterBuffers(std::span<const iovec> buffers) {
+  return Status::Error(Errc::kUnsupported,
+                       std::string(Name()) + ": RegisterBuffers(" +
+                           std::to_string(buffers.size()) +
+                           " buffers): this engine has no fixed buffers; "
+                           "requests ignore buf_index");
+}
+
+Status Engine::RegisterFiles(std::span<const int> fds) {
+  return Status::Error(Errc::kUnsupported,
+                       std::string(Name()) + ": RegisterFiles(" +
+                           std::to_string(fds.size()) +
+                           " files): this engine has no fixed files");
 }
 
 Result<size_t> Engine::GetNextCompleted(int timeout_ms, Request** out,

@@ -14,6 +14,11 @@ namespace aiokit::internal {
 Result<std::unique_ptr<Engine>> MakeLinuxAioEngine(
     const EngineOptions& options);
 
+#if AIOKIT_HAVE_IO_URING
+// liburing; see src/engine/io_uring/io_uring_engine.cc.
+Result<std::unique_ptr<Engine>> MakeIoUringEngine(const EngineOptions& options);
+#endif
+
 }  // namespace aiokit::internal
 
 #endif  // AIOKIT_SRC_ENGINE_ENGINES_H_

@@ -46,6 +46,23 @@ struct FaultHooks {
                        io_event* events, timespec* timeout) = nullptr;
   long (*io_cancel)(aio_context_t ctx, struct iocb* iocb,
                     io_event* result) = nullptr;
+
+  // io_uring (see sys/uring.h). These filter a call instead of replacing it:
+  // return 0 to let it through, or -errno to fail it without calling.
+  // Before io_uring_setup:
+  int (*io_uring_setup)(unsigned entries, unsigned flags) = nullptr;
+  // After a successful io_uring_setup: the features to report (mask some to
+  // pretend an older kernel).
+  unsigned (*io_uring_features)(unsigned features) = nullptr;
+  // Before io_uring_enter; may lower *to_submit (a partial submission).
+  int (*io_uring_enter)(unsigned* to_submit, unsigned min_complete,
+                        unsigned flags) = nullptr;
+  // Before io_uring_register (opcode IORING_REGISTER_*).
+  int (*io_uring_register)(unsigned opcode) = nullptr;
+
+  // ReadSmallFile: the text to return for `path` instead of reading it, or
+  // nullptr to read it (fakes /proc/sys values such as fs.aio-max-nr).
+  const char* (*read_file)(const char* path) = nullptr;
 };
 
 namespace detail {

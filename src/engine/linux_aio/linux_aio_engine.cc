@@ -1,29 +1,32 @@
 // The linux-aio engine: the kernel's native AIO through raw system calls
 // (<linux/aio_abi.h>; libaio is not needed).
 //
-//   Init      io_setup(queue_depth + 1): one extra slot for the wake-up request
-//   below. Submit    io_submit of the iocbs, in order. A partial submission is
-//   counted and the rest sent again;
-//             EAGAIN is retried with the RetryPolicy, reaping completions first
-//             to make room (they are kept on the done list for the caller's
-//             next Reap); a request the kernel refuses completes with that
-//             -errno on the done list, and the requests after it are still
-//             submitted.
-//   Reap      the done list first, then the kernel's mmapped completion ring
-//   read in user space; only when
-//             fewer than `min` are there does it call io_getevents to wait.
+//   Init      io_setup(queue_depth + 1): one slot more than asked, for the
+//             wake-up request below.
+//   Submit    io_submit of the iocbs, in order. A partial submission is counted
+//             and the rest sent again; EAGAIN is retried with the RetryPolicy,
+//             reaping completions first to make room (they wait on the done
+//             list for the caller's next Reap); a request the kernel refuses
+//             completes with that -errno through the done list, and the
+//             requests after it are still submitted.
+//   Reap      the done list first, then the kernel's mmapped completion ring,
+//             read in user space; only when fewer than `min` are there does it
+//             spin briefly (EngineOptions::spin_before_wait) and then sleep in
+//             io_getevents.
 //   Cancel    io_cancel; the kernel can cancel only requests whose driver has a
-//   cancel method (not regular
-//             files or block devices), so it is reported as kNotCancellable for
-//             those.
-//   Shutdown  waits for what is in flight (collecting the completions), then
-//   io_destroy.
+//             cancel method (not regular files or block devices), so those are
+//             reported as kNotCancellable.
+//   Shutdown  waits for what is in flight (collecting the completions for
+//             Reap), then io_destroy.
 //
 // Wake-ups. A reaper sleeping in io_getevents wakes only for a kernel event.
 // When another thread completes a request without the kernel (a noop, a
 // refusal) or shuts the engine down, it submits the engine's own wake-up
 // request, a zero-length read from a pipe that the kernel completes at once,
-// and the reaper discards that event. This keeps waits exact without polling.
+// and the reaper discards that event. The reaper always sleeps for one event at
+// a time (min_nr 1), so the wake-up event ends the sleep whatever `min` is. If
+// the wake-up cannot be submitted (the kernel's slots are all taken), requests
+// are in flight and their completions end the sleep instead.
 
 #include <fcntl.h>
 #include <linux/aio_abi.h>
@@ -36,13 +39,13 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "aiokit/engine.h"
 #include "engine/aio_ring.h"
+#include "engine/common.h"
 #include "engine/engines.h"
 #include "sys/syscalls.h"
 #include "util/strings.h"
@@ -59,15 +62,8 @@ static_assert(offsetof(Request, iocb) == 0,
 static_assert(std::is_standard_layout_v<Request>,
               "a Request must be standard-layout so that &req.iocb == &req");
 
-using Clock = std::chrono::steady_clock;
-
-// Request::engine_state values.
-constexpr uint8_t kIdle = 0;
-constexpr uint8_t kInFlight = 1;
-constexpr uint8_t kCompleted = 2;
-
-// Requests handed to one io_submit call at most (the iocb pointer array lives
-// on the stack).
+// Requests handed to one io_submit call at most (the pointer array is on the
+// stack).
 constexpr size_t kSubmitChunk = 128;
 
 timespec ToTimespec(std::chrono::nanoseconds d) {
@@ -85,15 +81,19 @@ std::string ReadSysctl(const char* path) {
 
 class LinuxAioEngine final : public Engine {
  public:
-  explicit LinuxAioEngine(const EngineOptions& options) : options_(options) {}
+  explicit LinuxAioEngine(const EngineOptions& options)
+      : options_(options),
+        spin_(options.spin_before_wait, options.adaptive_spin) {}
   ~LinuxAioEngine() override;
+  LinuxAioEngine(const LinuxAioEngine&) = delete;
+  LinuxAioEngine& operator=(const LinuxAioEngine&) = delete;
 
   Status Init();
 
   [[nodiscard]] EngineKind kind() const noexcept override {
     return EngineKind::kLinuxAio;
   }
-  [[nodiscard]] Capabilities GetCapabilities() const noexcept override {
+  [[nodiscard]] const Capabilities& GetCapabilities() const noexcept override {
     return caps_;
   }
   [[nodiscard]] unsigned queue_depth() const noexcept override {
@@ -113,45 +113,38 @@ class LinuxAioEngine final : public Engine {
   void FillIocb(Request* req) const noexcept;
   // Sends iocbs[0, n) to the kernel. Returns how many were taken care of
   // (submitted, or refused and completed); the rest could not be submitted
-  // within the retry policy.
+  // within the retry policy (or the engine is shutting down).
   size_t SubmitToKernel(struct iocb** iocbs, size_t n, SubmitResult* result);
   // Completes `req` without the kernel: sets rval, queues it for Reap and
-  // signals its eventfd.
+  // signals the eventfd the kernel would have.
   void CompleteLocally(Request* req, int64_t res, Origin origin);
-  // EAGAIN: collect completions so the kernel has room, or sleep `delay` if
-  // someone else is reaping. Returns true when room was made.
+  // EAGAIN: collect completions so the kernel has room, waiting up to `delay`
+  // for one. False when it could not (another thread is reaping, or nothing is
+  // in flight): the caller then sleeps `delay` itself.
   bool MakeRoom(std::chrono::microseconds delay);
   // Wakes a reaper sleeping in io_getevents (see the file comment).
   void WakeReaper() noexcept;
-  // REQUIRES reap_mu_. Watches the ring (and the done list) for up to the spin
-  // budget; true when something arrived. See EngineOptions::spin_before_wait.
-  bool SpinForCompletions(Clock::time_point deadline) noexcept;
 
-  // The done list: requests completed and not yet returned by Reap, in
-  // completion order.
-  void PushDone(Request* first, Request* last, size_t n);
-  size_t TakeDone(Request** out, size_t max);
-
-  // Turns a kernel event into its Request (nullptr for the wake-up request's
-  // event).
+  // Turns a kernel event into its Request (nullptr for the wake-up event).
   Request* OnEvent(const io_event& ev) noexcept;
-  // REQUIRES reap_mu_. Reads the ring (no syscall) into out[0, max).
+  // REQUIRES the reaper gate. Reads the ring (no syscall) into out[0, max).
   size_t DrainRing(Request** out, size_t max);
-  // REQUIRES reap_mu_. Moves everything the kernel has completed onto the done
-  // list, waiting up to `timeout` for at least one event if the ring is empty
-  // and something is in flight.
-  size_t CollectToDone(std::chrono::nanoseconds timeout);
-  // REQUIRES reap_mu_, nothing in flight. Releases the kernel context.
+  // REQUIRES the reaper gate. Moves what the kernel has completed onto the done
+  // list, waiting up to `timeout` for one event when the ring is empty and
+  // something is in flight. Returns how many it moved (-1: it slept in vain).
+  long CollectToDone(std::chrono::nanoseconds timeout);
+  // REQUIRES the reaper gate, nothing in flight. Releases the kernel context.
   void DestroyContext();
 
   EngineOptions options_;
   Capabilities caps_;
+  AdaptiveSpin spin_;  // guarded by the reaper gate
 
   aio_context_t ctx_ = 0;
-  AioRing* ring_ = nullptr;  // null when the ring's layout is not one we know:
-                             // always io_getevents
+  // Null when the ring's layout is not one we know: always io_getevents.
+  AioRing* ring_ = nullptr;
   bool destroyed_ =
-      true;  // guarded by reap_mu_ (set once Init succeeded to false)
+      true;  // guarded by the reaper gate; false once Init is done
 
   int notify_fd_ = -1;
   int wake_pipe_[2] = {-1, -1};
@@ -159,31 +152,17 @@ class LinuxAioEngine final : public Engine {
   struct iocb wake_iocb_ = {};
   char wake_byte_ = 0;
   std::atomic<bool> wake_in_flight_{false};
-  std::atomic<int> waiters_{0};
 
-  // One reaper at a time reads the ring and calls io_getevents. Timed, so that
-  // a poller does not wait behind a reaper sleeping with a long timeout.
-  std::timed_mutex reap_mu_;
-  std::vector<io_event> events_;  // io_getevents buffer, guarded by reap_mu_
-  // Adaptive spinning (guarded by reap_mu_): how often recent spins caught a
-  // completion, in 1/1024ths (a moving average with weight 1/8), and waits
-  // since the last spin, for the occasional probe while spinning does not pay.
-  int spin_hit_rate_ = 1024;
-  unsigned waits_since_spin_ = 0;
+  ReaperGate gate_;               // one reaper: the ring and io_getevents
+  std::vector<io_event> events_;  // io_getevents buffer, guarded by the gate
+  DoneList done_;
 
-  std::mutex done_mu_;
-  Request* done_head_ = nullptr;
-  Request* done_tail_ = nullptr;
-  // Length of the done list; seq_cst with waiters_ (a Dekker pair) so a waiter
-  // and a completer never both miss each other.
-  std::atomic<size_t> done_count_{0};
-
-  // Requests the kernel owns (submitted, event not yet consumed), excluding the
-  // wake-up request. Incremented before io_submit, so a fast completion reaped
-  // on another thread never drives it negative.
+  // Requests the kernel owns (io_submit took them, their event not yet
+  // consumed), excluding the wake-up request. Raised before each io_submit by
+  // what it offers, lowered after by what it did not take, so a completion
+  // reaped on another thread in between never drives it negative.
   std::atomic<int64_t> kernel_in_flight_{0};
-  // Threads inside Submit or Cancel: the context must outlive them.
-  std::atomic<int> users_{0};
+  std::atomic<int> users_{0};  // threads inside Submit or Cancel
   std::atomic<bool> shutdown_{false};
 
   std::atomic<uint64_t> submitted_{0};
@@ -196,35 +175,20 @@ class LinuxAioEngine final : public Engine {
   std::atomic<uint64_t> ring_reaped_{0};
 };
 
-// RAII count of a thread inside Submit or Cancel.
-class UserGuard {
- public:
-  explicit UserGuard(std::atomic<int>* users) : users_(users) {
-    // seq_cst with Shutdown's store of shutdown_ and its read of users_: either
-    // Shutdown sees us and waits, or we see shutdown_ and leave.
-    users_->fetch_add(1, std::memory_order_seq_cst);
-  }
-  ~UserGuard() { users_->fetch_sub(1, std::memory_order_release); }
-  UserGuard(const UserGuard&) = delete;
-  UserGuard& operator=(const UserGuard&) = delete;
-
- private:
-  std::atomic<int>* users_;
-};
-
 Status LinuxAioEngine::Init() {
   const unsigned depth = options_.queue_depth;
   if (depth == 0) {
-    return Status::Error(
-        Errc::kInvalidArgument,
-        "linux-aio: queue_depth 0: a context needs at least one slot "
-        "(io_setup refuses 0 with EINVAL)");
+    return Status::Error(Errc::kInvalidArgument,
+                         "linux-aio: queue_depth 0: a context needs at least "
+                         "one slot (io_setup refuses 0 with EINVAL)");
   }
-  if (depth > (1U << 24)) {
-    return Status::Error(
-        Errc::kInvalidArgument,
-        "linux-aio: queue_depth " + std::to_string(depth) +
-            " is above the kernel's limit for one context (about 8M events)");
+  if (depth > (1U << 22)) {
+    // The kernel's own ceiling for one context is 2^28 bytes of events
+    // (about 8M of them, doubled internally): refuse before it does.
+    return Status::Error(Errc::kInvalidArgument,
+                         "linux-aio: queue_depth " + std::to_string(depth) +
+                             " is above 4194304, the most one kernel AIO "
+                             "context can hold");
   }
   // One more slot than asked, for the wake-up request.
   const unsigned nr = depth + 1;
@@ -293,12 +257,16 @@ Status LinuxAioEngine::Init() {
       wake_ok_ = got == 1 && ev.obj == reinterpret_cast<uint64_t>(&wake_iocb_);
     }
   }
+  if (!wake_ok_) {
+    caps_.fallbacks.emplace_back(
+        "wake-up request: a zero-length pipe read does not complete at once "
+        "here; a sleeping reaper rechecks every 10 ms");
+  }
 
   const sys::KernelVersion kv = sys::RunningKernel();
   caps_.user_space_reap = ring_ != nullptr;
   caps_.cancel_regular_files = false;
-  caps_.async_buffered_io =
-      false;  // buffered I/O runs synchronously inside io_submit
+  caps_.async_buffered_io = false;  // buffered I/O runs inside io_submit
   caps_.fsync = kv.AtLeast(4, 18);
   caps_.rw_flags = kv.AtLeast(4, 13);
   caps_.ioprio = kv.AtLeast(5, 0);
@@ -312,6 +280,14 @@ LinuxAioEngine::~LinuxAioEngine() {
   // Waits as long as the kernel takes: the buffers of requests in flight must
   // not be freed under it.
   (void)Shutdown(kForever);
+  // Completed requests nobody reaped are the caller's again, and may be
+  // submitted elsewhere.
+  Request* left[64];
+  while (size_t n = done_.Take(left, 64)) {
+    for (size_t i = 0; i < n; ++i) {
+      left[i]->engine_state.store(kCompleted, std::memory_order_relaxed);
+    }
+  }
   if (notify_fd_ >= 0) sys::Close(notify_fd_);
   for (int& fd : wake_pipe_) {
     if (fd >= 0) sys::Close(fd);
@@ -368,6 +344,7 @@ void LinuxAioEngine::FillIocb(Request* req) const noexcept {
       cb.aio_buf = 0;
       cb.aio_nbytes = 0;
       cb.aio_offset = 0;
+      cb.aio_rw_flags = 0;
       break;
   }
   if (req->has_ioprio) cb.aio_flags |= IOCB_FLAG_IOPRIO;
@@ -391,21 +368,32 @@ SubmitResult LinuxAioEngine::Submit(std::span<Request* const> batch) {
 
   struct iocb* chunk[kSubmitChunk];
   size_t nchunk = 0;
-  // Sends the chunk, which holds batch[i - nchunk, i). False when the retry
-  // policy ran out.
+  // Sends the chunk, which holds batch[i - nchunk, i). False when not all of it
+  // went (the retry policy ran out, or Shutdown began).
   auto flush = [&](size_t i) -> bool {
     if (nchunk == 0) return true;
-    const size_t done = SubmitToKernel(chunk, nchunk, &result);
-    const size_t first = i - nchunk;
+    const size_t want = nchunk;
+    const size_t first = i - want;
+    const size_t done = SubmitToKernel(chunk, want, &result);
     nchunk = 0;
-    if (done == static_cast<size_t>(i - first)) return true;
+    if (done == want) return true;
     result.accepted = first + done;
-    result.status = Status::Error(
-        Errc::kQueueFull, "linux-aio: io_submit still returned EAGAIN after " +
-                              std::to_string(options_.eagain.max_retries) +
-                              " retries; " + std::to_string(i - first - done) +
-                              " requests of this chunk (and those after them) "
-                              "were not submitted");
+    if (shutdown_.load(std::memory_order_acquire)) {
+      result.status =
+          Status::Error(Errc::kShutdown,
+                        "linux-aio: Shutdown began while io_submit was "
+                        "retrying EAGAIN; " +
+                            std::to_string(batch.size() - first - done) +
+                            " requests were not submitted");
+    } else {
+      result.status = Status::Error(
+          Errc::kQueueFull,
+          "linux-aio: io_submit still returned EAGAIN after " +
+              std::to_string(options_.eagain.max_retries) + " retries; " +
+              std::to_string(batch.size() - first - done) +
+              " requests (from batch[" + std::to_string(first + done) +
+              "]) were not submitted");
+    }
     return false;
   };
 
@@ -419,7 +407,7 @@ SubmitResult LinuxAioEngine::Submit(std::span<Request* const> batch) {
           Errc::kInvalidArgument,
           "linux-aio: batch[" + std::to_string(i) + "]: " +
               (req == nullptr ? std::string("null request")
-                              : Describe(*req) +
+                              : DescribeAsked(*req) +
                                     ": submitted again before it was reaped"));
       return result;
     }
@@ -440,11 +428,7 @@ SubmitResult LinuxAioEngine::Submit(std::span<Request* const> batch) {
       CompleteLocally(req, -EINVAL, Origin::kRefused);
       continue;
     }
-    FillIocb(req);
-    req->rval = kNotCompleted;
-    req->origin = Origin::kNone;
-    // Before io_submit: the completion may be reaped on another thread before
-    // io_submit returns.
+    // Marked now, so that the same request twice in one batch is caught above.
     req->engine_state.store(kInFlight, std::memory_order_relaxed);
     chunk[nchunk++] = &req->iocb;
     if (nchunk == kSubmitChunk && !flush(i + 1)) return result;
@@ -456,53 +440,67 @@ SubmitResult LinuxAioEngine::Submit(std::span<Request* const> batch) {
 
 size_t LinuxAioEngine::SubmitToKernel(struct iocb** iocbs, size_t n,
                                       SubmitResult* result) {
-  kernel_in_flight_.fetch_add(static_cast<int64_t>(n),
-                              std::memory_order_relaxed);
+  for (size_t i = 0; i < n; ++i) {
+    auto* req = reinterpret_cast<Request*>(iocbs[i]);
+    FillIocb(req);
+    req->rval = kNotCompleted;
+    req->origin = Origin::kNone;
+    // Before io_submit: its completion may be reaped on another thread before
+    // io_submit returns.
+    req->engine_state.store(kInFlight, std::memory_order_relaxed);
+    TsanRelease(req);
+  }
   size_t done = 0;
   unsigned attempts = 0;
   std::chrono::microseconds delay = options_.eagain.initial_delay;
   while (done < n) {
+    const auto offered = static_cast<int64_t>(n - done);
+    kernel_in_flight_.fetch_add(offered, std::memory_order_relaxed);
     const long r =
-        sys::IoSubmit(ctx_, static_cast<long>(n - done), iocbs + done);
+        sys::IoSubmit(ctx_, static_cast<long>(offered), iocbs + done);
     submit_calls_.fetch_add(1, std::memory_order_relaxed);
+    const int64_t took = r > 0 ? r : 0;
+    kernel_in_flight_.fetch_sub(offered - took, std::memory_order_relaxed);
     if (r > 0) {
-      const auto took = static_cast<size_t>(r);
-      if (took < n - done)
+      if (took < offered) {
         partial_submits_.fetch_add(1, std::memory_order_relaxed);
-      submitted_.fetch_add(took, std::memory_order_relaxed);
-      done += took;
+      }
+      submitted_.fetch_add(static_cast<uint64_t>(took),
+                           std::memory_order_relaxed);
+      done += static_cast<size_t>(took);
       // As BlueStore does: progress restarts the retry budget.
       attempts = 0;
       delay = options_.eagain.initial_delay;
       continue;
     }
     if (r == -EAGAIN || r == -EINTR || r == 0) {
-      // No room (or nothing taken): make room and retry, within the policy.
-      if (attempts >= options_.eagain.max_retries) break;
+      // No room (or nothing taken): make room and retry, within the policy,
+      // unless the engine is shutting down.
+      if (attempts >= options_.eagain.max_retries ||
+          shutdown_.load(std::memory_order_acquire)) {
+        break;
+      }
       ++attempts;
       ++result->retries;
       eagain_retries_.fetch_add(1, std::memory_order_relaxed);
       if (!MakeRoom(delay)) std::this_thread::sleep_for(delay);
-      delay *= 2;
+      delay = NextDelay(delay);
       continue;
     }
     // The kernel refused iocbs[done] (EBADF, EINVAL, EFAULT, ...): it completes
     // with that error, and the requests after it are still submitted.
-    Request* req = reinterpret_cast<Request*>(iocbs[done]);
-    kernel_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    auto* req = reinterpret_cast<Request*>(iocbs[done]);
     submitted_.fetch_add(1, std::memory_order_relaxed);
     refused_.fetch_add(1, std::memory_order_relaxed);
     CompleteLocally(req, r, Origin::kRefused);
     ++done;
   }
-  if (done < n) {
-    // Not submitted: give them back to the caller untouched.
-    kernel_in_flight_.fetch_sub(static_cast<int64_t>(n - done),
-                                std::memory_order_relaxed);
-    for (size_t i = done; i < n; ++i) {
-      reinterpret_cast<Request*>(iocbs[i])->engine_state.store(
-          kIdle, std::memory_order_relaxed);
-    }
+  // Not submitted: back to the caller, idle and not completed; what it asks
+  // (fd, buffers, offset, length) is as the caller left it.
+  for (size_t i = done; i < n; ++i) {
+    auto* req = reinterpret_cast<Request*>(iocbs[i]);
+    req->engine_state.store(kIdle, std::memory_order_relaxed);
+    req->rval = kNotCompleted;
   }
   return done;
 }
@@ -512,78 +510,22 @@ void LinuxAioEngine::CompleteLocally(Request* req, int64_t res, Origin origin) {
   req->origin = origin;
   // As the kernel would: the request's own eventfd, else the engine's.
   const int efd = req->resfd >= 0 ? req->resfd : notify_fd_;
-  PushDone(req, req, 1);
+  const bool wake = done_.Push(req);
   if (efd >= 0) (void)sys::EventfdWrite(efd, 1);
-}
-
-void LinuxAioEngine::PushDone(Request* first, Request* last, size_t n) {
-  {
-    std::lock_guard<std::mutex> lock(done_mu_);
-    last->engine_next = nullptr;
-    if (done_tail_ != nullptr) {
-      done_tail_->engine_next = first;
-    } else {
-      done_head_ = first;
-    }
-    done_tail_ = last;
-  }
-  // seq_cst: see done_count_ and waiters_.
-  done_count_.fetch_add(n, std::memory_order_seq_cst);
-  if (waiters_.load(std::memory_order_seq_cst) > 0) WakeReaper();
-}
-
-size_t LinuxAioEngine::TakeDone(Request** out, size_t max) {
-  if (max == 0 || done_count_.load(std::memory_order_acquire) == 0) return 0;
-  size_t n = 0;
-  std::lock_guard<std::mutex> lock(done_mu_);
-  while (done_head_ != nullptr && n < max) {
-    Request* r = done_head_;
-    done_head_ = r->engine_next;
-    r->engine_next = nullptr;
-    out[n++] = r;
-  }
-  if (done_head_ == nullptr) done_tail_ = nullptr;
-  done_count_.fetch_sub(n, std::memory_order_relaxed);
-  return n;
+  if (wake) WakeReaper();
 }
 
 void LinuxAioEngine::WakeReaper() noexcept {
-  if (!wake_ok_ || wake_in_flight_.exchange(true, std::memory_order_acq_rel))
+  if (!wake_ok_ || wake_in_flight_.exchange(true, std::memory_order_acq_rel)) {
     return;
+  }
   struct iocb* p = &wake_iocb_;
   // Straight to the kernel: a fault-injection hook must not swallow the
-  // engine's own wake-up.
-  if (sys::real::IoSubmit(ctx_, 1, &p) != 1)
+  // engine's own wake-up. EAGAIN (every slot taken) means requests are in
+  // flight, and their completions end the sleep instead.
+  if (sys::real::IoSubmit(ctx_, 1, &p) != 1) {
     wake_in_flight_.store(false, std::memory_order_release);
-}
-
-bool LinuxAioEngine::SpinForCompletions(Clock::time_point deadline) noexcept {
-  if (ring_ == nullptr || options_.spin_before_wait.count() <= 0 ||
-      kernel_in_flight_.load(std::memory_order_relaxed) <= 0) {
-    return false;
   }
-  // Adaptive: spin while at least half of the recent spins caught a completion
-  // (a fast device), else only every 16th wait, to notice when that changes. On
-  // a disk, whose completions take longer than the budget, this bounds the CPU
-  // spent spinning to budget / 16 per wait.
-  constexpr unsigned kProbeEvery = 16;
-  if (options_.adaptive_spin && spin_hit_rate_ < 512 &&
-      ++waits_since_spin_ < kProbeEvery) {
-    return false;
-  }
-  waits_since_spin_ = 0;
-  const Clock::time_point until =
-      std::min(deadline, Clock::now() + options_.spin_before_wait);
-  bool hit = false;
-  do {
-    for (int i = 0; i < 32 && !hit; ++i) {
-      hit = AioRingPending(ring_) != 0 ||
-            done_count_.load(std::memory_order_relaxed) != 0;
-      __builtin_ia32_pause();
-    }
-  } while (!hit && Clock::now() < until);
-  spin_hit_rate_ += ((hit ? 1024 : 0) - spin_hit_rate_) / 8;
-  return hit;
 }
 
 Request* LinuxAioEngine::OnEvent(const io_event& ev) noexcept {
@@ -592,6 +534,7 @@ Request* LinuxAioEngine::OnEvent(const io_event& ev) noexcept {
     return nullptr;
   }
   auto* req = reinterpret_cast<Request*>(ev.obj);
+  TsanAcquire(req);
   req->rval = ev.res;
   req->origin = Origin::kEngine;
   kernel_in_flight_.fetch_sub(1, std::memory_order_relaxed);
@@ -616,85 +559,73 @@ Result<size_t> LinuxAioEngine::Reap(std::span<Request*> out, size_t min,
   const Clock::time_point deadline =
       forever ? Clock::time_point::max() : Clock::now() + timeout;
 
-  std::unique_lock<std::timed_mutex> lock(reap_mu_, std::defer_lock);
-  if (timeout.count() == 0) {
-    (void)lock.try_lock();
-  } else if (forever) {
-    lock.lock();
-  } else {
-    (void)lock.try_lock_until(deadline);
+  ReaperLock lock(&gate_, timeout, deadline);
+  size_t n = done_.Take(out.data(), out.size());
+  if (lock.owns_lock()) {
+    if (!destroyed_) n += DrainRing(out.data() + n, out.size() - n);
+    while (n < min && !destroyed_) {
+      if (shutdown_.load(std::memory_order_acquire) &&
+          kernel_in_flight_.load(std::memory_order_relaxed) == 0 &&
+          done_.count() == 0) {
+        break;  // nothing more can arrive
+      }
+      std::chrono::nanoseconds left = kForever;
+      if (!forever) {
+        left = deadline - Clock::now();
+        if (left.count() <= 0) break;
+      }
+      // Announce the wait, then look once more (see DoneList).
+      if (done_.AnnounceWaiter()) {
+        n += done_.Take(out.data() + n, out.size() - n);
+        continue;
+      }
+      if (ring_ != nullptr &&
+          kernel_in_flight_.load(std::memory_order_relaxed) > 0 &&
+          spin_.Spin(deadline, [&] {
+            return AioRingPending(ring_) != 0 || done_.count_relaxed() != 0;
+          })) {
+        done_.RetireWaiter();
+        n += done_.Take(out.data() + n, out.size() - n);
+        n += DrainRing(out.data() + n, out.size() - n);
+        continue;
+      }
+      if (!wake_ok_ && (forever || left > std::chrono::milliseconds(10))) {
+        // No wake-up request here: wait in slices.
+        left = std::chrono::milliseconds(10);
+      }
+      timespec ts = ToTimespec(left);
+      const size_t want = std::min(out.size() - n, events_.size());
+      // min_nr 1: the wake-up event must end the sleep whatever `min` is.
+      const long r =
+          sys::IoGetevents(ctx_, 1, static_cast<long>(want), events_.data(),
+                           left.count() < 0 ? nullptr : &ts);
+      done_.RetireWaiter();
+      wait_calls_.fetch_add(1, std::memory_order_relaxed);
+      if (r == -EINTR) continue;
+      if (r < 0) {
+        if (n != 0) break;  // hand over what we have; the error will show again
+        return Status::FromErrno(static_cast<int>(-r),
+                                 "linux-aio: io_getevents(min_nr=1, nr=" +
+                                     std::to_string(want) + ")");
+      }
+      for (long i = 0; i < r; ++i) {
+        if (Request* req = OnEvent(events_[static_cast<size_t>(i)]);
+            req != nullptr) {
+          out[n++] = req;
+        }
+      }
+      n += done_.Take(out.data() + n, out.size() - n);
+    }
+    lock.Unlock();
   }
-  size_t n = TakeDone(out.data(), out.size());
-  if (!lock.owns_lock()) {
-    // Another thread is reaping; what it has not taken is on the done list.
-    for (size_t i = 0; i < n; ++i)
-      out[i]->engine_state.store(kCompleted, std::memory_order_relaxed);
-    completed_.fetch_add(n, std::memory_order_relaxed);
-    return n;
-  }
-  if (!destroyed_) n += DrainRing(out.data() + n, out.size() - n);
 
-  while (n < min && !destroyed_) {
-    if (shutdown_.load(std::memory_order_acquire) &&
-        kernel_in_flight_.load(std::memory_order_relaxed) == 0 &&
-        done_count_.load(std::memory_order_acquire) == 0) {
-      break;  // nothing more can arrive
-    }
-    std::chrono::nanoseconds left = kForever;
-    if (!forever) {
-      left = deadline - Clock::now();
-      if (left.count() <= 0) break;
-    }
-    // Announce the wait, then look once more (a Dekker pair with PushDone): a
-    // completer either sees us waiting and wakes us, or we see its request
-    // here.
-    waiters_.fetch_add(1, std::memory_order_seq_cst);
-    if (done_count_.load(std::memory_order_seq_cst) != 0) {
-      waiters_.fetch_sub(1, std::memory_order_relaxed);
-      n += TakeDone(out.data() + n, out.size() - n);
-      continue;
-    }
-    if (SpinForCompletions(deadline)) {
-      waiters_.fetch_sub(1, std::memory_order_relaxed);
-      n += TakeDone(out.data() + n, out.size() - n);
-      n += DrainRing(out.data() + n, out.size() - n);
-      continue;
-    }
-    if (!wake_ok_ && (forever || left > std::chrono::milliseconds(10))) {
-      // No wake-up request here: wait in slices.
-      left = std::chrono::milliseconds(10);
-    }
-    timespec ts = ToTimespec(left);
-    const size_t want = std::min(out.size() - n, events_.size());
-    const long r =
-        sys::IoGetevents(ctx_, static_cast<long>(std::min(min - n, want)),
-                         static_cast<long>(want), events_.data(),
-                         left.count() < 0 ? nullptr : &ts);
-    waiters_.fetch_sub(1, std::memory_order_relaxed);
-    wait_calls_.fetch_add(1, std::memory_order_relaxed);
-    if (r == -EINTR) continue;
-    if (r < 0) {
-      if (n != 0) break;  // hand over what we have; the error will show again
-      return Status::FromErrno(
-          static_cast<int>(-r),
-          "linux-aio: io_getevents(min_nr=" + std::to_string(min) +
-              ", nr=" + std::to_string(want) + ")");
-    }
-    for (long i = 0; i < r; ++i) {
-      if (Request* req = OnEvent(events_[static_cast<size_t>(i)]);
-          req != nullptr)
-        out[n++] = req;
-    }
-    n += TakeDone(out.data() + n, out.size() - n);
-  }
-  lock.unlock();
-
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     out[i]->engine_state.store(kCompleted, std::memory_order_relaxed);
+  }
   completed_.fetch_add(n, std::memory_order_relaxed);
   if (n == 0 && shutdown_.load(std::memory_order_acquire) &&
       kernel_in_flight_.load(std::memory_order_relaxed) == 0 &&
-      done_count_.load(std::memory_order_acquire) == 0) {
+      done_.count() == 0) {
     return Status::Error(
         Errc::kShutdown,
         "linux-aio: engine shut down and nothing left to reap");
@@ -703,25 +634,25 @@ Result<size_t> LinuxAioEngine::Reap(std::span<Request*> out, size_t min,
 }
 
 bool LinuxAioEngine::MakeRoom(std::chrono::microseconds delay) {
-  std::unique_lock<std::timed_mutex> lock(reap_mu_, std::try_to_lock);
-  if (!lock.owns_lock())
-    return false;  // a reaper is at work and frees slots as it reaps
-  return CollectToDone(delay) != 0;
+  if (!gate_.TryAcquire()) return false;  // a reaper frees slots as it reaps
+  const long got = CollectToDone(delay);
+  gate_.Release();
+  // Room was made, or the delay was spent waiting for it.
+  return got != 0;
 }
 
-size_t LinuxAioEngine::CollectToDone(std::chrono::nanoseconds timeout) {
+long LinuxAioEngine::CollectToDone(std::chrono::nanoseconds timeout) {
   if (destroyed_) return 0;
-  // Completions collected here are kept for the caller's next Reap. Their
-  // eventfds were already signalled by the kernel, so they are not signalled
-  // again.
+  // Kept for the caller's next Reap. The kernel already signalled their
+  // eventfds, so they are not signalled again.
   constexpr size_t kBatch = 256;
   Request* got[kBatch];
-  size_t total = 0;
+  long total = 0;
   auto push = [&](size_t n) {
     if (n == 0) return;
     for (size_t i = 1; i < n; ++i) got[i - 1]->engine_next = got[i];
-    PushDone(got[0], got[n - 1], n);
-    total += n;
+    (void)done_.Push(got[0], got[n - 1], n);
+    total += static_cast<long>(n);
   };
   for (;;) {
     const size_t n = DrainRing(got, kBatch);
@@ -741,11 +672,13 @@ size_t LinuxAioEngine::CollectToDone(std::chrono::nanoseconds timeout) {
   wait_calls_.fetch_add(1, std::memory_order_relaxed);
   size_t n = 0;
   for (long i = 0; i < r; ++i) {
-    if (Request* req = OnEvent(events_[static_cast<size_t>(i)]); req != nullptr)
+    if (Request* req = OnEvent(events_[static_cast<size_t>(i)]);
+        req != nullptr) {
       got[n++] = req;
+    }
   }
   push(n);
-  return total;
+  return total != 0 ? total : -1;
 }
 
 Status LinuxAioEngine::Cancel(Request* req) {
@@ -753,14 +686,9 @@ Status LinuxAioEngine::Cancel(Request* req) {
       req->engine_state.load(std::memory_order_relaxed) != kInFlight) {
     return Status::Error(
         Errc::kInvalidArgument,
-        "linux-aio: Cancel: " + (req == nullptr
-                                     ? std::string("null request")
-                                     : Describe(*req) + " is not in flight"));
-  }
-  if (req->origin != Origin::kNone) {
-    return Status::Error(Errc::kNotCancellable,
-                         "linux-aio: Cancel: " + Describe(*req) +
-                             ": already completed, not yet reaped");
+        "linux-aio: Cancel: " +
+            (req == nullptr ? std::string("null request")
+                            : DescribeAsked(*req) + " is not in flight"));
   }
   UserGuard guard(&users_);
   if (shutdown_.load(std::memory_order_seq_cst)) {
@@ -768,35 +696,28 @@ Status LinuxAioEngine::Cancel(Request* req) {
   }
   io_event ev = {};
   const long r = sys::IoCancel(ctx_, &req->iocb, &ev);
-  if (r == -EINPROGRESS)
-    return {};  // cancelled; the event comes through the ring
-  if (r == 0) {
-    // Kernels before 4.19 returned the cancelled event here instead of in the
-    // ring.
-    kernel_in_flight_.fetch_sub(1, std::memory_order_relaxed);
-    CompleteLocally(req, ev.res, Origin::kEngine);
-    return {};
-  }
+  // Since 3.11 io_cancel answers -EINPROGRESS when it cancelled and delivers
+  // the event through the ring, never in `ev`; 0 is treated alike.
+  if (r == -EINPROGRESS || r == 0) return {};
   if (r == -EINVAL || r == -EAGAIN) {
-    return Status::Error(Errc::kNotCancellable,
-                         "linux-aio: io_cancel(" + Describe(*req) +
-                             ") returned " +
-                             util::ErrnoText(static_cast<int>(-r)) +
-                             ": kernel AIO cancels only requests whose driver "
-                             "has a cancel method (such as USB "
-                             "gadget endpoints), never regular files or block "
-                             "devices, and not a request that "
-                             "already completed; it will complete normally");
+    return Status::Error(
+        Errc::kNotCancellable,
+        "linux-aio: io_cancel(" + DescribeAsked(*req) + ") returned " +
+            util::ErrnoText(static_cast<int>(-r)) +
+            ": kernel AIO cancels only requests whose driver has a cancel "
+            "method (such as USB gadget endpoints), never regular files or "
+            "block devices, and not a request that already completed; it will "
+            "complete normally");
   }
   return Status::FromErrno(static_cast<int>(-r),
-                           "linux-aio: io_cancel(" + Describe(*req) + ")");
+                           "linux-aio: io_cancel(" + DescribeAsked(*req) + ")");
 }
 
 Result<int> LinuxAioEngine::NotifyFd() {
   if (notify_fd_ < 0) {
-    return Status::Error(
-        Errc::kUnsupported,
-        "linux-aio: NotifyFd: the engine was created with notify_fd = false");
+    return Status::Error(Errc::kUnsupported,
+                         "linux-aio: NotifyFd: the engine was created with "
+                         "notify_fd = false");
   }
   return notify_fd_;
 }
@@ -817,16 +738,23 @@ Status LinuxAioEngine::Shutdown(std::chrono::nanoseconds timeout) {
   const Clock::time_point deadline =
       forever ? Clock::time_point::max() : Clock::now() + timeout;
   shutdown_.store(true, std::memory_order_seq_cst);
-  // Let submitters and cancellers that got in before the flag finish.
-  while (users_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
-  // A reaper sleeping in io_getevents with nothing in flight would hold the
-  // reap lock forever.
+  // Let submitters and cancellers that got in before the flag finish (a
+  // submitter retrying EAGAIN sees the flag and stops).
+  while (users_.load(std::memory_order_acquire) != 0) {
+    if (!forever && Clock::now() >= deadline) {
+      return Status::Error(
+          Errc::kTimedOut,
+          "linux-aio: Shutdown: a Submit or Cancel call was "
+          "still running at the deadline; call Shutdown again");
+    }
+    std::this_thread::yield();
+  }
+  // A reaper sleeping in io_getevents with nothing in flight would keep the
+  // gate forever.
   WakeReaper();
 
-  std::unique_lock<std::timed_mutex> lock(reap_mu_, std::defer_lock);
-  if (forever) {
-    lock.lock();
-  } else if (!lock.try_lock_until(deadline)) {
+  ReaperLock lock(&gate_, timeout, deadline);
+  if (!lock.owns_lock()) {
     return Status::Error(Errc::kTimedOut,
                          "linux-aio: Shutdown: a reaper held the ring past the "
                          "deadline; call Shutdown again");
@@ -852,9 +780,8 @@ Status LinuxAioEngine::Shutdown(std::chrono::nanoseconds timeout) {
         Errc::kTimedOut,
         "linux-aio: Shutdown: " + std::to_string(left_in_flight) +
             " requests still in flight at the deadline; the kernel still owns "
-            "them "
-            "and their buffers; call Shutdown again (the destructor waits for "
-            "them)");
+            "them and their buffers; call Shutdown again (the destructor waits "
+            "for them)");
   }
   DestroyContext();
   return {};

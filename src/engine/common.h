@@ -1,0 +1,246 @@
+// Pieces every engine shares: the done list (requests completed and not yet
+// reaped) with the handshake that keeps a sleeping reaper from missing one, the
+// count of threads inside Submit/Cancel that Shutdown waits for, and the
+// adaptive spin before sleeping.
+
+#ifndef AIOKIT_SRC_ENGINE_COMMON_H_
+#define AIOKIT_SRC_ENGINE_COMMON_H_
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+
+#include "aiokit/request.h"
+
+namespace aiokit::internal {
+
+using Clock = std::chrono::steady_clock;
+
+// Request::engine_state values.
+inline constexpr uint8_t kIdle = 0;
+inline constexpr uint8_t kInFlight = 1;
+inline constexpr uint8_t kCompleted = 2;
+
+// Requests completed (by the engine itself, or collected from the kernel on
+// behalf of the caller) and not yet returned by Reap, in completion order,
+// linked through Request::engine_next.
+//
+// A reaper about to sleep announces itself (AnnounceWaiter) and then looks at
+// count() once more; a completer pushes and then asks HasWaiters(). Both sides
+// use seq_cst, a Dekker pair: at least one of them sees the other, so either
+// the reaper finds the request or the completer wakes the reaper.
+class DoneList {
+ public:
+  // Appends first..last (already linked through engine_next), n requests.
+  // Returns true when a reaper may be asleep and must be woken.
+  bool Push(Request* first, Request* last, size_t n) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last->engine_next = nullptr;
+      if (tail_ != nullptr) {
+        tail_->engine_next = first;
+      } else {
+        head_ = first;
+      }
+      tail_ = last;
+      // Under the lock, so that Take never subtracts what was not added yet.
+      count_.fetch_add(n, std::memory_order_seq_cst);
+    }
+    return waiters_.load(std::memory_order_seq_cst) > 0;
+  }
+  bool Push(Request* r) { return Push(r, r, 1); }
+
+  // Moves up to max requests to out. Cheap when empty (one load).
+  size_t Take(Request** out, size_t max) {
+    if (max == 0 || count_.load(std::memory_order_acquire) == 0) return 0;
+    size_t n = 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    while (head_ != nullptr && n < max) {
+      Request* r = head_;
+      head_ = r->engine_next;
+      r->engine_next = nullptr;
+      out[n++] = r;
+    }
+    if (head_ == nullptr) tail_ = nullptr;
+    count_.fetch_sub(n, std::memory_order_relaxed);
+    return n;
+  }
+
+  [[nodiscard]] size_t count() const noexcept {
+    return count_.load(std::memory_order_seq_cst);
+  }
+  [[nodiscard]] size_t count_relaxed() const noexcept {
+    return count_.load(std::memory_order_relaxed);
+  }
+
+  // Returns true when the reaper must not sleep: something is already here.
+  bool AnnounceWaiter() noexcept {
+    waiters_.fetch_add(1, std::memory_order_seq_cst);
+    if (count_.load(std::memory_order_seq_cst) != 0) {
+      RetireWaiter();
+      return true;
+    }
+    return false;
+  }
+  void RetireWaiter() noexcept {
+    waiters_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+ private:
+  std::mutex mu_;
+  Request* head_ = nullptr;
+  Request* tail_ = nullptr;
+  std::atomic<size_t> count_{0};
+  std::atomic<int> waiters_{0};
+};
+
+// One reaper at a time, with a deadline: a poller does not wait behind a
+// reaper sleeping with a long timeout. (A mutex and a condition variable rather
+// than std::timed_mutex, whose pthread_mutex_clocklock GCC 12's ThreadSanitizer
+// does not understand.)
+class ReaperGate {
+ public:
+  // timeout 0: try once; negative: wait without limit.
+  bool Acquire(std::chrono::nanoseconds timeout, Clock::time_point deadline) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (busy_) {
+      if (timeout.count() == 0) return false;
+      if (timeout.count() < 0) {
+        cv_.wait(lock, [&] { return !busy_; });
+      } else if (!cv_.wait_until(lock, deadline, [&] { return !busy_; })) {
+        return false;
+      }
+    }
+    busy_ = true;
+    return true;
+  }
+  bool TryAcquire() { return Acquire(std::chrono::nanoseconds(0), {}); }
+  void Release() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      busy_ = false;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool busy_ = false;
+};
+
+// Holds the ReaperGate for its lifetime, when Acquire succeeded.
+class ReaperLock {
+ public:
+  ReaperLock(ReaperGate* gate, std::chrono::nanoseconds timeout,
+             Clock::time_point deadline)
+      : gate_(gate), owns_(gate->Acquire(timeout, deadline)) {}
+  ~ReaperLock() { Unlock(); }
+  ReaperLock(const ReaperLock&) = delete;
+  ReaperLock& operator=(const ReaperLock&) = delete;
+  [[nodiscard]] bool owns_lock() const noexcept { return owns_; }
+  void Unlock() {
+    if (owns_) gate_->Release();
+    owns_ = false;
+  }
+
+ private:
+  ReaperGate* gate_;
+  bool owns_;
+};
+
+// A hint to the CPU that this thread is spinning.
+inline void CpuRelax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// The EAGAIN back-off after `delay`: doubled, but never above 10 s (a large
+// RetryPolicy::max_retries would otherwise overflow it).
+inline std::chrono::microseconds NextDelay(std::chrono::microseconds delay) {
+  constexpr std::chrono::microseconds kMax = std::chrono::seconds(10);
+  return delay >= kMax / 2 ? kMax : delay * 2;
+}
+
+// ThreadSanitizer cannot see the hand-over of a request through the kernel
+// (submitted by one thread, its completion read from a ring by another).
+// These make it visible; they compile to nothing otherwise.
+#if defined(__SANITIZE_THREAD__)
+extern "C" void __tsan_acquire(
+    void* addr);  // NOLINT(readability-identifier-naming)
+extern "C" void __tsan_release(
+    void* addr);  // NOLINT(readability-identifier-naming)
+inline void TsanRelease(void* p) noexcept { __tsan_release(p); }
+inline void TsanAcquire(void* p) noexcept { __tsan_acquire(p); }
+#else
+inline void TsanRelease(void* /*p*/) noexcept {}
+inline void TsanAcquire(void* /*p*/) noexcept {}
+#endif
+
+// Counts a thread inside Submit or Cancel for as long as the object lives.
+// Shutdown sets its flag and then waits for the count to reach zero; a thread
+// increments and then reads the flag (seq_cst both): either Shutdown sees the
+// thread and waits for it, or the thread sees the flag and leaves.
+class UserGuard {
+ public:
+  explicit UserGuard(std::atomic<int>* users) : users_(users) {
+    users_->fetch_add(1, std::memory_order_seq_cst);
+  }
+  ~UserGuard() { users_->fetch_sub(1, std::memory_order_release); }
+  UserGuard(const UserGuard&) = delete;
+  UserGuard& operator=(const UserGuard&) = delete;
+
+ private:
+  std::atomic<int>* users_;
+};
+
+// The adaptive spin of EngineOptions::spin_before_wait: spin while at least
+// half of the recent spins caught a completion (a fast device), else only on
+// every 16th wait, to notice when that changes. On a device whose completions
+// take longer than the budget, this bounds the CPU spent spinning to
+// budget / 16 per wait. Not thread-safe: used under an engine's reap lock.
+class AdaptiveSpin {
+ public:
+  AdaptiveSpin(std::chrono::microseconds budget, bool adaptive)
+      : budget_(budget), adaptive_(adaptive) {}
+
+  // Spins until ready() is true (returns true) or the budget or the deadline
+  // runs out (returns false). `ready` must be cheap and must not block.
+  template <typename Ready>
+  bool Spin(Clock::time_point deadline, Ready&& ready) {
+    if (budget_.count() <= 0) return false;
+    constexpr unsigned kProbeEvery = 16;
+    if (adaptive_ && hit_rate_ < 512 && ++waits_since_spin_ < kProbeEvery) {
+      return false;
+    }
+    waits_since_spin_ = 0;
+    const Clock::time_point until = std::min(deadline, Clock::now() + budget_);
+    bool hit = false;
+    do {
+      for (int i = 0; i < 32 && !hit; ++i) {
+        hit = ready();
+        if (!hit) CpuRelax();
+      }
+    } while (!hit && Clock::now() < until);
+    // A moving average with weight 1/8, in 1/1024ths.
+    hit_rate_ += ((hit ? 1024 : 0) - hit_rate_) / 8;
+    return hit;
+  }
+
+ private:
+  std::chrono::microseconds budget_;
+  bool adaptive_;
+  int hit_rate_ = 1024;
+  unsigned waits_since_spin_ = 0;
+};
+
+}  // namespace aiokit::internal
+
+#endif  // AIOKIT_SRC_ENGINE_COMMON_H_
