@@ -8,23 +8,37 @@ import subprocess
 import sys
 
 # name: (target, aiokit options, fio options, what the row claims)
+RR4K = ["--rw=randread", "--bs=4k", "--direct=1"]
 ROWS = {
-    "ram-randread-qd32": ("ram", ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1"],
-                          ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1", "--ioengine=libaio"],
+    "ram-randread-qd32": ("ram", [*RR4K, "--iodepth=32", "--engine=linux-aio"],
+                          [*RR4K, "--iodepth=32", "--ioengine=libaio"],
                           "linux-aio >= 1.05x fio libaio"),
-    "ram-randread-qd32-nospin": ("ram", ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1",
-                                         "--spin_us=0"],
-                                 ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1",
-                                  "--ioengine=libaio"],
+    "ram-randread-qd32-nospin": ("ram", [*RR4K, "--iodepth=32", "--engine=linux-aio", "--spin_us=0"],
+                                 [*RR4K, "--iodepth=32", "--ioengine=libaio"],
                                  "linux-aio never spinning (sleeps in io_getevents like fio)"),
-    "ram-randread-qd1": ("ram", ["--rw=randread", "--bs=4k", "--iodepth=1", "--direct=1"],
-                         ["--rw=randread", "--bs=4k", "--iodepth=1", "--direct=1", "--ioengine=libaio"],
-                         "latency at depth 1"),
-    "disk-randread-qd32": ("disk", ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1"],
-                           ["--rw=randread", "--bs=4k", "--iodepth=32", "--direct=1", "--ioengine=libaio"],
+    "ram-randread-qd1": ("ram", [*RR4K, "--iodepth=1", "--engine=linux-aio"],
+                         [*RR4K, "--iodepth=1", "--ioengine=libaio"],
+                         "linux-aio latency at depth 1"),
+    "disk-randread-qd32": ("disk", [*RR4K, "--iodepth=32", "--engine=linux-aio"],
+                           [*RR4K, "--iodepth=32", "--ioengine=libaio"],
                            "device limit; compare CPU per I/O"),
+    "ram-uring-qd1": ("ram", [*RR4K, "--iodepth=1", "--engine=io_uring"],
+                      [*RR4K, "--iodepth=1", "--ioengine=io_uring"],
+                      "io_uring >= 1.0x fio io_uring; p50 within 1 us"),
+    "ram-uring-qd32": ("ram", [*RR4K, "--iodepth=32", "--engine=io_uring"],
+                       [*RR4K, "--iodepth=32", "--ioengine=io_uring"],
+                       "io_uring >= 1.0x fio io_uring"),
+    "ram-uring-qd32-fixed": ("ram", [*RR4K, "--iodepth=32", "--engine=io_uring", "--fixedbufs",
+                                     "--registerfiles"],
+                             [*RR4K, "--iodepth=32", "--ioengine=io_uring", "--fixedbufs",
+                              "--registerfiles"],
+                             "io_uring, fixed buffers and files, >= 1.0x fio"),
+    "ram-uring-qd32-sqpoll": ("ram", [*RR4K, "--iodepth=32", "--engine=io_uring", "--sqthread_poll"],
+                              [*RR4K, "--iodepth=32", "--ioengine=io_uring", "--sqthread_poll"],
+                              "io_uring with a kernel submission poller, >= 1.0x fio"),
 }
-DEFAULT_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32"]
+DEFAULT_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
+                "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll"]
 
 
 def parse(doc, direction="read"):
@@ -36,6 +50,7 @@ def parse(doc, direction="read"):
     return {
         "iops": d["iops"],
         "p50": d["clat_ns"]["percentile"]["50.000000"],
+        "lat50": d["lat_ns"]["percentile"]["50.000000"],
         "p99": d["clat_ns"]["percentile"]["99.000000"],
         "cpu_us": cpu * 1e6 / ios if ios else 0.0,
     }
@@ -78,7 +93,7 @@ def main():
         path = a.ram if target == "ram" else a.disk_file
         size = ["--size=1g"]
         common = [f"--runtime={a.runtime}", "--time_based", "--output-format=json"]
-        ak_cmd = [a.aiokit, "bench", f"--filename={path}", "--engine=linux-aio", *size, *ak_opts, *common]
+        ak_cmd = [a.aiokit, "bench", f"--filename={path}", *size, *ak_opts, *common]
         fio_cmd = ["fio", "--name=fio", f"--filename={path}", *size, *fio_opts, *common]
         rounds = []
         for i in range(a.rounds):
@@ -93,12 +108,13 @@ def main():
         return statistics.median(r[who][key] for r in rounds)
 
     print("| row | claim | aiokit IOPS (median) | fio IOPS (median) | ratio (median of rounds) | "
-          "p50 aiokit / fio (us) | CPU per I/O aiokit / fio (us) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "clat p50 aiokit / fio (us) | lat p50 aiokit / fio (us) | CPU per I/O aiokit / fio (us) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, rounds in results.items():
         ratio = statistics.median(r[0]["iops"] / r[1]["iops"] for r in rounds)
         print(f"| {name} | {ROWS[name][3]} | {med(rounds, 0, 'iops'):,.0f} | {med(rounds, 1, 'iops'):,.0f} | "
               f"{ratio:.3f} | {med(rounds, 0, 'p50') / 1000:.1f} / {med(rounds, 1, 'p50') / 1000:.1f} | "
+              f"{med(rounds, 0, 'lat50') / 1000:.1f} / {med(rounds, 1, 'lat50') / 1000:.1f} | "
               f"{med(rounds, 0, 'cpu_us'):.2f} / {med(rounds, 1, 'cpu_us'):.2f} |")
     print(f"\n{a.rounds} rounds of {a.runtime} s per tool and row, alternating aiokit and fio; "
           f"kernel {os.uname().release}, {os.cpu_count()} CPUs.")

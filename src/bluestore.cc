@@ -93,6 +93,16 @@ void aio_t::pread(uint64_t off, uint64_t len) {
 aio_queue_t::aio_queue_t(unsigned depth)
     : max_iodepth(static_cast<int>(depth)) {}
 
+void aio_queue_t::SetError(Status s) {
+  std::lock_guard<std::mutex> lock(error_mu_);
+  last_error_ = std::move(s);
+}
+
+Status aio_queue_t::last_error() const {
+  std::lock_guard<std::mutex> lock(error_mu_);
+  return last_error_;
+}
+
 aio_queue_t::~aio_queue_t() {
   // BlueStore asserts that shutdown() was called; here the engine's destructor
   // waits for what is in flight instead.
@@ -103,10 +113,10 @@ int aio_queue_t::init() {
   if (engine_ != nullptr) return 0;
   EngineOptions options;
   if (max_iodepth <= 0) {
-    last_error_ =
-        Status::Error(Errc::kInvalidArgument,
-                      "aio_queue_t::init: max_iodepth " +
-                          std::to_string(max_iodepth) + " must be at least 1");
+    SetError(Status::Error(Errc::kInvalidArgument,
+                           "aio_queue_t::init: max_iodepth " +
+                               std::to_string(max_iodepth) +
+                               " must be at least 1"));
     return -EINVAL;
   }
   options.queue_depth = static_cast<unsigned>(max_iodepth);
@@ -115,8 +125,8 @@ int aio_queue_t::init() {
   options.notify_fd = false;
   Result<std::unique_ptr<Engine>> e = MakeEngine(options);
   if (!e.ok()) {
-    last_error_ = e.status();
-    return ToNegativeErrno(last_error_);
+    SetError(e.status());
+    return ToNegativeErrno(last_error());
   }
   engine_ = std::move(*e);
   return 0;
@@ -125,31 +135,42 @@ int aio_queue_t::init() {
 void aio_queue_t::shutdown() {
   if (engine_ == nullptr) return;
   Status s = engine_->Shutdown(kForever);
-  if (!s.ok()) last_error_ = s;
+  if (!s.ok()) SetError(s);
 }
 
 int aio_queue_t::submit_batch(aio_iter begin, aio_iter end, uint16_t aios_size,
                               void* priv, int* retries) {
-  (void)aios_size;  // BlueStore sizes its iocb array with it; the engine needs
-                    // no such hint
+  // BlueStore sizes its iocb array with aios_size; the engine needs no hint.
+  (void)aios_size;
   if (engine_ == nullptr) {
-    last_error_ = Status::Error(Errc::kShutdown,
-                                "aio_queue_t::submit_batch before init()");
+    SetError(Status::Error(Errc::kShutdown,
+                           "aio_queue_t::submit_batch before init()"));
     return -EINVAL;
   }
+  // BlueStore's callers treat any count as "all submitted", so a batch is
+  // taken whole unless that is impossible: when the engine's retry policy runs
+  // out (kQueueFull) the rest is offered again, for up to kRounds policies
+  // (about 35 s with BlueStore's numbers) before giving up.
+  constexpr int kRounds = 4;
   constexpr size_t kChunk = 64;
   Request* chunk[kChunk];
   size_t n = 0;
   int done = 0;
-  // Submits the chunk; false when the engine took only part of it.
+  Status failed;
+  // Submits the chunk; false when the engine would not take all of it.
   auto flush = [&]() -> bool {
-    if (n == 0) return true;
-    SubmitResult r = engine_->Submit(std::span<Request* const>(chunk, n));
-    if (retries != nullptr) *retries += static_cast<int>(r.retries);
-    done += static_cast<int>(r.accepted);
-    const bool all = r.accepted == n;
+    size_t off = 0;
+    for (int round = 0; off < n && round < kRounds; ++round) {
+      SubmitResult r =
+          engine_->Submit(std::span<Request* const>(chunk + off, n - off));
+      if (retries != nullptr) *retries += static_cast<int>(r.retries);
+      done += static_cast<int>(r.accepted);
+      off += r.accepted;
+      if (off < n) failed = r.status;
+      if (!r.status.Is(Errc::kQueueFull)) break;
+    }
+    const bool all = off == n;
     n = 0;
-    if (!all) last_error_ = r.status;
     return all;
   };
   for (aio_iter cur = begin; cur != end; ++cur) {
@@ -158,15 +179,15 @@ int aio_queue_t::submit_batch(aio_iter begin, aio_iter end, uint16_t aios_size,
     if (n == kChunk && !flush()) break;
   }
   if (n != 0) (void)flush();
-  if (done == 0 && !last_error_.ok() && begin != end)
-    return ToNegativeErrno(last_error_);
+  if (!failed.ok()) SetError(failed);
+  if (done == 0 && !failed.ok()) return ToNegativeErrno(failed);
   return done;
 }
 
 int aio_queue_t::get_next_completed(int timeout_ms, aio_t** paio, int max) {
   if (engine_ == nullptr) {
-    last_error_ = Status::Error(
-        Errc::kShutdown, "aio_queue_t::get_next_completed before init()");
+    SetError(Status::Error(Errc::kShutdown,
+                           "aio_queue_t::get_next_completed before init()"));
     return -EINVAL;
   }
   if (max <= 0) return 0;
@@ -184,10 +205,10 @@ int aio_queue_t::get_next_completed(int timeout_ms, aio_t** paio, int max) {
         engine_->Reap(std::span<Request*>(got, want), min, timeout);
     if (!r.ok()) {
       if (total != 0) break;
-      last_error_ = r.status();
+      SetError(r.status());
       // A shut-down engine with nothing left behaves like an empty queue.
       if (r.status().Is(Errc::kShutdown)) return 0;
-      return ToNegativeErrno(last_error_);
+      return ToNegativeErrno(last_error());
     }
     for (size_t i = 0; i < *r; ++i) paio[total++] = static_cast<aio_t*>(got[i]);
     if (*r < want) break;

@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <string>
 
+#include "util/strings.h"
+
 namespace aiokit {
 namespace {
 
@@ -55,11 +57,10 @@ std::string Status::ToString() const {
   if (ok()) return "OK";
   std::string out = message_;
   if (!out.empty()) out += ": ";
-  out += code_.message();
   if (code_.category() == std::system_category()) {
-    out += " (errno ";
-    out += std::to_string(code_.value());
-    out += ")";
+    out += util::ErrnoText(code_.value());  // "ENOENT (No such file ...)"
+  } else {
+    out += code_.message();
   }
   return out;
 }

@@ -13,6 +13,7 @@
 
 #include "aiokit/engine.h"
 #include "aiokit/file.h"
+#include "aiokit/info.h"
 #include "aiokit/request.h"
 #include "aiokit/status.h"
 #include "aiokit/version.h"

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "aiokit/engine.h"
@@ -146,9 +147,12 @@ struct aio_queue_t {
 
   // Submits [begin, end) in order, setting each aio's priv to `priv`
   // (BlueStore's IOContext), retrying EAGAIN with BlueStore's policy (16
-  // retries from 125 us, doubling), adding the retries to *retries (may be
-  // null). Returns how many were submitted (each will come back from
-  // get_next_completed exactly once), or -errno when none were.
+  // retries from 125 us, doubling; the rest of a batch is offered again for up
+  // to four such rounds), adding the retries to *retries (may be null).
+  // Returns how many were submitted: each comes back from get_next_completed
+  // exactly once. Fewer than the batch only when the engine could take no more
+  // (the others are not submitted; last_error() says why); -errno when none
+  // were.
   int submit_batch(aio_iter begin, aio_iter end, uint16_t aios_size, void* priv,
                    int* retries);
 
@@ -160,14 +164,15 @@ struct aio_queue_t {
   // ---- aiokit additions ----
   // The engine (null before init()).
   [[nodiscard]] Engine* engine() const noexcept { return engine_.get(); }
-  // Why the last failing call failed.
-  [[nodiscard]] const Status& last_error() const noexcept {
-    return last_error_;
-  }
+  // Why the last failing call failed (safe from any thread).
+  [[nodiscard]] Status last_error() const;
 
  private:
+  void SetError(Status s);
+
   std::unique_ptr<Engine> engine_;
-  Status last_error_;
+  mutable std::mutex error_mu_;
+  Status last_error_;  // guarded by error_mu_
 };
 
 }  // namespace aiokit::bluestore

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "aiokit/engine.h"
+#include "aiokit/info.h"
 
 namespace aiokit::internal {
 
@@ -17,6 +18,8 @@ Result<std::unique_ptr<Engine>> MakeLinuxAioEngine(
 #if AIOKIT_HAVE_IO_URING
 // liburing; see src/engine/io_uring/io_uring_engine.cc.
 Result<std::unique_ptr<Engine>> MakeIoUringEngine(const EngineOptions& options);
+// What io_uring offers here; see src/engine/io_uring/io_uring_probe.cc.
+void ProbeIoUring(IoUringProbe* out);
 #endif
 
 }  // namespace aiokit::internal

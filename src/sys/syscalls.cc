@@ -2,6 +2,7 @@
 
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -80,6 +81,16 @@ int Pipe2(int fds[2], int flags) noexcept {
 int Fstat(int fd, struct stat* st) noexcept {
   return static_cast<int>(Ret(::fstat(fd, st)));
 }
+int Stat(const char* path, struct stat* st) noexcept {
+  return static_cast<int>(Ret(::stat(path, st)));
+}
+int MemlockLimit(uint64_t* soft, uint64_t* hard) noexcept {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_MEMLOCK, &rl) != 0) return -errno;
+  *soft = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : rl.rlim_cur;
+  *hard = rl.rlim_max == RLIM_INFINITY ? UINT64_MAX : rl.rlim_max;
+  return 0;
+}
 int Statx(int dirfd, const char* path, int flags, unsigned mask,
           struct statx* out) noexcept {
   // Through syscall(2) so that the kernel's struct statx (with the DIO
@@ -137,6 +148,12 @@ std::string KernelRelease() {
   struct utsname u;
   if (::uname(&u) != 0) return "unknown";
   return u.release;
+}
+
+std::string Machine() {
+  struct utsname u;
+  if (::uname(&u) != 0) return "unknown";
+  return u.machine;
 }
 
 std::string ReadSmallFile(const char* path) {

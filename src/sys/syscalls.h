@@ -127,6 +127,9 @@ long EventfdRead(int fd, uint64_t* value) noexcept;
 long EventfdWrite(int fd, uint64_t value) noexcept;
 int Pipe2(int fds[2], int flags) noexcept;
 int Fstat(int fd, struct stat* st) noexcept;
+int Stat(const char* path, struct stat* st) noexcept;
+// RLIMIT_MEMLOCK in bytes (UINT64_MAX for no limit): 0 or -errno.
+int MemlockLimit(uint64_t* soft, uint64_t* hard) noexcept;
 int Statx(int dirfd, const char* path, int flags, unsigned mask,
           struct statx* out) noexcept;
 int Ioctl(int fd, unsigned long request, void* arg) noexcept;
@@ -151,6 +154,8 @@ struct KernelVersion {
 // full release string.
 KernelVersion RunningKernel() noexcept;
 std::string KernelRelease();
+// uname's machine ("x86_64").
+std::string Machine();
 
 // The text of a file such as /proc/sys/fs/aio-max-nr without its trailing
 // newline, or "" if unreadable.

@@ -40,6 +40,8 @@ expect_usage "--time_based" --time_based --filename="$dir/f"
 expect_usage "--filename" --filename=/nonexistent-dir/f
 expect_usage "--filename" --filename="$dir"
 expect_usage "--nosuchoption" --nosuchoption=1
+expect_usage "--fixedbufs" --fixedbufs --engine=linux-aio --size=1m --filename="$dir/f"
+expect_usage "--registerfiles" --registerfiles --engine=linux-aio --size=1m --filename="$dir/f"
 # bs not a multiple of the O_DIRECT alignment: a file created for the job is removed again.
 expect_usage "--bs=1000" --bs=1000 --direct=1 --size=1m --filename="$dir/f"
 if [ $fail -eq 0 ]; then echo "cli_bad_input: all cases exit 2 with one clear line"; fi

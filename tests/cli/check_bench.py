@@ -46,6 +46,20 @@ for rw, direct in (("randread", "1"), ("randwrite", "1"), ("read", "0"), ("write
     check("usr_cpu" in job and "sys_cpu" in job, f"{rw}: no cpu")
     check(job["aiokit"]["engine"] in ("linux-aio", "io_uring", "threads"), f"{rw}: engine name")
 
+# io_uring with fio's io_uring options, when this kernel allows io_uring.
+for extra in ([], ["--fixedbufs", "--registerfiles"], ["--sqthread_poll"]):
+    code, out, err = run("--size=8m", "--engine=io_uring", "--iodepth=8", "--output-format=json", *extra)
+    if code == 2 and "io_uring" in err and "not" in err:
+        print("io_uring refused here, skipped:", err.strip())
+        break
+    check(code == 0, f"io_uring {extra}: exit {code}: {err.strip()}")
+    if code == 0:
+        job = json.loads(out)["jobs"][0]
+        check(job["read"]["total_ios"] == 2048, f"io_uring {extra}: total_ios {job['read']['total_ios']}")
+        check(job["aiokit"]["engine"] == "io_uring", "engine is io_uring")
+        check(job["read"]["lat_ns"]["N"] == 2048 and job["read"]["slat_ns"]["N"] == 2048,
+              f"io_uring {extra}: slat/lat recorded")
+
 # A time-based job runs for its runtime.
 code, out, err = run("--size=4m", "--runtime=1", "--time_based", "--output-format=json")
 check(code == 0, f"time_based: exit {code}: {err.strip()}")

@@ -193,12 +193,29 @@ Target OpenTarget(const BenchOptions& o) {
   return t;
 }
 
+// fio's three latencies: slat from the submission call's start to its return,
+// clat from there to the completion being reaped, lat the two together.
 struct DirStats {
   uint64_t ios = 0;
   uint64_t bytes = 0;
   uint64_t short_ios = 0;
+  LatencyHistogram slat;
   LatencyHistogram clat;
+  LatencyHistogram lat;
 };
+
+Json LatJson(const LatencyHistogram& h) {
+  Json j;
+  j["min"] = h.min();
+  j["max"] = h.max();
+  j["mean"] = h.mean();
+  j["stddev"] = h.stddev();
+  j["N"] = h.count();
+  Json pct = Json::object();
+  for (double p : kPercentiles) pct[PercentKey(p)] = h.Percentile(p);
+  j["percentile"] = pct;
+  return j;
+}
 
 Json DirJson(const DirStats& d, double seconds) {
   Json j;
@@ -213,16 +230,9 @@ Json DirJson(const DirStats& d, double seconds) {
   j["runtime"] = static_cast<uint64_t>(runtime_ms);
   j["total_ios"] = d.ios;
   j["short_ios"] = d.short_ios;
-  Json clat;
-  clat["min"] = d.clat.min();
-  clat["max"] = d.clat.max();
-  clat["mean"] = d.clat.mean();
-  clat["stddev"] = d.clat.stddev();
-  clat["N"] = d.clat.count();
-  Json pct = Json::object();
-  for (double p : kPercentiles) pct[PercentKey(p)] = d.clat.Percentile(p);
-  clat["percentile"] = pct;
-  j["clat_ns"] = clat;
+  j["slat_ns"] = LatJson(d.slat);
+  j["clat_ns"] = LatJson(d.clat);
+  j["lat_ns"] = LatJson(d.lat);
   return j;
 }
 
@@ -262,6 +272,12 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
     if (o.iodepth == 0 || o.iodepth > 65536) {
       throw UsageError{"--iodepth=" + std::to_string(o.iodepth) +
                        ": must be 1 to 65536"};
+    }
+    if (o.fixedbufs && o.iodepth > 16384) {
+      throw UsageError{
+          "--fixedbufs: at most 16384 registered buffers (one per "
+          "request of --iodepth=" +
+          std::to_string(o.iodepth) + ")"};
     }
     if (o.direct != 0 && o.direct != 1) {
       throw UsageError{"--direct=" + std::to_string(o.direct) +
@@ -312,6 +328,12 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
       eo.spin_before_wait = std::chrono::microseconds(o.spin_us);
     }
     eo.adaptive_spin = !o.spin_always;
+    // One job, one thread: the engine may use what that allows (io_uring:
+    // SINGLE_ISSUER, DEFER_TASKRUN, a registered ring fd), as fio does.
+    eo.single_thread = true;
+    eo.sqpoll = o.sqthread_poll;
+    eo.sqpoll_cpu = o.sqthread_poll_cpu;
+    eo.iopoll = o.hipri;
     std::vector<EngineRefusal> passed_over;
     Result<std::unique_ptr<Engine>> made = MakeEngine(eo, &passed_over);
     if (!made.ok()) {
@@ -337,17 +359,32 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
     // ---- Buffers and requests. ----
     const size_t mem_align =
         std::max<size_t>(align.known() ? align.memory : 1, 4096);
-    Result<AlignedBuffer> buffers =
-        AlignedBuffer::Allocate(o.bs * o.iodepth, mem_align);
+    Result<BufferPool> buffers = BufferPool::Create(o.iodepth, o.bs, mem_align);
     if (!buffers.ok()) {
       RemoveCreated(target);
       throw UsageError{"--bs x --iodepth: " + buffers.status().ToString()};
     }
+    if (o.fixedbufs) {
+      if (Status s = engine->RegisterBuffers(buffers->iovecs()); !s.ok()) {
+        RemoveCreated(target);
+        throw UsageError{"--fixedbufs: " + s.ToString()};
+      }
+    }
+    if (o.registerfiles) {
+      const int fd = target.file.fd();
+      if (Status s = engine->RegisterFiles(std::span<const int>(&fd, 1));
+          !s.ok()) {
+        RemoveCreated(target);
+        throw UsageError{"--registerfiles: " + s.ToString()};
+      }
+    }
     Rng rng(static_cast<uint64_t>(::getpid()) * 7919 + 17);
     if (!IsRead(o.rw)) {
-      for (size_t i = 0; i + 8 <= buffers->size(); i += 8) {
-        const uint64_t v = rng.Next();
-        std::memcpy(buffers->data() + i, &v, 8);
+      for (size_t b = 0; b < buffers->count(); ++b) {
+        for (size_t i = 0; i + 8 <= o.bs; i += 8) {
+          const uint64_t v = rng.Next();
+          std::memcpy(buffers->buffer(b) + i, &v, 8);
+        }
       }
     }
     std::vector<Request> reqs(o.iodepth);
@@ -364,12 +401,13 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
     auto prep = [&](size_t i) {
       const uint64_t block =
           random ? rng.Below(blocks) : (seq_block++ % blocks);
-      char* buf = buffers->data() + i * o.bs;
+      char* buf = buffers->buffer(i);
       if (read) {
         reqs[i].PrepRead(target.file, buf, o.bs, block * o.bs);
       } else {
         reqs[i].PrepWrite(target.file, buf, o.bs, block * o.bs);
       }
+      if (o.fixedbufs) reqs[i].SetFixedBuffer(static_cast<int16_t>(i));
       issued_bytes += o.bs;
       batch.push_back(&reqs[i]);
     };
@@ -378,6 +416,8 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
     std::map<int, uint64_t> errors;
     std::string first_error;
     uint64_t submit_batches = 0, submitted = 0, reap_calls = 0, reaped = 0;
+    // When each request's submission call started and returned.
+    std::vector<Clock::time_point> submit_start(o.iodepth);
     std::vector<Clock::time_point> issue_time(o.iodepth);
     size_t in_flight = 0;
     bool stop = false;
@@ -394,12 +434,19 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
     auto submit = [&]() {
       size_t off = 0;
       while (off < batch.size()) {
+        const Clock::time_point before = Clock::now();
         SubmitResult sr = engine->Submit(
             std::span<Request* const>(batch.data() + off, batch.size() - off));
         ++submit_batches;
         const Clock::time_point now = Clock::now();
+        const auto slat = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(now - before)
+                .count());
+        stats.slat.RecordN(slat, sr.accepted);
         for (size_t k = off; k < off + sr.accepted; ++k) {
-          issue_time[static_cast<size_t>(batch[k] - reqs.data())] = now;
+          const auto idx = static_cast<size_t>(batch[k] - reqs.data());
+          submit_start[idx] = before;
+          issue_time[idx] = now;
         }
         submitted += sr.accepted;
         in_flight += sr.accepted;
@@ -436,6 +483,10 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
         stats.clat.Record(static_cast<uint64_t>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(
                 now - issue_time[idx])
+                .count()));
+        stats.lat.Record(static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(
+                now - submit_start[idx])
                 .count()));
         if (r->rval < 0) {
           ++errors[static_cast<int>(-r->rval)];
@@ -521,6 +572,19 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
               ? static_cast<double>(reaped) / static_cast<double>(reap_calls)
               : 0.0;
       ak["eagain_retries"] = es.eagain_retries;
+      const Capabilities& caps = engine->GetCapabilities();
+      Json features;
+      features["user_space_reap"] = caps.user_space_reap;
+      features["fixed_buffers"] = o.fixedbufs;
+      features["fixed_files"] = o.registerfiles;
+      features["sqpoll"] = caps.sqpoll;
+      features["iopoll"] = caps.iopoll;
+      features["single_issuer"] = caps.single_issuer;
+      features["defer_taskrun"] = caps.defer_taskrun;
+      features["coop_taskrun"] = caps.coop_taskrun;
+      features["registered_ring_fd"] = caps.registered_ring_fd;
+      features["fallbacks"] = caps.fallbacks;
+      ak["engine_features"] = features;
       Json errs = Json::object();
       for (const auto& [e, n] : errors)
         errs[strerrorname_np(e) != nullptr ? strerrorname_np(e)
@@ -553,6 +617,12 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
           << ", p99=" << Ns(stats.clat.Percentile(99))
           << ", p99.9=" << Ns(stats.clat.Percentile(99.9))
           << ", max=" << Ns(stats.clat.max()) << "\n";
+      out << "     lat: min=" << Ns(stats.lat.min())
+          << ", avg=" << Ns(static_cast<uint64_t>(stats.lat.mean()))
+          << ", p50=" << Ns(stats.lat.Percentile(50))
+          << ", p99=" << Ns(stats.lat.Percentile(99))
+          << " (submission call included; slat p50="
+          << Ns(stats.slat.Percentile(50)) << ")\n";
       std::snprintf(line, sizeof(line),
                     "  cpu: usr=%.2f%%, sys=%.2f%%, %.2fus per I/O\n", usr_pct,
                     sys_pct, cpu_per_io_us);

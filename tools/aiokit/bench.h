@@ -31,6 +31,13 @@ struct BenchOptions {
   // and spinning the whole budget every time (adaptive_spin = false).
   int spin_us = -1;
   bool spin_always = false;
+  // io_uring, with fio's names: registered buffers and files, a kernel thread
+  // polling the submission queue (optionally on one CPU), polled completions.
+  bool fixedbufs = false;
+  bool registerfiles = false;
+  bool sqthread_poll = false;
+  int sqthread_poll_cpu = -1;
+  bool hipri = false;
 };
 
 // Exit status of `aiokit bench`.

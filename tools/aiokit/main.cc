@@ -9,6 +9,7 @@
 
 #include "aiokit/version.h"
 #include "bench.h"
+#include "info.h"
 #include "units.h"
 
 namespace {
@@ -91,7 +92,27 @@ int main(int argc, char** argv) {
   bench->add_flag("--spin_always", b.spin_always,
                   "aiokit: spin every time (default: only while spinning "
                   "catches completions)");
+  bench->add_flag("--fixedbufs", b.fixedbufs,
+                  "io_uring: register the I/O buffers with the kernel");
+  bench->add_flag("--registerfiles", b.registerfiles,
+                  "io_uring: register the file with the kernel");
+  bench->add_flag("--sqthread_poll", b.sqthread_poll,
+                  "io_uring: a kernel thread polls the submission queue");
+  bench->add_option("--sqthread_poll_cpu", b.sqthread_poll_cpu,
+                    "io_uring: the CPU of that kernel thread");
+  bench->add_flag("--hipri", b.hipri,
+                  "io_uring: poll for completions (IORING_SETUP_IOPOLL)");
   bench->add_option("--output-format", b.output_format, "normal or json")
+      ->capture_default_str();
+
+  aiokit::tool::InfoOptions io;
+  CLI::App* info = app.add_subcommand(
+      "info",
+      "Which engines this kernel and process allow and why not, what io_uring "
+      "offers, the limits, and whether O_DIRECT works at a path");
+  info->add_option("--filename", io.filename,
+                   "A file, block device or directory to probe for O_DIRECT");
+  info->add_option("--output-format", io.output_format, "normal or json")
       ->capture_default_str();
 
   app.add_subcommand("version", "Print the version");
@@ -106,6 +127,9 @@ int main(int argc, char** argv) {
   if (app.got_subcommand("version")) {
     std::printf("aiokit %s\n", AIOKIT_VERSION_STRING);
     return 0;
+  }
+  if (app.got_subcommand("info")) {
+    return aiokit::tool::RunInfo(io, std::cout, std::cerr);
   }
   b.size_set = !size_text.empty();
   return aiokit::tool::RunBench(b, std::cout, std::cerr);

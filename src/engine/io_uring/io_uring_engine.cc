@@ -876,11 +876,12 @@ Result<size_t> IoUringEngine::Reap(std::span<Request*> out, size_t min,
   }
   if (!destroyed_) {
     size_t got = DrainCq(out.data() + n, out.size() - n);
+    // Counted as read without a system call only when no enter preceded.
+    ring_reaped_.fetch_add(got, std::memory_order_relaxed);
     if (got == 0 && n < out.size() && NeedsGetEvents()) {
       (void)GetEvents();
       got = DrainCq(out.data() + n, out.size() - n);
     }
-    ring_reaped_.fetch_add(got, std::memory_order_relaxed);
     n += got;
     PumpFromReaper();
   }
@@ -911,6 +912,7 @@ Result<size_t> IoUringEngine::Reap(std::span<Request*> out, size_t min,
       return io_uring_cq_ready(&ring_) != 0 || NeedsGetEvents() ||
              done_.count_relaxed() != 0;
     });
+    const bool ring_only = ready && !NeedsGetEvents();
     int r = 0;
     if (!ready || NeedsGetEvents()) {
       // Sleep in the kernel until enough completions are posted (or run the
@@ -931,7 +933,9 @@ Result<size_t> IoUringEngine::Reap(std::span<Request*> out, size_t min,
       if (n != 0) break;
       return Status::FromErrno(-r, "io_uring: io_uring_enter(GETEVENTS)");
     }
-    n += DrainCq(out.data() + n, out.size() - n);
+    const size_t drained = DrainCq(out.data() + n, out.size() - n);
+    if (ring_only) ring_reaped_.fetch_add(drained, std::memory_order_relaxed);
+    n += drained;
     n += done_.Take(out.data() + n, out.size() - n);
     PumpFromReaper();
     if (r == -ETIME) break;
