@@ -94,7 +94,8 @@ def main():
         size = ["--size=1g"]
         common = [f"--runtime={a.runtime}", "--time_based", "--output-format=json"]
         ak_cmd = [a.aiokit, "bench", f"--filename={path}", *size, *ak_opts, *common]
-        fio_cmd = ["fio", "--name=fio", f"--filename={path}", *size, *fio_opts, *common]
+        fio_cmd = ["fio", "--name=fio", f"--filename={path}", *size, *fio_opts, *common,
+                   "--lat_percentiles=1"]
         rounds = []
         for i in range(a.rounds):
             ak = parse(run(ak_cmd))
