@@ -20,6 +20,7 @@ constexpr EngineKind kPreference[] = {
 bool Built(EngineKind kind) {
   switch (kind) {
     case EngineKind::kLinuxAio:
+    case EngineKind::kThreads:
       return true;
     case EngineKind::kIoUring:
       return AIOKIT_HAVE_IO_URING != 0;

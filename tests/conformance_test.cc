@@ -1046,7 +1046,7 @@ TEST_P(ConformanceTest, RegisteringBuffersOverTheMemlockLimitSaysSo) {
 // io_uring promised one thread (SINGLE_ISSUER, DEFER_TASKRUN, registered ring
 // fd), and with a kernel thread polling its submission queue.
 const std::vector<std::string> kEngines = {
-    "linux-aio", "linux-aio/nospin",
+    "linux-aio", "linux-aio/nospin", "threads",         "threads/ordered",
 #if AIOKIT_HAVE_IO_URING
     "io_uring",  "io_uring/single",  "io_uring/sqpoll",
 #endif

@@ -101,6 +101,8 @@ inline Result<std::unique_ptr<Engine>> MakeNamedEngine(
     options.spin_before_wait = std::chrono::microseconds(0);
   } else if (variant == "single") {
     options.single_thread = true;
+  } else if (variant == "ordered") {
+    options.threads_ordered_per_fd = true;
   } else if (variant == "sqpoll") {
     options.sqpoll = true;
     options.sqpoll_idle = std::chrono::milliseconds(10);
@@ -173,6 +175,8 @@ struct FaultState {
   std::atomic<int> setup_errno{0};
   // io_uring_setup: return this -errno instead (0: pass through).
   std::atomic<int> uring_setup_errno{0};
+  // The threads engine's Init: refuse with this errno (0: pass through).
+  std::atomic<int> threads_init_errno{0};
   // io_uring_setup: the features to hide (e.g. IORING_FEAT_EXT_ARG).
   std::atomic<unsigned> uring_hide_features{0};
   // io_uring_register: fail this opcode (-1: none) with uring_register_errno.
@@ -218,6 +222,8 @@ inline int HookUringEnter(unsigned* to_submit, unsigned /*min_complete*/,
   }
   return 0;
 }
+inline int HookThreadsSubmit(unsigned* n) { return HookUringEnter(n, 0, 0); }
+inline int HookThreadsInit() { return -Faults().threads_init_errno.load(); }
 inline int HookUringSetup(unsigned /*entries*/, unsigned /*flags*/) {
   if (int e = Faults().uring_setup_errno.load(); e != 0) return -e;
   return 0;
@@ -263,6 +269,8 @@ class ScopedFaults {
     hooks_.io_uring_features = &HookUringFeatures;
     hooks_.io_uring_enter = &HookUringEnter;
     hooks_.io_uring_register = &HookUringRegister;
+    hooks_.threads_submit = &HookThreadsSubmit;
+    hooks_.threads_init = &HookThreadsInit;
     hooks_.read_file = &HookReadFile;
     sys::SetFaultHooks(&hooks_);
   }
@@ -282,6 +290,7 @@ class ScopedFaults {
     f.submit_max = 0;
     f.setup_errno = 0;
     f.uring_setup_errno = 0;
+    f.threads_init_errno = 0;
     f.uring_hide_features = 0;
     f.uring_register_opcode = -1;
     f.uring_register_errno = 0;

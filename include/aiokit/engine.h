@@ -118,6 +118,17 @@ struct EngineOptions {
   // Completions are polled from the device (IORING_SETUP_IOPOLL, fio's
   // --hipri): O_DIRECT reads and writes only, on devices with poll queues.
   bool iopoll = false;
+
+  // ---- threads ----
+  // Worker threads: at least threads_min kept when idle, at most threads_max
+  // (0: two per online CPU, at least 4), created as the queue grows and ended
+  // after threads_idle without work.
+  unsigned threads_min = 0;
+  unsigned threads_max = 0;
+  std::chrono::milliseconds threads_idle{1000};
+  // Requests on the same fd run one at a time, in submission order (as glibc's
+  // POSIX AIO does). Otherwise they run in parallel.
+  bool threads_ordered_per_fd = false;
 };
 
 // What an engine offers here (probed at Init).
@@ -152,19 +163,20 @@ struct Capabilities {
 // Counters since Init. Each is exact at the time it is read, but read
 // separately.
 struct EngineStats {
-  uint64_t submitted =
-      0;  // requests accepted by Submit (including those refused and noops)
+  // Requests accepted by Submit (including those refused and noops).
+  uint64_t submitted = 0;
   uint64_t completed = 0;  // requests returned by Reap
   uint64_t in_flight = 0;  // accepted and not yet reaped
   uint64_t refused = 0;    // completed with an error at submission
-  uint64_t eagain_retries =
-      0;  // io_submit calls that returned EAGAIN and were retried
-  uint64_t partial_submits =
-      0;  // io_submit calls that took fewer requests than offered
-  uint64_t submit_calls = 0;  // io_submit (or equivalent) system calls
-  uint64_t wait_calls = 0;    // io_getevents (or equivalent) system calls
-  uint64_t ring_reaped =
-      0;  // completions read from the ring in user space, with no syscall
+  // Submission calls that met EAGAIN (or EBUSY) and were retried.
+  uint64_t eagain_retries = 0;
+  // Submission calls that took fewer requests than offered.
+  uint64_t partial_submits = 0;
+  uint64_t submit_calls = 0;  // io_submit or io_uring_enter calls to submit
+  uint64_t wait_calls = 0;    // system calls made to wait for completions
+  // Completions read from a ring in user space with no system call.
+  uint64_t ring_reaped = 0;
+  uint64_t workers = 0;  // threads engine: worker threads alive now
 };
 
 // The outcome of a Submit call.

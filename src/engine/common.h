@@ -89,6 +89,11 @@ class DoneList {
   void RetireWaiter() noexcept {
     waiters_.fetch_sub(1, std::memory_order_relaxed);
   }
+  // For completions that do not go through Push (the threads engine's ring):
+  // true when a reaper announced a wait. seq_cst, the other half of the pair.
+  [[nodiscard]] bool HasWaiters() const noexcept {
+    return waiters_.load(std::memory_order_seq_cst) > 0;
+  }
 
  private:
   std::mutex mu_;

@@ -83,11 +83,7 @@ Result<std::unique_ptr<Engine>> MakeOne(EngineKind kind,
                            "(liburing-dev was missing when it was configured)");
 #endif
     case EngineKind::kThreads:
-      return Status::Error(
-          Errc::kUnsupported,
-          std::string("engine ") + EngineKindName(kind) +
-              " is not built into this aiokit (this version has linux-aio and "
-              "io_uring)");
+      return internal::MakeThreadsEngine(options);
     case EngineKind::kDefault:
     case EngineKind::kAuto:
       break;

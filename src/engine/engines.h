@@ -15,6 +15,10 @@ namespace aiokit::internal {
 Result<std::unique_ptr<Engine>> MakeLinuxAioEngine(
     const EngineOptions& options);
 
+// Worker threads and a ring in the kernel's layout; see
+// src/engine/threads/threads_engine.cc.
+Result<std::unique_ptr<Engine>> MakeThreadsEngine(const EngineOptions& options);
+
 #if AIOKIT_HAVE_IO_URING
 // liburing; see src/engine/io_uring/io_uring_engine.cc.
 Result<std::unique_ptr<Engine>> MakeIoUringEngine(const EngineOptions& options);

@@ -1,5 +1,6 @@
 #include "sys/syscalls.h"
 
+#include <linux/futex.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -117,6 +118,43 @@ long Pread(int fd, void* buf, size_t len, off_t off) noexcept {
 long Pwrite(int fd, const void* buf, size_t len, off_t off) noexcept {
   return RetryEintr([&] { return ::pwrite(fd, buf, len, off); });
 }
+long Preadv2(int fd, const struct iovec* iov, int n, off_t off,
+             int flags) noexcept {
+  return RetryEintr([&] { return ::preadv2(fd, iov, n, off, flags); });
+}
+long Pwritev2(int fd, const struct iovec* iov, int n, off_t off,
+              int flags) noexcept {
+  return RetryEintr([&] { return ::pwritev2(fd, iov, n, off, flags); });
+}
+int Fsync(int fd) noexcept {
+  return static_cast<int>(RetryEintr([&] { return ::fsync(fd); }));
+}
+int Fdatasync(int fd) noexcept {
+  return static_cast<int>(RetryEintr([&] { return ::fdatasync(fd); }));
+}
+int IoprioSetThread(int prio) noexcept {
+  constexpr int kIoprioWhoProcess = 1;  // with id 0: the calling thread
+  return static_cast<int>(
+      Ret(syscall(SYS_ioprio_set, kIoprioWhoProcess, 0, prio)));
+}
+int FutexWait(const uint32_t* addr, uint32_t expected,
+              std::chrono::nanoseconds timeout) noexcept {
+  timespec ts;
+  timespec* tsp = nullptr;
+  if (timeout.count() >= 0) {
+    ts.tv_sec = static_cast<time_t>(timeout.count() / 1000000000);
+    ts.tv_nsec = static_cast<long>(timeout.count() % 1000000000);
+    tsp = &ts;
+  }
+  // Relative timeout; EINTR is returned to the caller, who owns the deadline.
+  return static_cast<int>(Ret(
+      syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, tsp, nullptr, 0)));
+}
+int FutexWake(const uint32_t* addr, int count) noexcept {
+  return static_cast<int>(Ret(syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE,
+                                      count, nullptr, nullptr, 0)));
+}
+int ThreadId() noexcept { return static_cast<int>(::gettid()); }
 int Fallocate(int fd, int mode, off_t off, off_t len) noexcept {
   return static_cast<int>(
       RetryEintr([&] { return ::fallocate(fd, mode, off, len); }));

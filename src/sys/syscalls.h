@@ -17,9 +17,11 @@
 #include <linux/aio_abi.h>
 #include <linux/stat.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -59,6 +61,14 @@ struct FaultHooks {
                         unsigned flags) = nullptr;
   // Before io_uring_register (opcode IORING_REGISTER_*).
   int (*io_uring_register)(unsigned opcode) = nullptr;
+
+  // The threads engine's submission (taking ring slots and queueing n
+  // requests): may lower *n (a partial submission) or return -errno (EAGAIN)
+  // to fail it; 0 to let it through.
+  int (*threads_submit)(unsigned* n) = nullptr;
+  // The threads engine's Init: -errno to refuse it (as when no thread can be
+  // created), 0 to let it through.
+  int (*threads_init)() = nullptr;
 
   // ReadSmallFile: the text to return for `path` instead of reading it, or
   // nullptr to read it (fakes /proc/sys values such as fs.aio-max-nr).
@@ -140,6 +150,23 @@ int Mkostemp(char* path_template, int flags) noexcept;
 long Pread(int fd, void* buf, size_t len, off_t off) noexcept;
 long Pwrite(int fd, const void* buf, size_t len, off_t off) noexcept;
 int Fallocate(int fd, int mode, off_t off, off_t len) noexcept;
+// preadv2/pwritev2 (flags: RWF_*): bytes or -errno; EINTR retried.
+long Preadv2(int fd, const struct iovec* iov, int n, off_t off,
+             int flags) noexcept;
+long Pwritev2(int fd, const struct iovec* iov, int n, off_t off,
+              int flags) noexcept;
+int Fsync(int fd) noexcept;
+int Fdatasync(int fd) noexcept;
+// ioprio_set(IOPRIO_WHO_PROCESS, 0 = the calling thread, prio).
+int IoprioSetThread(int prio) noexcept;
+// FUTEX_WAIT_PRIVATE on *addr while it holds `expected`, up to `timeout`
+// (negative: no limit): 0, or -errno (EAGAIN: the value differed; ETIMEDOUT).
+int FutexWait(const uint32_t* addr, uint32_t expected,
+              std::chrono::nanoseconds timeout) noexcept;
+// FUTEX_WAKE_PRIVATE: threads woken, or -errno.
+int FutexWake(const uint32_t* addr, int count) noexcept;
+// The thread id (gettid).
+int ThreadId() noexcept;
 int Ftruncate(int fd, off_t len) noexcept;
 
 struct KernelVersion {

@@ -32,7 +32,6 @@ expect_usage "--bs" --bs=12q
 expect_usage "--size" --size=1k --bs=4k --filename="$dir/f"
 expect_usage "--iodepth" --iodepth=0 --filename="$dir/f"
 expect_usage "--engine" --engine=spdk --filename="$dir/f"
-expect_usage "--engine" --engine=threads --filename="$dir/f"
 expect_usage "--output-format" --output-format=xml --filename="$dir/f"
 expect_usage "--direct" --direct=2 --filename="$dir/f"
 expect_usage "--runtime" --runtime=soon

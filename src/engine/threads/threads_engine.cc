@@ -1,0 +1,943 @@
+// The threads engine: a user-space AIO built like the kernel's own (fs/aio.c),
+// for buffered I/O, any file descriptor, and machines where both kernel
+// interfaces are refused.
+//
+//   Context   like the kernel's kioctx: a reference count of threads inside
+//             the engine (users_), a dead flag (shutdown_), the list of active
+//             requests (the priority queue and, per fd, the ordered lists), a
+//             maximum number of requests (the ring's slots), and a completion
+//             ring in the kernel's aio_ring layout (src/engine/aio_ring.h), so
+//             that the same user-space code reaps it as reaps linux-aio's.
+//   Submit    like io_submit: takes a ring slot per request (reqs_available;
+//             none left is EAGAIN, retried with the RetryPolicy after reaping
+//             to make room) and queues the request, like a kiocb, and returns
+//             at once. Nothing is allocated per request.
+//   Workers   a pool between threads_min and threads_max, grown when queued
+//             requests outnumber idle workers, shrunk after threads_idle
+//             without work (as glibc's AIO does). A worker takes the
+//             highest-priority request, does preadv2 / pwritev2 / fsync /
+//             fdatasync, and completes it like aio_complete: the io_event at
+//             the ring's tail, the tail published with release ordering, then
+//             the engine's eventfd, the request's own eventfd, and any waiter.
+//   Reap      like read_events: the ring's head, in user space, without a
+//             system call when events are there; else a short spin, then a
+//             futex wait with a deadline.
+//   Cancel    a request not yet started is taken off its queue and completes
+//             with -ECANCELED; a started one is reported as such.
+//
+// Unlike glibc's AIO, requests on the same fd run in parallel unless
+// threads_ordered_per_fd asks for submission order on each fd.
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "aiokit/engine.h"
+#include "engine/aio_ring.h"
+#include "engine/common.h"
+#include "engine/engines.h"
+#include "sys/syscalls.h"
+#include "util/strings.h"
+
+namespace aiokit::internal {
+namespace {
+
+// Priority buckets: realtime levels 0..7, then best-effort 0..7, then idle
+// 0..7. A request without a priority is best-effort level 4, the kernel's
+// default (IOPRIO_NORM).
+constexpr unsigned kBuckets = 24;
+constexpr unsigned kDefaultBucket = 8 + 4;
+
+// Request::iocb is this engine's scratch (the kernel never sees it):
+// aio_key says whether a worker has started the request.
+constexpr uint32_t kQueued = 0;
+constexpr uint32_t kStarted = 1;
+
+// The bucket of a valid ioprio, or -1 for a class the kernel refuses.
+int BucketOf(const Request& r) {
+  if (!r.has_ioprio) return kDefaultBucket;
+  const unsigned cls = r.ioprio >> 13U;
+  const unsigned level = r.ioprio & 7U;
+  switch (cls) {
+    case 0:  // IOPRIO_CLASS_NONE: best effort at the level given
+      return static_cast<int>(8 + level);
+    case 1:  // realtime
+      return static_cast<int>(level);
+    case 2:  // best effort
+      return static_cast<int>(8 + level);
+    case 3:  // idle
+      return static_cast<int>(16 + level);
+    default:
+      return -1;
+  }
+}
+
+class ThreadsEngine final : public Engine {
+ public:
+  explicit ThreadsEngine(const EngineOptions& options)
+      : options_(options),
+        spin_(options.spin_before_wait, options.adaptive_spin) {}
+  ~ThreadsEngine() override;
+  ThreadsEngine(const ThreadsEngine&) = delete;
+  ThreadsEngine& operator=(const ThreadsEngine&) = delete;
+
+  Status Init();
+
+  [[nodiscard]] EngineKind kind() const noexcept override {
+    return EngineKind::kThreads;
+  }
+  [[nodiscard]] const Capabilities& GetCapabilities() const noexcept override {
+    return caps_;
+  }
+  [[nodiscard]] unsigned queue_depth() const noexcept override {
+    return options_.queue_depth;
+  }
+  [[nodiscard]] EngineStats Stats() const noexcept override;
+
+  SubmitResult Submit(std::span<Request* const> batch) override;
+  Result<size_t> Reap(std::span<Request*> out, size_t min,
+                      std::chrono::nanoseconds timeout) override;
+  Status Cancel(Request* req) override;
+  Result<int> NotifyFd() override;
+  Status Shutdown(std::chrono::nanoseconds timeout) override;
+
+ private:
+  // Per-fd order (threads_ordered_per_fd): while one request of an fd is
+  // queued or running, the next ones wait here, in order.
+  struct FdChain {
+    bool active = false;  // a request of this fd is queued or running
+    Request* head = nullptr;
+    Request* tail = nullptr;
+  };
+
+  // ---- Queue (REQUIRES mu_). ----
+  void Enqueue(Request* req, int bucket);
+  Request* Dequeue();
+  bool RemoveQueued(Request* req);
+
+  // Takes up to `want` ring slots; returns how many it got.
+  unsigned TakeSlots(unsigned want) noexcept;
+  void ReturnSlots(unsigned n) noexcept;
+  // Queues batch[first, first + n) (valid requests, slots taken).
+  void QueueRequests(Request* const* reqs, size_t n);
+  // Starts workers while queued requests outnumber idle ones. REQUIRES mu_.
+  void GrowPoolLocked();
+  void WorkerMain(size_t slot);
+  // Does the I/O of `req`; its result.
+  int64_t Execute(Request* req, int* thread_prio);
+  // aio_complete: the event at the ring's tail, then the signals.
+  void CompleteToRing(Request* req, int64_t res);
+  // A completion without a ring slot (noop, refusal, cancel): the done list.
+  void CompleteLocally(Request* req, int64_t res, Origin origin);
+  // Wakes a reaper sleeping on event_seq_ (after every completion).
+  void Signal() noexcept;
+
+  // EAGAIN: reap the ring into the done list so that slots come back.
+  bool MakeRoom(std::chrono::microseconds delay);
+  size_t DrainRing(Request** out, size_t max);
+
+  EngineOptions options_;
+  Capabilities caps_;
+  AdaptiveSpin spin_;  // guarded by the reaper gate
+  unsigned max_workers_ = 0;
+
+  // The completion ring, in the kernel's layout: header, then nr io_events.
+  AioRing* ring_ = nullptr;
+  unsigned nr_ = 0;
+  std::mutex ring_mu_;  // producers (workers) take it to write at the tail
+  // Slots neither holding an unreaped event nor promised to a request in
+  // flight (the kernel's reqs_available): nr - 1 at first.
+  std::atomic<int64_t> reqs_available_{0};
+
+  std::mutex mu_;  // the queue, the fd chains, the worker pool
+  std::condition_variable work_cv_;   // workers wait for work here
+  std::condition_variable drain_cv_;  // Shutdown waits for the queue here
+  Request* bucket_head_[kBuckets] = {};
+  Request* bucket_tail_[kBuckets] = {};
+  uint32_t nonempty_ = 0;  // bit b: bucket b has requests
+  size_t queued_ = 0;
+  size_t running_ = 0;
+  std::unordered_map<int, FdChain> chains_;
+  std::vector<std::thread> workers_;  // slots, max_workers_ of them
+  std::vector<bool> worker_alive_;    // per slot
+  size_t live_workers_ = 0;
+  size_t idle_workers_ = 0;
+  bool stopping_ = false;  // workers exit once the queue is empty
+
+  ReaperGate gate_;
+  DoneList done_;
+  // Bumped after every completion; a reaper sleeps on it with a futex.
+  std::atomic<uint32_t> event_seq_{0};
+  int notify_fd_ = -1;
+
+  std::atomic<int64_t> in_flight_{0};  // queued or running (not local)
+  std::atomic<int> users_{0};
+  std::atomic<bool> shutdown_{false};
+  bool dead_ = false;  // workers joined; guarded by the reaper gate
+
+  std::atomic<uint64_t> submitted_{0};
+  std::atomic<uint64_t> completed_{0};
+  std::atomic<uint64_t> refused_{0};
+  std::atomic<uint64_t> eagain_retries_{0};
+  std::atomic<uint64_t> partial_submits_{0};
+  std::atomic<uint64_t> submit_calls_{0};
+  std::atomic<uint64_t> wait_calls_{0};
+  std::atomic<uint64_t> ring_reaped_{0};
+  std::atomic<uint64_t> live_workers_stat_{0};
+};
+
+// ---------------------------------------------------------------- Init
+
+Status ThreadsEngine::Init() {
+  const unsigned depth = options_.queue_depth;
+  if (depth == 0) {
+    return Status::Error(Errc::kInvalidArgument,
+                         "threads: queue_depth 0: the completion ring needs at "
+                         "least one slot");
+  }
+  if (depth > (1U << 22)) {
+    return Status::Error(
+        Errc::kInvalidArgument,
+        "threads: queue_depth " + std::to_string(depth) + " is above 4194304");
+  }
+  if (const sys::FaultHooks* h = sys::Hooks();
+      h != nullptr && h->threads_init != nullptr) [[unlikely]] {
+    if (int r = h->threads_init(); r < 0) {
+      return Status::FromErrno(-r, "threads: starting the engine");
+    }
+  }
+  // Room for twice the depth, as the kernel gives its AIO contexts.
+  nr_ = std::max(2 * depth, 64U) + 1;
+  const size_t bytes = sizeof(AioRing) + size_t{nr_} * sizeof(io_event);
+  const size_t rounded = (bytes + 4095) & ~size_t{4095};
+  void* mem = std::aligned_alloc(4096, rounded);
+  if (mem == nullptr) {
+    return Status::FromErrno(ENOMEM, "threads: completion ring of " +
+                                         std::to_string(nr_) + " events");
+  }
+  std::memset(mem, 0, rounded);
+  ring_ = static_cast<AioRing*>(mem);
+  ring_->nr = nr_;
+  ring_->magic = kAioRingMagic;
+  ring_->header_length = sizeof(AioRing);
+  reqs_available_.store(nr_ - 1, std::memory_order_relaxed);
+
+  const unsigned cpus =
+      std::max(1U, static_cast<unsigned>(sysconf(_SC_NPROCESSORS_ONLN)));
+  max_workers_ =
+      options_.threads_max != 0 ? options_.threads_max : std::max(4U, 2 * cpus);
+  if (options_.threads_min > max_workers_) {
+    return Status::Error(
+        Errc::kInvalidArgument,
+        "threads: threads_min " + std::to_string(options_.threads_min) +
+            " is above threads_max " + std::to_string(max_workers_));
+  }
+  workers_.resize(max_workers_);
+  worker_alive_.assign(max_workers_, false);
+
+  if (options_.notify_fd) {
+    const int efd = sys::Eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0)
+      return Status::FromErrno(-efd, "threads: eventfd() for NotifyFd");
+    notify_fd_ = efd;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (unsigned i = 0; i < options_.threads_min; ++i) {
+      worker_alive_[i] = true;
+      ++live_workers_;
+      ++idle_workers_;  // as GrowPoolLocked counts them: idle until started
+      workers_[i] = std::thread(&ThreadsEngine::WorkerMain, this, i);
+    }
+    live_workers_stat_.store(live_workers_, std::memory_order_relaxed);
+  }
+
+  caps_.user_space_reap = true;
+  caps_.cancel_regular_files = true;  // until a worker starts the request
+  caps_.async_buffered_io = true;
+  caps_.fsync = true;
+  caps_.rw_flags = true;
+  caps_.ioprio = true;
+  caps_.request_eventfd = true;
+  caps_.notify_fd = notify_fd_ >= 0;
+  caps_.ring_entries = nr_;
+  return {};
+}
+
+ThreadsEngine::~ThreadsEngine() {
+  (void)Shutdown(kForever);
+  Request* left[64];
+  while (size_t n = done_.Take(left, 64)) {
+    for (size_t i = 0; i < n; ++i) {
+      left[i]->engine_state.store(kCompleted, std::memory_order_relaxed);
+    }
+  }
+  // Events still in the ring: their requests are the caller's again too.
+  if (ring_ != nullptr) {
+    (void)ConsumeAioRing(ring_, nr_, [](const io_event& ev) {
+      reinterpret_cast<Request*>(ev.obj)->engine_state.store(
+          kCompleted, std::memory_order_relaxed);
+    });
+  }
+  if (notify_fd_ >= 0) sys::Close(notify_fd_);
+  std::free(ring_);
+}
+
+EngineStats ThreadsEngine::Stats() const noexcept {
+  EngineStats s;
+  s.submitted = submitted_.load(std::memory_order_relaxed);
+  s.completed = completed_.load(std::memory_order_relaxed);
+  s.in_flight = s.submitted >= s.completed ? s.submitted - s.completed : 0;
+  s.refused = refused_.load(std::memory_order_relaxed);
+  s.eagain_retries = eagain_retries_.load(std::memory_order_relaxed);
+  s.partial_submits = partial_submits_.load(std::memory_order_relaxed);
+  s.submit_calls = submit_calls_.load(std::memory_order_relaxed);
+  s.wait_calls = wait_calls_.load(std::memory_order_relaxed);
+  s.ring_reaped = ring_reaped_.load(std::memory_order_relaxed);
+  s.workers = live_workers_stat_.load(std::memory_order_relaxed);
+  return s;
+}
+
+// ---------------------------------------------------------------- Queue
+
+void ThreadsEngine::Enqueue(Request* req, int bucket) {
+  req->engine_next = nullptr;
+  req->iocb.aio_key = kQueued;
+  req->iocb.aio_reqprio = static_cast<int16_t>(bucket);
+  if (options_.threads_ordered_per_fd && req->fd >= 0) {
+    FdChain& c = chains_[req->fd];
+    if (c.active) {
+      // Waits behind the request of this fd that is queued or running.
+      if (c.tail != nullptr) {
+        c.tail->engine_next = req;
+      } else {
+        c.head = req;
+      }
+      c.tail = req;
+      ++queued_;
+      return;
+    }
+    c.active = true;
+  }
+  const auto b = static_cast<unsigned>(bucket);
+  if (bucket_tail_[b] != nullptr) {
+    bucket_tail_[b]->engine_next = req;
+  } else {
+    bucket_head_[b] = req;
+  }
+  bucket_tail_[b] = req;
+  nonempty_ |= 1U << b;
+  ++queued_;
+}
+
+Request* ThreadsEngine::Dequeue() {
+  if (nonempty_ == 0) return nullptr;
+  const auto b = static_cast<unsigned>(std::countr_zero(nonempty_));
+  Request* r = bucket_head_[b];
+  bucket_head_[b] = r->engine_next;
+  if (bucket_head_[b] == nullptr) {
+    bucket_tail_[b] = nullptr;
+    nonempty_ &= ~(1U << b);
+  }
+  r->engine_next = nullptr;
+  --queued_;
+  return r;
+}
+
+bool ThreadsEngine::RemoveQueued(Request* req) {
+  auto unlink = [&](Request*& head, Request*& tail) -> bool {
+    Request* prev = nullptr;
+    for (Request* r = head; r != nullptr; prev = r, r = r->engine_next) {
+      if (r != req) continue;
+      if (prev != nullptr) {
+        prev->engine_next = r->engine_next;
+      } else {
+        head = r->engine_next;
+      }
+      if (tail == r) tail = prev;
+      r->engine_next = nullptr;
+      return true;
+    }
+    return false;
+  };
+  const int bucket = req->iocb.aio_reqprio;
+  if (bucket >= 0 && bucket < static_cast<int>(kBuckets)) {
+    const auto b = static_cast<unsigned>(bucket);
+    if (unlink(bucket_head_[b], bucket_tail_[b])) {
+      if (bucket_head_[b] == nullptr) nonempty_ &= ~(1U << b);
+      --queued_;
+      if (options_.threads_ordered_per_fd && req->fd >= 0) {
+        // It held its fd's turn: pass it to the next of that fd.
+        FdChain& c = chains_[req->fd];
+        if (Request* next = c.head) {
+          c.head = next->engine_next;
+          if (c.head == nullptr) c.tail = nullptr;
+          next->engine_next = nullptr;
+          --queued_;  // Enqueue counts it again
+          c.active = false;
+          Enqueue(next, next->iocb.aio_reqprio);
+        } else {
+          c.active = false;
+        }
+      }
+      return true;
+    }
+  }
+  if (options_.threads_ordered_per_fd && req->fd >= 0) {
+    auto it = chains_.find(req->fd);
+    if (it != chains_.end() && unlink(it->second.head, it->second.tail)) {
+      --queued_;
+      return true;
+    }
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------- Submit
+
+unsigned ThreadsEngine::TakeSlots(unsigned want) noexcept {
+  int64_t avail = reqs_available_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (avail <= 0) return 0;
+    const int64_t take = std::min<int64_t>(avail, want);
+    if (reqs_available_.compare_exchange_weak(avail, avail - take,
+                                              std::memory_order_relaxed)) {
+      return static_cast<unsigned>(take);
+    }
+  }
+}
+
+void ThreadsEngine::ReturnSlots(unsigned n) noexcept {
+  reqs_available_.fetch_add(n, std::memory_order_relaxed);
+}
+
+void ThreadsEngine::GrowPoolLocked() {
+  while (idle_workers_ < queued_ && live_workers_ < max_workers_) {
+    size_t slot = 0;
+    while (slot < max_workers_ && worker_alive_[slot]) ++slot;
+    if (slot == max_workers_) break;
+    // A worker that ended after its idle time left its thread to join.
+    if (workers_[slot].joinable()) workers_[slot].join();
+    worker_alive_[slot] = true;
+    ++live_workers_;
+    ++idle_workers_;  // it looks for work as soon as it starts
+    workers_[slot] = std::thread(&ThreadsEngine::WorkerMain, this, slot);
+  }
+  live_workers_stat_.store(live_workers_, std::memory_order_relaxed);
+}
+
+void ThreadsEngine::QueueRequests(Request* const* reqs, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    Request* r = reqs[i];
+    r->rval = kNotCompleted;
+    r->origin = Origin::kNone;
+    TsanRelease(r);
+  }
+  in_flight_.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
+  submitted_.fetch_add(n, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t i = 0; i < n; ++i) Enqueue(reqs[i], BucketOf(*reqs[i]));
+  const size_t idle_before = idle_workers_;
+  GrowPoolLocked();
+  // Wake as many idle workers as there is new work (no more).
+  for (size_t i = 0; i < std::min(n, idle_before); ++i) work_cv_.notify_one();
+}
+
+SubmitResult ThreadsEngine::Submit(std::span<Request* const> batch) {
+  SubmitResult result;
+  UserGuard guard(&users_);
+  if (shutdown_.load(std::memory_order_seq_cst)) {
+    result.status =
+        Status::Error(Errc::kShutdown, "threads: Submit after Shutdown");
+    return result;
+  }
+  // A run of valid requests, batch[run_start, i), queued together.
+  size_t run_start = 0;
+  auto flush = [&](size_t end) -> bool {
+    size_t done = run_start;
+    unsigned attempts = 0;
+    std::chrono::microseconds delay = options_.eagain.initial_delay;
+    while (done < end) {
+      auto want = static_cast<unsigned>(std::min<size_t>(end - done, 1U << 20));
+      // Fault injection stands where io_submit would fail or fall short.
+      int hooked = 0;
+      if (const sys::FaultHooks* h = sys::Hooks();
+          h != nullptr && h->threads_submit != nullptr) [[unlikely]] {
+        hooked = h->threads_submit(&want);
+      }
+      submit_calls_.fetch_add(1, std::memory_order_relaxed);
+      const unsigned got = hooked < 0 ? 0 : TakeSlots(want);
+      if (got > 0) {
+        if (got < end - done)
+          partial_submits_.fetch_add(1, std::memory_order_relaxed);
+        QueueRequests(batch.data() + done, got);
+        done += got;
+        attempts = 0;
+        delay = options_.eagain.initial_delay;
+        continue;
+      }
+      // No slot (every one holds an unreaped event or is promised): EAGAIN.
+      if (attempts >= options_.eagain.max_retries ||
+          shutdown_.load(std::memory_order_acquire)) {
+        break;
+      }
+      ++attempts;
+      ++result.retries;
+      eagain_retries_.fetch_add(1, std::memory_order_relaxed);
+      if (!MakeRoom(delay)) std::this_thread::sleep_for(delay);
+      delay = NextDelay(delay);
+    }
+    for (size_t i = done; i < end; ++i) {
+      batch[i]->engine_state.store(kIdle, std::memory_order_relaxed);
+    }
+    run_start = end;
+    if (done == end) return true;
+    result.accepted = done;
+    result.status = Status::Error(
+        shutdown_.load(std::memory_order_acquire) ? Errc::kShutdown
+                                                  : Errc::kQueueFull,
+        "threads: no completion slot after " +
+            std::to_string(options_.eagain.max_retries) + " retries; " +
+            std::to_string(batch.size() - done) + " requests (from batch[" +
+            std::to_string(done) + "]) were not submitted");
+    return false;
+  };
+
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Request* req = batch[i];
+    if (req == nullptr ||
+        req->engine_state.load(std::memory_order_relaxed) == kInFlight) {
+      if (!flush(i)) return result;
+      result.accepted = i;
+      result.status = Status::Error(
+          Errc::kInvalidArgument,
+          "threads: batch[" + std::to_string(i) + "]: " +
+              (req == nullptr ? std::string("null request")
+                              : DescribeAsked(*req) +
+                                    ": submitted again before it was reaped"));
+      return result;
+    }
+    if (req->op == Op::kNoop) {
+      if (!flush(i)) return result;
+      run_start = i + 1;
+      req->engine_state.store(kInFlight, std::memory_order_relaxed);
+      submitted_.fetch_add(1, std::memory_order_relaxed);
+      CompleteLocally(req, 0, Origin::kLocal);
+      continue;
+    }
+    Status valid = req->Validate();
+    int err = 0;
+    if (!valid.ok() &&
+        (options_.check_alignment || !valid.Is(Errc::kMisaligned))) {
+      err = EINVAL;
+    } else if (BucketOf(*req) < 0) {
+      err = EINVAL;  // an I/O priority class the kernel refuses
+    }
+    if (err != 0) {
+      if (!flush(i)) return result;
+      run_start = i + 1;
+      req->engine_state.store(kInFlight, std::memory_order_relaxed);
+      submitted_.fetch_add(1, std::memory_order_relaxed);
+      refused_.fetch_add(1, std::memory_order_relaxed);
+      CompleteLocally(req, -err, Origin::kRefused);
+      continue;
+    }
+    // Marked now, so that the same request twice in one batch is caught.
+    req->engine_state.store(kInFlight, std::memory_order_relaxed);
+  }
+  if (!flush(batch.size())) return result;
+  result.accepted = batch.size();
+  return result;
+}
+
+// ---------------------------------------------------------------- Workers
+
+int64_t ThreadsEngine::Execute(Request* req, int* thread_prio) {
+  // The worker takes the request's I/O priority (the kernel checks it, as it
+  // does for an AIO iocb: an unprivileged realtime class fails with EPERM).
+  const int want_prio = req->has_ioprio ? req->ioprio : 0;
+  if (want_prio != *thread_prio) {
+    if (int r = sys::IoprioSetThread(want_prio); r < 0) return r;
+    *thread_prio = want_prio;
+  }
+  // RWF_HIPRI asks for polled completion, which a thread does not do; it is
+  // ignored, as kernel AIO ignores it.
+  const int flags = static_cast<int>(req->rw_flags & ~rwf::kHipri);
+  const auto off = static_cast<off_t>(req->offset);
+  const int n = static_cast<int>(req->iov.size());
+  switch (req->op) {
+    case Op::kRead:
+    case Op::kReadv: {
+      const long r = sys::Preadv2(req->fd, req->iov.data(), n, off, flags);
+      // A pipe, FIFO or socket has no offset: read at its position, as the
+      // kernel's AIO and io_uring do for such files (-1: the file position).
+      if (r == -ESPIPE)
+        return sys::Preadv2(req->fd, req->iov.data(), n, -1, flags);
+      return r;
+    }
+    case Op::kWrite:
+    case Op::kWritev: {
+      const long r = sys::Pwritev2(req->fd, req->iov.data(), n, off, flags);
+      if (r == -ESPIPE)
+        return sys::Pwritev2(req->fd, req->iov.data(), n, -1, flags);
+      return r;
+    }
+    case Op::kFsync:
+      return sys::Fsync(req->fd);
+    case Op::kFdatasync:
+      return sys::Fdatasync(req->fd);
+    case Op::kNoop:
+      return 0;
+  }
+  return -EINVAL;
+}
+
+void ThreadsEngine::WorkerMain(size_t slot) {
+  int thread_prio = 0;  // IOPRIO_CLASS_NONE: the thread's default
+  std::unique_lock<std::mutex> lock(mu_);
+  --idle_workers_;  // counted idle by GrowPoolLocked until it got here
+  for (;;) {
+    Request* req = Dequeue();
+    if (req == nullptr) {
+      if (stopping_) break;
+      ++idle_workers_;
+      const bool woken = work_cv_.wait_for(lock, options_.threads_idle, [&] {
+        return nonempty_ != 0 || stopping_;
+      });
+      --idle_workers_;
+      if (!woken && live_workers_ > options_.threads_min) break;
+      continue;
+    }
+    // Run it, then (per-fd order) the requests of its fd that waited for it.
+    while (req != nullptr) {
+      req->iocb.aio_key = kStarted;
+      ++running_;
+      lock.unlock();
+      TsanAcquire(req);
+      const int64_t res = Execute(req, &thread_prio);
+      CompleteToRing(req, res);
+      lock.lock();
+      --running_;
+      const int fd = req->fd;
+      req = nullptr;
+      if (options_.threads_ordered_per_fd && fd >= 0) {
+        FdChain& c = chains_[fd];
+        if (c.head != nullptr) {
+          req = c.head;
+          c.head = req->engine_next;
+          if (c.head == nullptr) c.tail = nullptr;
+          req->engine_next = nullptr;
+          --queued_;
+        } else {
+          chains_.erase(fd);  // nothing of this fd is queued or running
+        }
+      }
+    }
+    if (shutdown_.load(std::memory_order_relaxed) && queued_ == 0 &&
+        running_ == 0) {
+      drain_cv_.notify_all();
+    }
+  }
+  worker_alive_[slot] = false;
+  --live_workers_;
+  live_workers_stat_.store(live_workers_, std::memory_order_relaxed);
+  drain_cv_.notify_all();  // Shutdown waits for the pool to empty
+  if (thread_prio != 0) (void)sys::IoprioSetThread(0);
+}
+
+void ThreadsEngine::CompleteToRing(Request* req, int64_t res) {
+  req->rval = res;
+  req->origin = Origin::kEngine;
+  const int resfd = req->resfd;
+  {
+    std::lock_guard<std::mutex> lock(ring_mu_);
+    // Only producers, under this lock, write the tail.
+    const unsigned tail =
+        std::atomic_ref<unsigned>(ring_->tail).load(std::memory_order_relaxed);
+    io_event& ev = ring_->events()[tail];
+    ev.data = reinterpret_cast<uint64_t>(req);
+    ev.obj = reinterpret_cast<uint64_t>(&req->iocb);
+    ev.res = res;
+    ev.res2 = 0;
+    // Release: the event (and the request's rval) are written before the
+    // reaper can see the new tail (pairs with ConsumeAioRing's acquire). A slot
+    // was reserved at submission, so the ring cannot be full here.
+    std::atomic_ref<unsigned>(ring_->tail)
+        .store(tail + 1 == nr_ ? 0 : tail + 1, std::memory_order_release);
+  }
+  in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  if (notify_fd_ >= 0) (void)sys::EventfdWrite(notify_fd_, 1);
+  if (resfd >= 0) (void)sys::EventfdWrite(resfd, 1);
+  Signal();
+}
+
+void ThreadsEngine::CompleteLocally(Request* req, int64_t res, Origin origin) {
+  req->rval = res;
+  req->origin = origin;
+  const int resfd = req->resfd;
+  (void)done_.Push(req);
+  if (notify_fd_ >= 0) (void)sys::EventfdWrite(notify_fd_, 1);
+  if (resfd >= 0) (void)sys::EventfdWrite(resfd, 1);
+  Signal();
+}
+
+void ThreadsEngine::Signal() noexcept {
+  // seq_cst, the other half of DoneList's pair: either the reaper sees the new
+  // sequence (and the event) or we see it waiting and wake it.
+  event_seq_.fetch_add(1, std::memory_order_seq_cst);
+  if (done_.HasWaiters()) {
+    (void)sys::FutexWake(reinterpret_cast<const uint32_t*>(&event_seq_),
+                         1 << 30);
+  }
+}
+
+// ---------------------------------------------------------------- Reap
+
+size_t ThreadsEngine::DrainRing(Request** out, size_t max) {
+  if (max == 0) return 0;
+  size_t n = 0;
+  const size_t consumed = ConsumeAioRing(ring_, max, [&](const io_event& ev) {
+    auto* req = reinterpret_cast<Request*>(ev.obj);
+    req->rval = ev.res;
+    out[n++] = req;
+  });
+  if (consumed != 0) {
+    // The slots are free again once head has moved past them.
+    ReturnSlots(static_cast<unsigned>(consumed));
+    ring_reaped_.fetch_add(consumed, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+Result<size_t> ThreadsEngine::Reap(std::span<Request*> out, size_t min,
+                                   std::chrono::nanoseconds timeout) {
+  if (out.empty()) return size_t{0};
+  min = std::min(min, out.size());
+  const bool forever = timeout.count() < 0;
+  const Clock::time_point deadline =
+      forever ? Clock::time_point::max() : Clock::now() + timeout;
+
+  ReaperLock lock(&gate_, timeout, deadline);
+  size_t n = done_.Take(out.data(), out.size());
+  if (lock.owns_lock()) {
+    n += DrainRing(out.data() + n, out.size() - n);
+    while (n < min) {
+      if (shutdown_.load(std::memory_order_acquire) &&
+          in_flight_.load(std::memory_order_relaxed) == 0 &&
+          AioRingPending(ring_) == 0 && done_.count() == 0) {
+        break;  // nothing more can arrive
+      }
+      std::chrono::nanoseconds left = kForever;
+      if (!forever) {
+        left = deadline - Clock::now();
+        if (left.count() <= 0) break;
+      }
+      const uint32_t seq = event_seq_.load(std::memory_order_seq_cst);
+      if (done_.AnnounceWaiter()) {  // (it retired itself)
+        n += done_.Take(out.data() + n, out.size() - n);
+        continue;
+      }
+      if (AioRingPending(ring_) != 0) {
+        done_.RetireWaiter();
+        n += DrainRing(out.data() + n, out.size() - n);
+        continue;
+      }
+      const bool ready =
+          in_flight_.load(std::memory_order_relaxed) > 0 &&
+          spin_.Spin(deadline, [&] {
+            return event_seq_.load(std::memory_order_relaxed) != seq;
+          });
+      if (!ready) {
+        // Sleep until a completion bumps the sequence (FutexWait returns at
+        // once if it already did).
+        (void)sys::FutexWait(reinterpret_cast<const uint32_t*>(&event_seq_),
+                             seq, left);
+        wait_calls_.fetch_add(1, std::memory_order_relaxed);
+      }
+      done_.RetireWaiter();
+      n += done_.Take(out.data() + n, out.size() - n);
+      n += DrainRing(out.data() + n, out.size() - n);
+    }
+    lock.Unlock();
+  }
+  for (size_t i = 0; i < n; ++i) {
+    out[i]->engine_state.store(kCompleted, std::memory_order_relaxed);
+  }
+  completed_.fetch_add(n, std::memory_order_relaxed);
+  if (n == 0 && shutdown_.load(std::memory_order_acquire) &&
+      in_flight_.load(std::memory_order_relaxed) == 0 &&
+      AioRingPending(ring_) == 0 && done_.count() == 0) {
+    return Status::Error(Errc::kShutdown,
+                         "threads: engine shut down and nothing left to reap");
+  }
+  return n;
+}
+
+bool ThreadsEngine::MakeRoom(std::chrono::microseconds delay) {
+  if (!gate_.TryAcquire()) return false;  // a reaper frees slots as it reaps
+  constexpr size_t kBatch = 256;
+  Request* got[kBatch];
+  size_t total = 0;
+  for (;;) {
+    const size_t n = DrainRing(got, kBatch);
+    if (n == 0) break;
+    for (size_t i = 1; i < n; ++i) got[i - 1]->engine_next = got[i];
+    (void)done_.Push(got[0], got[n - 1], n);
+    total += n;
+  }
+  if (total == 0 && in_flight_.load(std::memory_order_relaxed) > 0) {
+    // Wait up to the delay for a completion to collect.
+    const uint32_t seq = event_seq_.load(std::memory_order_seq_cst);
+    if (AioRingPending(ring_) == 0) {
+      (void)sys::FutexWait(reinterpret_cast<const uint32_t*>(&event_seq_), seq,
+                           delay);
+    }
+    gate_.Release();
+    return true;  // the delay was spent waiting
+  }
+  gate_.Release();
+  return total != 0;
+}
+
+// ---------------------------------------------------------------- Cancel etc.
+
+Status ThreadsEngine::Cancel(Request* req) {
+  if (req == nullptr ||
+      req->engine_state.load(std::memory_order_relaxed) != kInFlight) {
+    return Status::Error(
+        Errc::kInvalidArgument,
+        "threads: Cancel: " +
+            (req == nullptr ? std::string("null request")
+                            : DescribeAsked(*req) + " is not in flight"));
+  }
+  UserGuard guard(&users_);
+  bool removed = false;
+  bool started = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    removed = RemoveQueued(req);
+    if (!removed) started = req->iocb.aio_key == kStarted;
+  }
+  if (removed) {
+    // It never started: its ring slot goes back, and it completes cancelled.
+    ReturnSlots(1);
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    CompleteLocally(req, -ECANCELED, Origin::kEngine);
+    return {};
+  }
+  return Status::Error(
+      Errc::kNotCancellable,
+      "threads: Cancel(" + DescribeAsked(*req) + "): " +
+          (started ? "a worker has started it; it will complete normally"
+                   : "it already completed"));
+}
+
+Result<int> ThreadsEngine::NotifyFd() {
+  if (notify_fd_ < 0) {
+    return Status::Error(Errc::kUnsupported,
+                         "threads: NotifyFd: the engine was created with "
+                         "notify_fd = false");
+  }
+  return notify_fd_;
+}
+
+Status ThreadsEngine::Shutdown(std::chrono::nanoseconds timeout) {
+  const bool forever = timeout.count() < 0;
+  const Clock::time_point deadline =
+      forever ? Clock::time_point::max() : Clock::now() + timeout;
+  shutdown_.store(true, std::memory_order_seq_cst);
+  while (users_.load(std::memory_order_acquire) != 0) {
+    if (!forever && Clock::now() >= deadline) {
+      return Status::Error(
+          Errc::kTimedOut,
+          "threads: Shutdown: a Submit or Cancel call was "
+          "still running at the deadline; call Shutdown again");
+    }
+    std::this_thread::yield();
+  }
+  Signal();  // a reaper asleep with nothing in flight re-checks and leaves
+  ReaperLock gate(&gate_, timeout, deadline);
+  if (!gate.owns_lock()) {
+    return Status::Error(Errc::kTimedOut,
+                         "threads: Shutdown: a reaper held the ring past the "
+                         "deadline; call Shutdown again");
+  }
+  if (dead_) return {};
+  std::unique_lock<std::mutex> lock(mu_);
+  // Let the workers finish the queue (growing the pool if the queue is
+  // longer than the workers), until the deadline.
+  GrowPoolLocked();
+  work_cv_.notify_all();
+  auto drained = [&] { return queued_ == 0 && running_ == 0; };
+  if (forever) {
+    drain_cv_.wait(lock, drained);
+  } else if (!drain_cv_.wait_until(lock, deadline, drained)) {
+    // Past the deadline: what has not started never will; what runs, the
+    // caller must wait for (its buffers are in use).
+    std::vector<Request*> cancelled;
+    while (Request* r = Dequeue()) cancelled.push_back(r);
+    for (auto& [fd, c] : chains_) {
+      for (Request* r = c.head; r != nullptr;) {
+        Request* next = r->engine_next;
+        r->engine_next = nullptr;
+        cancelled.push_back(r);
+        r = next;
+      }
+      c.head = c.tail = nullptr;
+      c.active = false;
+    }
+    queued_ = 0;
+    const size_t still_running = running_;
+    lock.unlock();
+    for (Request* r : cancelled) {
+      ReturnSlots(1);
+      in_flight_.fetch_sub(1, std::memory_order_relaxed);
+      CompleteLocally(r, -ECANCELED, Origin::kEngine);
+    }
+    if (still_running != 0) {
+      return Status::Error(
+          Errc::kTimedOut,
+          "threads: Shutdown: " + std::to_string(still_running) +
+              " requests still running at the deadline (" +
+              std::to_string(cancelled.size()) +
+              " not started were cancelled); call Shutdown "
+              "again (the destructor waits)");
+    }
+    lock.lock();
+  }
+  stopping_ = true;
+  work_cv_.notify_all();
+  drain_cv_.wait(lock, [&] { return live_workers_ == 0; });
+  lock.unlock();
+  for (std::thread& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+  dead_ = true;
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> MakeThreadsEngine(
+    const EngineOptions& options) {
+  auto engine = std::make_unique<ThreadsEngine>(options);
+  if (Status s = engine->Init(); !s.ok()) return s;
+  return std::unique_ptr<Engine>(std::move(engine));
+}
+
+}  // namespace aiokit::internal

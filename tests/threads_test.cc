@@ -1,0 +1,361 @@
+// What only the threads engine does: cancel of requests not yet started,
+// priority order, per-fd order, requests on one fd in parallel, the worker pool
+// growing and shrinking, and no heap allocation per request.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "aiokit/engine.h"
+#include "test_util.h"
+
+// Counts heap allocations in this test binary (for NoHeapAllocationPerRequest).
+// GCC sees the malloc/free pairs below through inlining and takes them for
+// mismatched new/free; they are a matched replacement of the global pair.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+namespace {
+std::atomic<uint64_t> g_allocations{0};
+}  // namespace
+void* operator new(size_t n) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t /*n*/) noexcept { std::free(p); }
+
+namespace aiokit {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::unique_ptr<Engine> MakeThreads(EngineOptions o = {}) {
+  o.kind = EngineKind::kThreads;
+  Result<std::unique_ptr<Engine>> e = MakeEngine(o);
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  return e.ok() ? std::move(*e) : nullptr;
+}
+
+size_t TaskCount() {
+  size_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/task")) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ++n;
+    }
+    ::closedir(d);
+  }
+  return n;
+}
+
+// A pipe whose read end blocks a worker until Release().
+struct Blocker {
+  int fds[2] = {-1, -1};
+  char byte = 0;
+  Request req;
+  Blocker() {
+    EXPECT_EQ(::pipe(fds), 0);
+    req.PrepRead(fds[0], &byte, 1, 0);
+  }
+  ~Blocker() {
+    ::close(fds[0]);
+    ::close(fds[1]);
+  }
+  Blocker(const Blocker&) = delete;
+  Blocker& operator=(const Blocker&) = delete;
+  void Release() { EXPECT_EQ(::write(fds[1], "x", 1), 1); }
+};
+
+void SubmitAll(Engine& e, std::vector<Request*> reqs) {
+  SubmitResult sr = e.Submit(reqs);
+  ASSERT_EQ(sr.accepted, reqs.size()) << sr.status.ToString();
+}
+
+// Waits until the engine has started `n` requests (none is then queued).
+void WaitForRunning(Engine& e, uint64_t workers) {
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (e.Stats().workers < workers &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  std::this_thread::sleep_for(milliseconds(20));  // and let them block
+}
+
+TEST(ThreadsEngineTest, ARequestNotStartedIsCancelledAStartedOneIsNot) {
+  EngineOptions o;
+  o.threads_max = 1;
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  Blocker b;
+  SubmitAll(*e, {&b.req});
+  WaitForRunning(*e, 1);
+  File f = testing::ScratchFile(16384, 60);
+  std::vector<std::vector<char>> bufs(4, std::vector<char>(4096));
+  std::vector<Request> reqs(4);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].PrepRead(f.fd(), bufs[i].data(), 4096, i * 4096);
+  }
+  SubmitAll(*e, testing::Pointers(reqs));
+  // The worker is stuck in the pipe read: the file reads wait in the queue.
+  EXPECT_TRUE(e->Cancel(&reqs[1]).ok());
+  EXPECT_TRUE(e->Cancel(&reqs[3]).ok());
+  Status started = e->Cancel(&b.req);
+  EXPECT_TRUE(started.Is(Errc::kNotCancellable)) << started.ToString();
+  EXPECT_NE(started.ToString().find("started"), std::string::npos);
+  b.Release();
+  std::vector<Request*> all = testing::Pointers(reqs);
+  all.push_back(&b.req);
+  testing::ExpectExactlyOnce(testing::ReapAll(*e, all.size()), all);
+  EXPECT_EQ(reqs[1].rval, -ECANCELED);
+  EXPECT_EQ(reqs[3].rval, -ECANCELED);
+  EXPECT_EQ(reqs[0].rval, 4096) << Describe(reqs[0]);
+  EXPECT_EQ(reqs[2].rval, 4096) << Describe(reqs[2]);
+  EXPECT_EQ(b.req.rval, 1);
+  // Cancelled after completing: nothing to cancel.
+  EXPECT_TRUE(e->Cancel(&reqs[0]).Is(Errc::kInvalidArgument));
+}
+
+TEST(ThreadsEngineTest, HigherPriorityRequestsStartFirst) {
+  EngineOptions o;
+  o.threads_max = 1;  // one worker: start order is completion order
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  Blocker b;
+  SubmitAll(*e, {&b.req});
+  WaitForRunning(*e, 1);
+  // Submitted from the lowest priority to the highest.
+  Request idle, be7, none, be0;
+  for (Request* r : {&idle, &be7, &none, &be0}) {
+    r->PrepFsync(b.fds[1]);  // fsync of a pipe: quick, EINVAL, but ordered
+  }
+  idle.SetIoPriority(IoPriority(IoPrioClass::kIdle, 0));
+  be7.SetIoPriority(IoPriority(IoPrioClass::kBestEffort, 7));
+  be0.SetIoPriority(IoPriority(IoPrioClass::kBestEffort, 0));
+  SubmitAll(*e, {&idle, &be7, &none, &be0});
+  b.Release();
+  testing::Reaped got = testing::ReapAll(*e, 5);
+  ASSERT_EQ(got.order.size(), 5U) << got.error.ToString();
+  EXPECT_EQ(got.order[0], &b.req);
+  EXPECT_EQ(got.order[1], &be0);
+  EXPECT_EQ(got.order[2], &none);  // best effort 4, the default
+  EXPECT_EQ(got.order[3], &be7);
+  EXPECT_EQ(got.order[4], &idle);
+}
+
+TEST(ThreadsEngineTest, PerFdOrderKeepsSubmissionOrderOnEachFd) {
+  EngineOptions o;
+  o.threads_ordered_per_fd = true;
+  o.threads_max = 4;
+  o.queue_depth = 256;
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  constexpr uint64_t kWrites = 200;
+  std::vector<uint64_t> values(kWrites);
+  std::vector<Request> reqs(kWrites);
+  for (uint64_t i = 0; i < kWrites; ++i) {
+    values[i] = i;
+    reqs[i].PrepWrite(fds[1], &values[i], sizeof(uint64_t), 0);
+  }
+  SubmitAll(*e, testing::Pointers(reqs));
+  testing::ExpectExactlyOnce(testing::ReapAll(*e, kWrites),
+                             testing::Pointers(reqs));
+  // The reader sees them in submission order although four workers ran.
+  for (uint64_t i = 0; i < kWrites; ++i) {
+    uint64_t v = ~0ULL;
+    ASSERT_EQ(::read(fds[0], &v, sizeof(v)), static_cast<ssize_t>(sizeof(v)));
+    ASSERT_EQ(v, i);
+  }
+  // Another fd is not held up by one whose request blocks.
+  Blocker b;
+  SubmitAll(*e, {&b.req});
+  WaitForRunning(*e, 1);
+  uint64_t one = 1;
+  Request other;
+  other.PrepWrite(fds[1], &one, sizeof(one), 0);
+  SubmitAll(*e, {&other});
+  testing::Reaped got = testing::ReapAll(*e, 1, milliseconds(10000));
+  ASSERT_EQ(got.order.size(), 1U);
+  EXPECT_EQ(got.order[0], &other);
+  b.Release();
+  EXPECT_EQ(testing::ReapAll(*e, 1).order.size(), 1U);
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+TEST(ThreadsEngineTest, RequestsOnOneFdRunInParallelByDefault) {
+  std::unique_ptr<Engine> e = MakeThreads();
+  ASSERT_NE(e, nullptr);
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  char in[8] = {};
+  Request read, write;
+  read.PrepRead(sv[0], in, 5, 0);  // blocks until the peer writes
+  write.PrepWrite(sv[0], "ping", 4, 0);
+  SubmitAll(*e, {&read, &write});
+  // The write on the same fd goes through while the read still waits (glibc's
+  // AIO would queue it behind the read).
+  char got[4] = {};
+  ASSERT_EQ(::recv(sv[1], got, 4, MSG_WAITALL), 4);
+  EXPECT_EQ(std::string(got, 4), "ping");
+  ASSERT_EQ(::send(sv[1], "hello", 5, 0), 5);
+  testing::ExpectExactlyOnce(testing::ReapAll(*e, 2), {&read, &write});
+  EXPECT_EQ(read.rval, 5);
+  EXPECT_EQ(std::string(in, 5), "hello");
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+TEST(ThreadsEngineTest, WorkersGrowWithTheQueueAndExitWhenIdle) {
+  const size_t tasks_before = TaskCount();
+  EngineOptions o;
+  o.threads_min = 1;
+  o.threads_max = 4;
+  o.threads_idle = milliseconds(50);
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->Stats().workers, 1U);
+  std::vector<std::unique_ptr<Blocker>> blockers;
+  std::vector<Request*> reqs;
+  for (int i = 0; i < 6; ++i) {
+    blockers.push_back(std::make_unique<Blocker>());
+    reqs.push_back(&blockers.back()->req);
+  }
+  SubmitAll(*e, reqs);
+  WaitForRunning(*e, 4);
+  EXPECT_EQ(e->Stats().workers, 4U);  // the maximum, not one per request
+  EXPECT_EQ(TaskCount(), tasks_before + 4);
+  for (auto& b : blockers) b->Release();
+  testing::ExpectExactlyOnce(testing::ReapAll(*e, reqs.size()), reqs);
+  // After the idle time, back to the minimum.
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (e->Stats().workers > 1 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(e->Stats().workers, 1U);
+  e.reset();
+  EXPECT_EQ(TaskCount(), tasks_before);
+}
+
+// Regression: workers started at Init (threads_min) were not counted idle, so
+// submissions did not wake them and requests waited for their idle timeout.
+TEST(ThreadsEngineTest,
+     MinimumWorkersPickUpWorkWithoutWaitingForTheirIdleTime) {
+  EngineOptions o;
+  o.threads_min = 2;
+  o.threads_max = 2;
+  o.threads_idle = std::chrono::seconds(30);
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  File f = testing::ScratchFile(16384, 63);
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::vector<char>> bufs(4, std::vector<char>(4096));
+    std::vector<Request> reqs(4);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      reqs[i].PrepRead(f.fd(), bufs[i].data(), 4096, i * 4096);
+    }
+    SubmitAll(*e, testing::Pointers(reqs));
+    testing::Reaped got = testing::ReapAll(*e, reqs.size(), milliseconds(5000));
+    testing::ExpectExactlyOnce(got, testing::Pointers(reqs));
+  }
+}
+
+TEST(ThreadsEngineTest, ManySubmittersAndTwoReapersEachRequestOnce) {
+  EngineOptions o;
+  o.queue_depth = 64;
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  File f = testing::ScratchFile(64 * 1024, 61);
+  constexpr size_t kThreads = 4, kEach = 2000;
+  std::vector<std::vector<Request>> reqs(kThreads, std::vector<Request>(kEach));
+  std::vector<std::vector<char>> bufs(kThreads, std::vector<char>(kEach * 64));
+  std::atomic<size_t> reaped{0};
+  std::vector<std::atomic<int>> seen(kThreads * kEach);
+  auto reaper = [&] {
+    std::vector<Request*> out(32);
+    while (reaped.load() < kThreads * kEach) {
+      Result<size_t> n = e->Reap(out, 1, milliseconds(20));
+      if (!n.ok()) break;
+      for (size_t i = 0; i < *n; ++i) {
+        const size_t id = reinterpret_cast<uintptr_t>(out[i]->priv);
+        seen[id].fetch_add(1);
+      }
+      reaped.fetch_add(*n);
+    }
+  };
+  std::thread r1(reaper), r2(reaper);
+  std::vector<std::thread> submitters;
+  for (size_t t = 0; t < kThreads; ++t) {
+    submitters.emplace_back([&, t] {
+      for (size_t i = 0; i < kEach; ++i) {
+        Request& r = reqs[t][i];
+        if (i % 3 == 0) {
+          r.PrepNoop();
+        } else {
+          r.PrepRead(f.fd(), bufs[t].data() + i * 64, 64, (i * 64) % 65536);
+        }
+        r.priv = reinterpret_cast<void*>(t * kEach + i);
+        Request* p = &r;
+        SubmitResult sr;
+        do {  // the ring may be full of completions not yet reaped
+          sr = e->Submit({&p, 1});
+        } while (sr.accepted == 0 && sr.status.Is(Errc::kQueueFull));
+        ASSERT_EQ(sr.accepted, 1U) << sr.status.ToString();
+      }
+    });
+  }
+  for (std::thread& s : submitters) s.join();
+  r1.join();
+  r2.join();
+  EXPECT_EQ(reaped.load(), kThreads * kEach);
+  for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i].load(), 1) << i;
+}
+
+TEST(ThreadsEngineTest, NoHeapAllocationPerRequest) {
+  EngineOptions o;
+  o.queue_depth = 32;
+  o.threads_min = 2;
+  o.threads_max = 2;
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  File f = testing::ScratchFile(1 << 20, 62);
+  std::vector<char> buf(32 * 4096);
+  std::vector<Request> reqs(32);
+  std::vector<Request*> ptrs = testing::Pointers(reqs);
+  std::vector<Request*> out(32);
+  auto round = [&](uint64_t k) {
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      reqs[i].PrepRead(f.fd(), buf.data() + i * 4096, 4096,
+                       ((k * 32 + i) % 256) * 4096);
+    }
+    SubmitResult sr = e->Submit(ptrs);
+    ASSERT_EQ(sr.accepted, 32U);
+    size_t got = 0;
+    while (got < 32) {
+      Result<size_t> n = e->Reap(out, 1, kForever);
+      ASSERT_TRUE(n.ok());
+      got += *n;
+    }
+  };
+  for (uint64_t k = 0; k < 10; ++k) round(k);  // warm up
+  const uint64_t before = g_allocations.load();
+  for (uint64_t k = 0; k < 300; ++k) round(k);
+  EXPECT_EQ(g_allocations.load() - before, 0U)
+      << "allocations during 9600 requests";
+}
+
+}  // namespace
+}  // namespace aiokit
