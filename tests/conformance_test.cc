@@ -367,7 +367,16 @@ TEST_P(ConformanceTest, NotifyFdBecomesReadableWhenCompletionsAreReady) {
     }
   }
   ExpectExactlyOnce(got, Pointers(reqs));
-  EXPECT_EQ(::poll(&p, 1, 0), 0) << "still readable with nothing left";
+  // A signal may trail its completion (the completion was reaped in the same
+  // Poll as an earlier one): then it is a spurious wake-up and Poll finds
+  // nothing, never a completion left behind.
+  if (::poll(&p, 1, 0) == 1) {
+    uint64_t v = 0;
+    ASSERT_EQ(::read(*nfd, &v, sizeof(v)), static_cast<ssize_t>(sizeof(v)));
+    Result<size_t> n = engine_->Poll(out);
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(*n, 0U);
+  }
 }
 
 TEST_P(ConformanceTest, NotifyFdCanBeTurnedOff) {
@@ -539,7 +548,8 @@ TEST_P(ConformanceTest, SubmitAfterShutdownIsRefusedAndLeavesTheRequestIdle) {
 }
 
 TEST_P(ConformanceTest, ShutdownWakesABlockedReaper) {
-  if (testing::EngineVariant(GetParam()) == "single") {
+  if (testing::EngineVariant(GetParam()) == "single" ||
+      testing::EngineVariant(GetParam()) == "defer") {
     GTEST_SKIP() << "the engine was promised one thread";
   }
   Status reaper_status;
@@ -843,7 +853,8 @@ TEST_P(ConformanceTest, SubmittingARequestStillInFlightIsRefused) {
 // ---- Threads. ----
 
 TEST_P(ConformanceTest, ManySubmittersOneReaperEachRequestOnce) {
-  if (testing::EngineVariant(GetParam()) == "single") {
+  if (testing::EngineVariant(GetParam()) == "single" ||
+      testing::EngineVariant(GetParam()) == "defer") {
     GTEST_SKIP() << "the engine was promised one thread";
   }
   File f = ScratchFile(256 * 1024, 30);
@@ -892,7 +903,8 @@ TEST_P(ConformanceTest, ManySubmittersOneReaperEachRequestOnce) {
 }
 
 TEST_P(ConformanceTest, ABlockedReaperWakesForACompletionWithoutIo) {
-  if (testing::EngineVariant(GetParam()) == "single") {
+  if (testing::EngineVariant(GetParam()) == "single" ||
+      testing::EngineVariant(GetParam()) == "defer") {
     GTEST_SKIP() << "the engine was promised one thread";
   }
   Result<size_t> got = size_t{0};
@@ -1046,9 +1058,9 @@ TEST_P(ConformanceTest, RegisteringBuffersOverTheMemlockLimitSaysSo) {
 // io_uring promised one thread (SINGLE_ISSUER, DEFER_TASKRUN, registered ring
 // fd), and with a kernel thread polling its submission queue.
 const std::vector<std::string> kEngines = {
-    "linux-aio", "linux-aio/nospin", "threads",         "threads/ordered",
+    "linux-aio", "linux-aio/nospin", "threads",        "threads/ordered",
 #if AIOKIT_HAVE_IO_URING
-    "io_uring",  "io_uring/single",  "io_uring/sqpoll",
+    "io_uring",  "io_uring/single",  "io_uring/defer", "io_uring/sqpoll",
 #endif
 };
 

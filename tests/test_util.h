@@ -101,6 +101,9 @@ inline Result<std::unique_ptr<Engine>> MakeNamedEngine(
     options.spin_before_wait = std::chrono::microseconds(0);
   } else if (variant == "single") {
     options.single_thread = true;
+  } else if (variant == "defer") {
+    options.single_thread = true;
+    options.defer_taskrun = true;
   } else if (variant == "ordered") {
     options.threads_ordered_per_fd = true;
   } else if (variant == "sqpoll") {

@@ -106,10 +106,19 @@ struct EngineOptions {
   // ---- io_uring ----
   // The caller promises that one thread, the one that creates the engine, makes
   // every call (Submit, Reap, Cancel, Register*, Shutdown). The engine can then
-  // use IORING_SETUP_SINGLE_ISSUER and DEFER_TASKRUN (completions run when that
-  // thread reaps, with no interrupt) and a registered ring fd. Without it, any
-  // thread may call, and completions are delivered with task-work interrupts.
+  // use IORING_SETUP_SINGLE_ISSUER, COOP_TASKRUN with TASKRUN_FLAG (no
+  // interrupt to deliver a completion; it runs when that thread next enters
+  // the kernel, or is woken) and a registered ring fd. Destroying the engine
+  // on another thread still works: it waits until that thread runs the
+  // completions or exits (the kernel then finishes its requests). Without it,
+  // any thread may call, and completions are delivered with task-work
+  // interrupts.
   bool single_thread = false;
+  // With single_thread: IORING_SETUP_DEFER_TASKRUN instead of COOP_TASKRUN.
+  // Completions then run only when that thread reaps (fio's setup), so the
+  // destructor must run on that thread too: from another one, requests whose
+  // completions are still deferred can never be waited for.
+  bool defer_taskrun = false;
   // A kernel thread polls the submission queue (IORING_SETUP_SQPOLL): no system
   // call to submit. It sleeps after sqpoll_idle without work.
   bool sqpoll = false;

@@ -131,10 +131,11 @@ class IoUringEngine final : public Engine {
   Request* FifoPopFront() noexcept;
   // Moves FIFO requests into the SQ ring and hands the ring to the kernel.
   // With a policy, EAGAIN/EBUSY are retried as RetryPolicy says and `retries`
-  // counts them; false when the policy ran out (the unconsumed SQEs are then
-  // back at the FIFO's front). Without, it tries once and leaves what the
-  // kernel did not take for later.
-  bool Pump(bool with_policy, unsigned* retries);
+  // counts them. 0 when everything went (or waits in the FIFO); else -EAGAIN
+  // when the policy ran out, or the errno of a ring error, and the unconsumed
+  // SQEs are back at the FIFO's front. Without a policy it tries once and
+  // leaves what the kernel did not take in the ring (sq_pending_) for later.
+  int Pump(bool with_policy, unsigned* retries);
   // Publishes the SQ tail; returns the SQEs in the ring the kernel has not
   // consumed yet.
   unsigned FlushSq() noexcept;
@@ -153,7 +154,8 @@ class IoUringEngine final : public Engine {
 
   // ---- Completion side; every one REQUIRES the reaper gate. ----
   // Reads CQEs from the ring into out[0, max) (own SQEs' CQEs are consumed and
-  // not returned). Returns how many requests it stored.
+  // not returned). Returns how many requests it stored; the caller lowers
+  // in_kernel_ by that once they are where a reaper finds them.
   size_t DrainCq(Request** out, size_t max) noexcept;
   // True when the kernel holds completions that only an io_uring_enter with
   // GETEVENTS brings into the CQ ring (deferred task work, an overflow).
@@ -161,6 +163,13 @@ class IoUringEngine final : public Engine {
   int GetEvents() noexcept;
   // Sends what waits in the FIFO if the submit lock is free.
   void PumpFromReaper() noexcept;
+  // single_thread and called from another thread than the ring's own: no
+  // io_uring_enter may be made (with the registered ring fd it fails with
+  // EBADF; with DEFER_TASKRUN, with EEXIST). The completions come when the
+  // owner enters the kernel, is woken, or exits.
+  [[nodiscard]] bool Foreign() const noexcept {
+    return options_.single_thread && sys::ThreadId() != owner_tid_;
+  }
   // Moves completions to the done list, waiting up to `timeout` for one.
   // Returns how many (-1: it slept in vain).
   long CollectToDone(std::chrono::nanoseconds timeout);
@@ -182,10 +191,16 @@ class IoUringEngine final : public Engine {
   std::vector<int> file_slots_;  // fd -> registered file index, or -1
   unsigned fixed_buffers_ = 0;   // buffers registered
 
+  // single_thread: the thread that created the ring (SINGLE_ISSUER's issuer).
+  int owner_tid_ = 0;
+
   std::mutex submit_mu_;
   Request* fifo_head_ = nullptr;
   Request* fifo_tail_ = nullptr;
   std::atomic<size_t> fifo_count_{0};
+  // SQEs wait in the SQ ring that no enter took yet (a failed enter outside
+  // Submit's retry policy); the reaper sends them before it sleeps.
+  std::atomic<bool> sq_pending_{false};
   uint64_t submit_seq_ = 0;  // stamps a Submit call's requests (iocb.aio_data)
 
   ReaperGate gate_;         // one reaper: the CQ ring
@@ -253,6 +268,7 @@ Status SetupError(int err, unsigned entries) {
 }
 
 Status IoUringEngine::Init() {
+  owner_tid_ = sys::ThreadId();
   const unsigned depth = options_.queue_depth;
   if (depth == 0) {
     return Status::Error(Errc::kInvalidArgument,
@@ -265,7 +281,8 @@ Status IoUringEngine::Init() {
                              " is above 65536, the largest CQ ring");
   }
   const unsigned sq_entries = std::min(RoundUpPow2(depth), kMaxSqEntries);
-  const unsigned cq_entries = RoundUpPow2(depth) * 2;
+  // The kernel's largest CQ ring is 65536 entries.
+  const unsigned cq_entries = std::min(RoundUpPow2(depth) * 2, 65536U);
 
   // Flags in the order they are given up when the kernel refuses them.
   struct Optional {
@@ -274,7 +291,7 @@ Status IoUringEngine::Init() {
   };
   std::vector<Optional> optional;
   const bool single = options_.single_thread;
-  if (single && !options_.sqpoll) {
+  if (single && !options_.sqpoll && options_.defer_taskrun) {
     optional.push_back({IORING_SETUP_DEFER_TASKRUN, "DEFER_TASKRUN"});
   }
   if (single) optional.push_back({IORING_SETUP_SINGLE_ISSUER, "SINGLE_ISSUER"});
@@ -550,8 +567,13 @@ unsigned IoUringEngine::FlushSq() noexcept {
 
 void IoUringEngine::RetractUnconsumed() noexcept {
   struct io_uring_sq& sq = ring_.sq;
-  const unsigned head = io_uring_smp_load_acquire(sq.khead);
+  unsigned head = io_uring_smp_load_acquire(sq.khead);
   const unsigned tail = sq.sqe_tail;
+  // An enter that stopped between a request and its linked eventfd write sent
+  // the request: its write must still go, so it stays in the ring.
+  if (head != tail && sq.sqes[head & sq.ring_mask].user_data == kLinkTag) {
+    ++head;
+  }
   // Walk back from the newest, pushing each request to the FIFO's front, so
   // that the FIFO keeps submission order.
   for (unsigned i = tail; i != head; --i) {
@@ -568,12 +590,15 @@ void IoUringEngine::RetractUnconsumed() noexcept {
   }
   sq.sqe_head = head;
   sq.sqe_tail = head;
-  // The kernel has not looked past head (it reads the tail only inside an enter
-  // that consumes SQEs, and all of those run under submit_mu_, which we hold).
+  // The kernel has not looked past its head (it reads the tail only inside an
+  // enter that consumes SQEs, and all of those run under submit_mu_, which we
+  // hold).
   io_uring_smp_store_release(sq.ktail, head);
+  sq_pending_.store(head != io_uring_smp_load_acquire(sq.khead),
+                    std::memory_order_relaxed);
 }
 
-bool IoUringEngine::Pump(bool with_policy, unsigned* retries) {
+int IoUringEngine::Pump(bool with_policy, unsigned* retries) {
   unsigned attempts = 0;
   std::chrono::microseconds delay = options_.eagain.initial_delay;
   for (;;) {
@@ -602,10 +627,13 @@ bool IoUringEngine::Pump(bool with_policy, unsigned* retries) {
           nullptr, 0);
     }
     const unsigned waiting = FlushSq();
-    if (waiting == 0) return true;
+    if (waiting == 0) {
+      sq_pending_.store(false, std::memory_order_relaxed);
+      return 0;
+    }
     if (options_.sqpoll) {
       KickSqPoller();
-      return true;
+      return 0;
     }
     // With DEFER_TASKRUN the same call runs the completions waiting for this
     // thread (GETEVENTS with no minimum does not wait), so that the next Reap
@@ -622,13 +650,20 @@ bool IoUringEngine::Pump(bool with_policy, unsigned* retries) {
       delay = options_.eagain.initial_delay;
       continue;
     }
-    // Nothing taken: EAGAIN (no memory for requests), EBUSY (overflowed
-    // completions must be reaped first), EINTR, or an error of the ring.
-    if (!with_policy) return true;  // the SQEs stay queued for the next enter
-    if (attempts >= options_.eagain.max_retries ||
+    // Nothing taken. EAGAIN (no memory for requests), EBUSY (overflowed
+    // completions must be reaped first) and EINTR pass; anything else is an
+    // error of the ring (EEXIST: a second thread on a SINGLE_ISSUER ring;
+    // EOWNERDEAD: the SQPOLL thread died), which no retry fixes.
+    const int err = r == 0 ? -EAGAIN : r;
+    const bool transient = err == -EAGAIN || err == -EBUSY || err == -EINTR;
+    if (!with_policy) {
+      sq_pending_.store(true, std::memory_order_relaxed);
+      return err;  // the SQEs stay in the ring for the next enter
+    }
+    if (!transient || attempts >= options_.eagain.max_retries ||
         shutdown_.load(std::memory_order_acquire)) {
       RetractUnconsumed();
-      return false;
+      return transient ? -EAGAIN : err;
     }
     ++attempts;
     ++*retries;
@@ -692,11 +727,17 @@ void IoUringEngine::WakeReaperLocked() noexcept {
     KickSqPoller();
   } else {
     // Straight to the kernel, past the fault hooks: the engine's own wake-up.
-    (void)io_uring_enter2(
+    const int r = io_uring_enter2(
         registered_ring_ ? static_cast<unsigned>(ring_.enter_ring_fd)
                          : static_cast<unsigned>(ring_.ring_fd),
         waiting, 0, registered_ring_ ? IORING_ENTER_REGISTERED_RING : 0,
         nullptr, 0);
+    if (r < static_cast<int>(waiting)) {
+      // Not (all) taken: the NOP waits in the ring for the next enter, and the
+      // reaper is told to send it. A later wake-up may go meanwhile.
+      sq_pending_.store(true, std::memory_order_relaxed);
+      if (r <= 0) wake_in_flight_.store(false, std::memory_order_release);
+    }
   }
 }
 
@@ -709,17 +750,22 @@ SubmitResult IoUringEngine::Submit(std::span<Request* const> batch) {
     return result;
   }
   std::lock_guard<std::mutex> lock(submit_mu_);
-  const uint64_t seq = ++submit_seq_;
-  size_t first_queued = batch.size();  // batch index of the first request
-                                       // appended since the last Pump
-  // When the retry policy runs out: this call's requests still in the FIFO go
-  // back to the caller, untouched.
-  auto give_back = [&](size_t end) {
+  // A run: the requests queued since the last pump, batch[run_first, end),
+  // each stamped with the run's number (in iocb.aio_data, this engine's
+  // scratch). Earlier runs were pumped, so what of them still waits in the
+  // FIFO (held by the in-flight cap) is accepted; only the current run can be
+  // given back.
+  uint64_t stamp = ++submit_seq_;
+  size_t run_first = batch.size();
+  // When the retry policy runs out (or the ring fails): the run's requests
+  // still in the FIFO go back to the caller, idle and not completed. They are
+  // a suffix of the run, in order. False when there were none.
+  auto give_back = [&](size_t end, int err) -> bool {
     size_t first = end;
     Request* prev = nullptr;
     for (Request* r = fifo_head_; r != nullptr;) {
       Request* next = r->engine_next;
-      if (r->iocb.aio_data == seq) {
+      if (r->iocb.aio_data == stamp) {
         if (prev != nullptr) {
           prev->engine_next = next;
         } else {
@@ -729,7 +775,8 @@ SubmitResult IoUringEngine::Submit(std::span<Request* const> batch) {
         fifo_count_.fetch_sub(1, std::memory_order_relaxed);
         r->engine_next = nullptr;
         r->engine_state.store(kIdle, std::memory_order_relaxed);
-        for (size_t i = first_queued; i < end; ++i) {
+        r->rval = kNotCompleted;
+        for (size_t i = run_first; i < end; ++i) {
           if (batch[i] == r) {
             first = std::min(first, i);
             break;
@@ -740,23 +787,38 @@ SubmitResult IoUringEngine::Submit(std::span<Request* const> batch) {
       }
       r = next;
     }
+    // Requests of other calls may be back in the FIFO, or left in the ring:
+    // a sleeping reaper must send them.
+    if (fifo_count_.load(std::memory_order_relaxed) != 0 ||
+        sq_pending_.load(std::memory_order_relaxed)) {
+      WakeReaper(/*locked=*/true);
+    }
+    if (first == end) return false;  // all of the run went after all
     submitted_.fetch_sub(end - first, std::memory_order_relaxed);
     result.accepted = first;
-    result.status = Status::Error(
-        Errc::kQueueFull,
-        "io_uring: io_uring_enter still returned EAGAIN/EBUSY after " +
-            std::to_string(options_.eagain.max_retries) + " retries; " +
-            std::to_string(end - first) + " requests (from batch[" +
-            std::to_string(first) + "]) were not submitted");
+    const std::string what = std::to_string(end - first) +
+                             " requests (from batch[" + std::to_string(first) +
+                             "]) were not submitted";
+    if (err == -EAGAIN) {
+      result.status = Status::Error(
+          shutdown_.load(std::memory_order_acquire) ? Errc::kShutdown
+                                                    : Errc::kQueueFull,
+          "io_uring: io_uring_enter still returned EAGAIN/EBUSY after " +
+              std::to_string(options_.eagain.max_retries) + " retries; " +
+              what);
+    } else {
+      result.status =
+          Status::FromErrno(-err, "io_uring: io_uring_enter failed; " + what);
+    }
+    return true;
   };
   auto pump = [&](size_t end) -> bool {
-    if (first_queued == batch.size()) return true;
-    if (Pump(true, &result.retries)) {
-      first_queued = batch.size();
-      return true;
-    }
-    give_back(end);
-    return false;
+    if (run_first == batch.size()) return true;
+    const int r = Pump(true, &result.retries);
+    const bool gave_back = r != 0 && give_back(end, r);
+    run_first = batch.size();
+    stamp = ++submit_seq_;
+    return !gave_back;
   };
 
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -792,11 +854,11 @@ SubmitResult IoUringEngine::Submit(std::span<Request* const> batch) {
     }
     req->rval = kNotCompleted;
     req->origin = Origin::kNone;
-    req->iocb.aio_data = seq;  // this engine's scratch: which call queued it
+    req->iocb.aio_data = stamp;  // this engine's scratch: which run queued it
     req->engine_state.store(kInFlight, std::memory_order_relaxed);
     submitted_.fetch_add(1, std::memory_order_relaxed);
     FifoPushBack(req);
-    if (first_queued == batch.size()) first_queued = i;
+    if (run_first == batch.size()) run_first = i;
   }
   if (!pump(batch.size())) return result;
   result.accepted = batch.size();
@@ -840,7 +902,6 @@ size_t IoUringEngine::DrainCq(Request** out, size_t max) noexcept {
     TsanAcquire(req);
     req->rval = cqe->res;
     req->origin = Origin::kEngine;
-    in_kernel_.fetch_sub(1, std::memory_order_relaxed);
     if (!link_eventfd_ && req->resfd >= 0) {
       (void)sys::EventfdWrite(req->resfd, 1);
     }
@@ -855,7 +916,10 @@ size_t IoUringEngine::DrainCq(Request** out, size_t max) noexcept {
 }
 
 void IoUringEngine::PumpFromReaper() noexcept {
-  if (fifo_count_.load(std::memory_order_relaxed) == 0) return;
+  if (fifo_count_.load(std::memory_order_relaxed) == 0 &&
+      !sq_pending_.load(std::memory_order_relaxed)) {
+    return;
+  }
   std::unique_lock<std::mutex> lock(submit_mu_, std::try_to_lock);
   // A submitter holding the lock pumps the FIFO itself.
   if (lock.owns_lock()) (void)Pump(false, nullptr);
@@ -886,6 +950,7 @@ Result<size_t> IoUringEngine::Reap(std::span<Request*> out, size_t min,
       (void)GetEvents();
       got = DrainCq(out.data() + n, out.size() - n);
     }
+    in_kernel_.fetch_sub(static_cast<int64_t>(got), std::memory_order_relaxed);
     n += got;
     PumpFromReaper();
   }
@@ -906,11 +971,18 @@ Result<size_t> IoUringEngine::Reap(std::span<Request*> out, size_t min,
       n += done_.Take(out.data() + n, out.size() - n);
       continue;
     }
-    if (in_kernel_.load(std::memory_order_relaxed) == 0 &&
-        fifo_count_.load(std::memory_order_relaxed) != 0) {
-      // Nothing in the kernel would wake us: send what waits first.
+    if ((in_kernel_.load(std::memory_order_relaxed) == 0 &&
+         fifo_count_.load(std::memory_order_relaxed) != 0) ||
+        sq_pending_.load(std::memory_order_relaxed)) {
+      // Nothing in the kernel would wake us, or SQEs wait in the ring after a
+      // failed enter: send what waits first.
       std::lock_guard<std::mutex> slock(submit_mu_);
       (void)Pump(false, nullptr);
+    }
+    if (sq_pending_.load(std::memory_order_relaxed) &&
+        (left.count() < 0 || left > std::chrono::milliseconds(1))) {
+      // The kernel would not take them (EAGAIN): try again in a moment.
+      left = std::chrono::milliseconds(1);
     }
     const bool ready = spin_.Spin(deadline, [&] {
       return io_uring_cq_ready(&ring_) != 0 || NeedsGetEvents() ||
@@ -923,7 +995,7 @@ Result<size_t> IoUringEngine::Reap(std::span<Request*> out, size_t min,
       // deferred task work that posts them).
       struct __kernel_timespec ts = ToKernelTimespec(left);
       struct io_uring_getevents_arg arg = {};
-      if (!forever && !ready) arg.ts = reinterpret_cast<uint64_t>(&ts);
+      if (left.count() >= 0 && !ready) arg.ts = reinterpret_cast<uint64_t>(&ts);
       // One completion at a time: the wake-up NOP's CQE must end the sleep
       // whatever `min` is.
       const unsigned want = ready ? 0 : 1;
@@ -938,11 +1010,13 @@ Result<size_t> IoUringEngine::Reap(std::span<Request*> out, size_t min,
       return Status::FromErrno(-r, "io_uring: io_uring_enter(GETEVENTS)");
     }
     const size_t drained = DrainCq(out.data() + n, out.size() - n);
+    in_kernel_.fetch_sub(static_cast<int64_t>(drained),
+                         std::memory_order_relaxed);
     if (ring_only) ring_reaped_.fetch_add(drained, std::memory_order_relaxed);
     n += drained;
     n += done_.Take(out.data() + n, out.size() - n);
     PumpFromReaper();
-    if (r == -ETIME) break;
+    if (r == -ETIME && !forever && Clock::now() >= deadline) break;
   }
   lock.Unlock();
 
@@ -951,7 +1025,8 @@ Result<size_t> IoUringEngine::Reap(std::span<Request*> out, size_t min,
   }
   completed_.fetch_add(n, std::memory_order_relaxed);
   if (n == 0 && shutdown_.load(std::memory_order_acquire) &&
-      in_kernel_.load(std::memory_order_relaxed) == 0 && done_.count() == 0) {
+      in_kernel_.load(std::memory_order_relaxed) == 0 &&
+      fifo_count_.load(std::memory_order_relaxed) == 0 && done_.count() == 0) {
     return Status::Error(Errc::kShutdown,
                          "io_uring: engine shut down and nothing left to reap");
   }
@@ -960,6 +1035,7 @@ Result<size_t> IoUringEngine::Reap(std::span<Request*> out, size_t min,
 
 long IoUringEngine::CollectToDone(std::chrono::nanoseconds timeout) {
   if (destroyed_) return 0;
+  const bool foreign = Foreign();
   constexpr size_t kBatch = 256;
   Request* got[kBatch];
   long total = 0;
@@ -967,11 +1043,13 @@ long IoUringEngine::CollectToDone(std::chrono::nanoseconds timeout) {
     if (n == 0) return;
     for (size_t i = 1; i < n; ++i) got[i - 1]->engine_next = got[i];
     (void)done_.Push(got[0], got[n - 1], n);
+    // Only now: until the push, a reaper would find them nowhere.
+    in_kernel_.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
     total += static_cast<long>(n);
   };
   for (;;) {
     size_t n = DrainCq(got, kBatch);
-    if (n == 0 && NeedsGetEvents()) {
+    if (n == 0 && !foreign && NeedsGetEvents()) {
       (void)GetEvents();
       n = DrainCq(got, kBatch);
     }
@@ -982,6 +1060,17 @@ long IoUringEngine::CollectToDone(std::chrono::nanoseconds timeout) {
   if (in_kernel_.load(std::memory_order_relaxed) <= 0 &&
       !wake_in_flight_.load(std::memory_order_acquire)) {
     return 0;  // nothing can complete: do not sleep
+  }
+  if (foreign) {
+    // Only the owner thread can run the deferred completions (or the kernel
+    // does, when that thread exits): look again in a moment.
+    std::this_thread::sleep_for(
+        timeout.count() < 0
+            ? std::chrono::nanoseconds(std::chrono::milliseconds(1))
+            : std::min<std::chrono::nanoseconds>(timeout,
+                                                 std::chrono::milliseconds(1)));
+    push(DrainCq(got, kBatch));
+    return total != 0 ? total : -1;
   }
   struct __kernel_timespec ts = ToKernelTimespec(timeout);
   struct io_uring_getevents_arg arg = {};
@@ -1039,11 +1128,13 @@ Status IoUringEngine::Cancel(Request* req) {
     struct io_uring_sync_cancel_reg reg = {};
     reg.addr = reinterpret_cast<uint64_t>(req);
     reg.fd = -1;
-    reg.timeout.tv_sec = -1;
-    reg.timeout.tv_nsec = -1;
+    // No waiting: a request that already started is reported as such (with
+    // -1 the kernel would wait until it finished, then answer "cancelled").
+    reg.timeout.tv_sec = 0;
+    reg.timeout.tv_nsec = 0;
     const int r = sys::UringRegisterSyncCancel(&ring_, &reg);
     if (r == 0) return {};  // it completes with -ECANCELED
-    if (r == -ENOENT || r == -EALREADY) {
+    if (r == -ENOENT || r == -EALREADY || r == -ETIME) {
       return Status::Error(
           Errc::kNotCancellable,
           "io_uring: Cancel(" + DescribeAsked(*req) + "): " +

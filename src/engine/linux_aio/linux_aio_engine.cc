@@ -125,7 +125,8 @@ class LinuxAioEngine final : public Engine {
   // Wakes a reaper sleeping in io_getevents (see the file comment).
   void WakeReaper() noexcept;
 
-  // Turns a kernel event into its Request (nullptr for the wake-up event).
+  // Turns a kernel event into its Request (nullptr for the wake-up event);
+  // the caller then lowers kernel_in_flight_ by the requests it got.
   Request* OnEvent(const io_event& ev) noexcept;
   // REQUIRES the reaper gate. Reads the ring (no syscall) into out[0, max).
   size_t DrainRing(Request** out, size_t max);
@@ -537,7 +538,8 @@ Request* LinuxAioEngine::OnEvent(const io_event& ev) noexcept {
   TsanAcquire(req);
   req->rval = ev.res;
   req->origin = Origin::kEngine;
-  kernel_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  // kernel_in_flight_ is lowered by the caller once the request is where a
+  // reaper finds it (the caller's `out`, or the done list).
   return req;
 }
 
@@ -562,7 +564,12 @@ Result<size_t> LinuxAioEngine::Reap(std::span<Request*> out, size_t min,
   ReaperLock lock(&gate_, timeout, deadline);
   size_t n = done_.Take(out.data(), out.size());
   if (lock.owns_lock()) {
-    if (!destroyed_) n += DrainRing(out.data() + n, out.size() - n);
+    if (!destroyed_) {
+      const size_t got = DrainRing(out.data() + n, out.size() - n);
+      kernel_in_flight_.fetch_sub(static_cast<int64_t>(got),
+                                  std::memory_order_relaxed);
+      n += got;
+    }
     while (n < min && !destroyed_) {
       if (shutdown_.load(std::memory_order_acquire) &&
           kernel_in_flight_.load(std::memory_order_relaxed) == 0 &&
@@ -586,7 +593,10 @@ Result<size_t> LinuxAioEngine::Reap(std::span<Request*> out, size_t min,
           })) {
         done_.RetireWaiter();
         n += done_.Take(out.data() + n, out.size() - n);
-        n += DrainRing(out.data() + n, out.size() - n);
+        const size_t got = DrainRing(out.data() + n, out.size() - n);
+        kernel_in_flight_.fetch_sub(static_cast<int64_t>(got),
+                                    std::memory_order_relaxed);
+        n += got;
         continue;
       }
       if (!wake_ok_ && (forever || left > std::chrono::milliseconds(10))) {
@@ -608,12 +618,15 @@ Result<size_t> LinuxAioEngine::Reap(std::span<Request*> out, size_t min,
                                  "linux-aio: io_getevents(min_nr=1, nr=" +
                                      std::to_string(want) + ")");
       }
+      int64_t got = 0;
       for (long i = 0; i < r; ++i) {
         if (Request* req = OnEvent(events_[static_cast<size_t>(i)]);
             req != nullptr) {
           out[n++] = req;
+          ++got;
         }
       }
+      kernel_in_flight_.fetch_sub(got, std::memory_order_relaxed);
       n += done_.Take(out.data() + n, out.size() - n);
     }
     lock.Unlock();
@@ -652,6 +665,9 @@ long LinuxAioEngine::CollectToDone(std::chrono::nanoseconds timeout) {
     if (n == 0) return;
     for (size_t i = 1; i < n; ++i) got[i - 1]->engine_next = got[i];
     (void)done_.Push(got[0], got[n - 1], n);
+    // Only now: until the push, a reaper would find them nowhere.
+    kernel_in_flight_.fetch_sub(static_cast<int64_t>(n),
+                                std::memory_order_relaxed);
     total += static_cast<long>(n);
   };
   for (;;) {
