@@ -273,6 +273,63 @@ TEST(ThreadsEngineTest,
   }
 }
 
+TEST(ThreadsEngineTest, AReaperThatWouldWaitRunsAQueuedReadItself) {
+  EngineOptions o;
+  o.threads_max = 1;
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  Blocker b;  // the only worker waits in a pipe read
+  SubmitAll(*e, {&b.req});
+  WaitForRunning(*e, 1);
+  File f = testing::ScratchFile(8192, 64);
+  std::vector<char> warm(8192);
+  ASSERT_EQ(::pread(f.fd(), warm.data(), warm.size(), 0), 8192);  // cached
+  std::vector<char> buf(4096);
+  Request r;
+  r.PrepRead(f.fd(), buf.data(), 4096, 4096);
+  SubmitAll(*e, {&r});
+  // No worker is free, yet the read completes: the reaping thread did it.
+  std::vector<Request*> out(2);
+  Result<size_t> got = e->Reap(out, 1, std::chrono::seconds(10));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(*got, 1U);
+  EXPECT_EQ(out[0], &r);
+  EXPECT_EQ(r.rval, 4096) << Describe(r);
+  EXPECT_EQ(testing::FirstMismatch(buf.data(), 4096, 64, 4096), -1);
+  EXPECT_FALSE(b.req.completed());
+  b.Release();
+  testing::ExpectExactlyOnce(testing::ReapAll(*e, 1), {&b.req});
+}
+
+TEST(ThreadsEngineTest, ThePoolStaysWithinTheCpusWhileNothingBlocks) {
+  const auto cpus = static_cast<uint64_t>(sysconf(_SC_NPROCESSORS_ONLN));
+  EngineOptions o;
+  o.queue_depth = 64;
+  o.threads_max = 16;
+  o.threads_idle = std::chrono::seconds(30);
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  File f = testing::ScratchFile(256 * 1024, 65);
+  std::vector<char> warm(256 * 1024);
+  ASSERT_EQ(::pread(f.fd(), warm.data(), warm.size(), 0), 256 * 1024);
+  std::vector<char> bufs(64 * 4096);
+  std::vector<Request> reqs(64);
+  uint64_t most = 0;
+  for (int round = 0; round < 50; ++round) {
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      reqs[i].PrepRead(f.fd(), bufs.data() + i * 4096, 4096, i * 4096);
+    }
+    SubmitAll(*e, testing::Pointers(reqs));
+    most = std::max(most, e->Stats().workers);
+    testing::ExpectExactlyOnce(testing::ReapAll(*e, reqs.size()),
+                               testing::Pointers(reqs));
+  }
+  // Page-cache reads never block: more workers than CPUs would only take
+  // turns on them (the reaper helps too).
+  EXPECT_LE(most, std::max<uint64_t>(1, cpus - 1));
+  EXPECT_GE(most, 1U);
+}
+
 TEST(ThreadsEngineTest, ManySubmittersAndTwoReapersEachRequestOnce) {
   EngineOptions o;
   o.queue_depth = 64;

@@ -130,8 +130,11 @@ struct EngineOptions {
 
   // ---- threads ----
   // Worker threads: at least threads_min kept when idle, at most threads_max
-  // (0: two per online CPU, at least 4), created as the queue grows and ended
-  // after threads_idle without work.
+  // (0: four per online CPU, at least 16), created as the queue grows and
+  // ended after threads_idle without work. While requests complete without
+  // blocking (page-cache hits) the pool stays at the CPUs less one (the
+  // reaping thread does queued work while it waits); it grows to threads_max
+  // once requests block (disk reads, O_DIRECT, fsync).
   unsigned threads_min = 0;
   unsigned threads_max = 0;
   std::chrono::milliseconds threads_idle{1000};

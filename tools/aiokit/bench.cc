@@ -334,6 +334,9 @@ int RunBench(const BenchOptions& o, std::ostream& out, std::ostream& err) {
     eo.sqpoll = o.sqthread_poll;
     eo.sqpoll_cpu = o.sqthread_poll_cpu;
     eo.iopoll = o.hipri;
+    eo.threads_min = o.threads_min;
+    eo.threads_max = o.threads_max;
+    eo.threads_ordered_per_fd = o.threads_ordered;
     std::vector<EngineRefusal> passed_over;
     Result<std::unique_ptr<Engine>> made = MakeEngine(eo, &passed_over);
     if (!made.ok()) {

@@ -38,6 +38,11 @@ struct BenchOptions {
   bool sqthread_poll = false;
   int sqthread_poll_cpu = -1;
   bool hipri = false;
+  // threads engine: the worker pool (0: the library's default) and per-fd
+  // order (EngineOptions::threads_*).
+  unsigned threads_min = 0;
+  unsigned threads_max = 0;
+  bool threads_ordered = false;
 };
 
 // Exit status of `aiokit bench`.

@@ -102,6 +102,13 @@ int main(int argc, char** argv) {
                     "io_uring: the CPU of that kernel thread");
   bench->add_flag("--hipri", b.hipri,
                   "io_uring: poll for completions (IORING_SETUP_IOPOLL)");
+  bench->add_option("--threads_min", b.threads_min,
+                    "threads engine: workers kept when idle");
+  bench->add_option("--threads_max", b.threads_max,
+                    "threads engine: most workers (default: 2 per CPU, at "
+                    "least 4)");
+  bench->add_flag("--threads_ordered", b.threads_ordered,
+                  "threads engine: requests on one fd in submission order");
   bench->add_option("--output-format", b.output_format, "normal or json")
       ->capture_default_str();
 

@@ -29,6 +29,7 @@
 // threads_ordered_per_fd asks for submission order on each fd.
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -140,12 +141,24 @@ class ThreadsEngine final : public Engine {
   void WorkerMain(size_t slot);
   // Does the I/O of `req`; its result.
   int64_t Execute(Request* req, int* thread_prio);
+  // preadv2/pwritev2 of `req` with `flags` (the offset dropped for a pipe).
+  long ReadWrite(Request* req, int flags) noexcept;
+  static bool WouldBlock(const Request& req, long r) noexcept;
+  static bool TryWithoutBlocking(const Request& req) noexcept;
+  // A worker's I/O would block: remember it, and let the pool grow.
+  void NoteBlocking();
+  [[nodiscard]] bool BlockedRecently() const noexcept;
   // aio_complete: the event at the ring's tail, then the signals.
   void CompleteToRing(Request* req, int64_t res);
   // A completion without a ring slot (noop, refusal, cancel): the done list.
   void CompleteLocally(Request* req, int64_t res, Origin origin);
   // Wakes a reaper sleeping on event_seq_ (after every completion).
   void Signal() noexcept;
+
+  // A reaper that would wait runs a queued read or write itself, without
+  // blocking (RWF_NOWAIT): the waiting thread's CPU does the work a worker
+  // would. True when it completed one.
+  bool HelpOnce();
 
   // EAGAIN: reap the ring into the done list so that slots come back.
   bool MakeRoom(std::chrono::microseconds delay);
@@ -155,6 +168,11 @@ class ThreadsEngine final : public Engine {
   Capabilities caps_;
   AdaptiveSpin spin_;  // guarded by the reaper gate
   unsigned max_workers_ = 0;
+  // Workers while nothing blocks: the CPUs less one (the reaper helps), at
+  // most threads_max.
+  unsigned cpu_workers_ = 0;
+  // When a worker last found that its I/O would block (steady clock ns).
+  std::atomic<int64_t> last_block_ns_{0};
 
   // The completion ring, in the kernel's layout: header, then nr io_events.
   AioRing* ring_ = nullptr;
@@ -170,6 +188,8 @@ class ThreadsEngine final : public Engine {
   Request* bucket_head_[kBuckets] = {};
   Request* bucket_tail_[kBuckets] = {};
   uint32_t nonempty_ = 0;  // bit b: bucket b has requests
+  // A copy of nonempty_ readable without mu_ (a hint: HelpOnce rechecks).
+  std::atomic<uint32_t> nonempty_relaxed_{0};
   size_t queued_ = 0;
   size_t running_ = 0;
   std::unordered_map<int, FdChain> chains_;
@@ -239,14 +259,18 @@ Status ThreadsEngine::Init() {
 
   const unsigned cpus =
       std::max(1U, static_cast<unsigned>(sysconf(_SC_NPROCESSORS_ONLN)));
-  max_workers_ =
-      options_.threads_max != 0 ? options_.threads_max : std::max(4U, 2 * cpus);
+  // Enough to keep a device busy when I/O blocks; while it does not, the
+  // pool stays at the CPUs (cpu_workers_).
+  max_workers_ = options_.threads_max != 0 ? options_.threads_max
+                                           : std::max(16U, 4 * cpus);
   if (options_.threads_min > max_workers_) {
     return Status::Error(
         Errc::kInvalidArgument,
         "threads: threads_min " + std::to_string(options_.threads_min) +
             " is above threads_max " + std::to_string(max_workers_));
   }
+  cpu_workers_ = std::clamp(cpus - 1, 1U, max_workers_);
+  cpu_workers_ = std::max(cpu_workers_, options_.threads_min);
   workers_.resize(max_workers_);
   worker_alive_.assign(max_workers_, false);
 
@@ -342,6 +366,7 @@ void ThreadsEngine::Enqueue(Request* req, int bucket) {
   }
   bucket_tail_[b] = req;
   nonempty_ |= 1U << b;
+  nonempty_relaxed_.store(nonempty_, std::memory_order_relaxed);
   ++queued_;
 }
 
@@ -353,6 +378,7 @@ Request* ThreadsEngine::Dequeue() {
   if (bucket_head_[b] == nullptr) {
     bucket_tail_[b] = nullptr;
     nonempty_ &= ~(1U << b);
+    nonempty_relaxed_.store(nonempty_, std::memory_order_relaxed);
   }
   r->engine_next = nullptr;
   --queued_;
@@ -380,6 +406,7 @@ bool ThreadsEngine::RemoveQueued(Request* req) {
     const auto b = static_cast<unsigned>(bucket);
     if (unlink(bucket_head_[b], bucket_tail_[b])) {
       if (bucket_head_[b] == nullptr) nonempty_ &= ~(1U << b);
+      nonempty_relaxed_.store(nonempty_, std::memory_order_relaxed);
       --queued_;
       if (options_.threads_ordered_per_fd && req->fd >= 0) {
         // It held its fd's turn: pass it to the next of that fd.
@@ -427,7 +454,11 @@ void ThreadsEngine::ReturnSlots(unsigned n) noexcept {
 }
 
 void ThreadsEngine::GrowPoolLocked() {
-  while (idle_workers_ < queued_ && live_workers_ < max_workers_) {
+  // While requests complete without blocking (the page cache), more workers
+  // than CPUs (less the reaping thread, which helps) only take turns on them;
+  // once one blocks, up to threads_max.
+  const size_t cap = BlockedRecently() ? max_workers_ : cpu_workers_;
+  while (idle_workers_ < queued_ && live_workers_ < cap) {
     size_t slot = 0;
     while (slot < max_workers_ && worker_alive_[slot]) ++slot;
     if (slot == max_workers_) break;
@@ -567,6 +598,53 @@ SubmitResult ThreadsEngine::Submit(std::span<Request* const> batch) {
 
 // ---------------------------------------------------------------- Workers
 
+long ThreadsEngine::ReadWrite(Request* req, int flags) noexcept {
+  const auto off = static_cast<off_t>(req->offset);
+  const int n = static_cast<int>(req->iov.size());
+  const bool read = req->op == Op::kRead || req->op == Op::kReadv;
+  long r = read ? sys::Preadv2(req->fd, req->iov.data(), n, off, flags)
+                : sys::Pwritev2(req->fd, req->iov.data(), n, off, flags);
+  if (r == -ESPIPE) {
+    // A pipe, FIFO or socket has no offset: use its position, as the kernel's
+    // AIO and io_uring do for such files (-1: the file position).
+    r = read ? sys::Preadv2(req->fd, req->iov.data(), n, -1, flags)
+             : sys::Pwritev2(req->fd, req->iov.data(), n, -1, flags);
+  }
+  return r;
+}
+
+bool ThreadsEngine::WouldBlock(const Request& req, long r) noexcept {
+  // EAGAIN: not in the page cache, an empty pipe, space to allocate.
+  // EOPNOTSUPP: the file cannot say. A partial transfer: the rest would wait
+  // (the whole is done again; a read or a write of the same bytes at the same
+  // offset is idempotent, and RWF_APPEND never takes this path).
+  return r == -EAGAIN || r == -EOPNOTSUPP ||
+         (r > 0 && static_cast<uint64_t>(r) < req.length);
+}
+
+bool ThreadsEngine::TryWithoutBlocking(const Request& req) noexcept {
+  // Only plain buffered reads and writes: the caller's own RWF flags (NOWAIT
+  // among them) must mean what the caller meant, and an O_DIRECT transfer
+  // waits for the device whatever the flags.
+  return req.rw_flags == 0 && !req.align.known() &&
+         (req.op == Op::kRead || req.op == Op::kReadv || req.op == Op::kWrite ||
+          req.op == Op::kWritev);
+}
+
+void ThreadsEngine::NoteBlocking() {
+  last_block_ns_.store(Clock::now().time_since_epoch().count(),
+                       std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(mu_);
+  GrowPoolLocked();  // others may go on while this one waits
+}
+
+bool ThreadsEngine::BlockedRecently() const noexcept {
+  const int64_t last = last_block_ns_.load(std::memory_order_relaxed);
+  return last != 0 &&
+         Clock::now().time_since_epoch().count() - last <
+             std::chrono::nanoseconds(std::chrono::milliseconds(100)).count();
+}
+
 int64_t ThreadsEngine::Execute(Request* req, int* thread_prio) {
   // The worker takes the request's I/O priority (the kernel checks it, as it
   // does for an AIO iocb: an unprivileged realtime class fails with EPERM).
@@ -575,31 +653,42 @@ int64_t ThreadsEngine::Execute(Request* req, int* thread_prio) {
     if (int r = sys::IoprioSetThread(want_prio); r < 0) return r;
     *thread_prio = want_prio;
   }
-  // RWF_HIPRI asks for polled completion, which a thread does not do; it is
-  // ignored, as kernel AIO ignores it.
-  const int flags = static_cast<int>(req->rw_flags & ~rwf::kHipri);
-  const auto off = static_cast<off_t>(req->offset);
-  const int n = static_cast<int>(req->iov.size());
   switch (req->op) {
     case Op::kRead:
-    case Op::kReadv: {
-      const long r = sys::Preadv2(req->fd, req->iov.data(), n, off, flags);
-      // A pipe, FIFO or socket has no offset: read at its position, as the
-      // kernel's AIO and io_uring do for such files (-1: the file position).
-      if (r == -ESPIPE)
-        return sys::Preadv2(req->fd, req->iov.data(), n, -1, flags);
-      return r;
-    }
+    case Op::kReadv:
     case Op::kWrite:
     case Op::kWritev: {
-      const long r = sys::Pwritev2(req->fd, req->iov.data(), n, off, flags);
-      if (r == -ESPIPE)
-        return sys::Pwritev2(req->fd, req->iov.data(), n, -1, flags);
-      return r;
+      // First without blocking: when that works (the page cache), the pool
+      // needs no more threads than CPUs; when it would block, more threads
+      // keep the device busy while this one waits. O_DIRECT transfers (known
+      // by their alignment) always wait for the device, and so does one that
+      // took long although it did not say EAGAIN (O_DIRECT on a raw fd, where
+      // RWF_NOWAIT only avoids lock waits).
+      if (req->align.known()) {
+        NoteBlocking();
+      } else if (TryWithoutBlocking(*req)) {
+        const Clock::time_point t0 = Clock::now();
+        const long r = ReadWrite(req, RWF_NOWAIT);
+        if (!WouldBlock(*req, r)) {
+          // Slow: a raw O_DIRECT fd (RWF_NOWAIT only avoids lock waits
+          // there), or just a preempted thread; fcntl tells which.
+          if (Clock::now() - t0 > std::chrono::microseconds(50)) {
+            const int fl = sys::Fcntl(req->fd, F_GETFL);
+            if (fl >= 0 && (fl & O_DIRECT) != 0) NoteBlocking();
+          }
+          return r;
+        }
+        NoteBlocking();
+      }
+      // RWF_HIPRI asks for polled completion, which a thread does not do; it
+      // is ignored, as kernel AIO ignores it.
+      return ReadWrite(req, static_cast<int>(req->rw_flags & ~rwf::kHipri));
     }
     case Op::kFsync:
+      NoteBlocking();
       return sys::Fsync(req->fd);
     case Op::kFdatasync:
+      NoteBlocking();
       return sys::Fdatasync(req->fd);
     case Op::kNoop:
       return 0;
@@ -615,6 +704,22 @@ void ThreadsEngine::WorkerMain(size_t slot) {
     Request* req = Dequeue();
     if (req == nullptr) {
       if (stopping_) break;
+      // Look for work a little before sleeping: under load the next request
+      // is a few microseconds away, and a sleep plus a futex wake-up costs
+      // more than that on both sides.
+      lock.unlock();
+      const Clock::time_point spin_until =
+          Clock::now() + std::chrono::microseconds(20);
+      bool work = false;
+      do {
+        for (int i = 0; i < 64 && !work; ++i) {
+          work = nonempty_relaxed_.load(std::memory_order_relaxed) != 0 ||
+                 shutdown_.load(std::memory_order_relaxed);
+          if (!work) CpuRelax();
+        }
+      } while (!work && Clock::now() < spin_until);
+      lock.lock();
+      if (work) continue;
       ++idle_workers_;
       const bool woken = work_cv_.wait_for(lock, options_.threads_idle, [&] {
         return nonempty_ != 0 || stopping_;
@@ -651,6 +756,11 @@ void ThreadsEngine::WorkerMain(size_t slot) {
     if (shutdown_.load(std::memory_order_relaxed) && queued_ == 0 &&
         running_ == 0) {
       drain_cv_.notify_all();
+    }
+    // More workers than CPUs while nothing blocks only take turns: one goes.
+    if (live_workers_ > cpu_workers_ && live_workers_ > options_.threads_min &&
+        !BlockedRecently()) {
+      break;
     }
   }
   worker_alive_[slot] = false;
@@ -697,13 +807,66 @@ void ThreadsEngine::CompleteLocally(Request* req, int64_t res, Origin origin) {
 }
 
 void ThreadsEngine::Signal() noexcept {
-  // seq_cst, the other half of DoneList's pair: either the reaper sees the new
-  // sequence (and the event) or we see it waiting and wake it.
-  event_seq_.fetch_add(1, std::memory_order_seq_cst);
+  // The other half of DoneList's pair. The completion is published (ring tail
+  // or done list) before this full fence, and a reaper announces itself
+  // (seq_cst) before it looks for completions: either it sees this one, or
+  // we see it waiting, move the sequence it sleeps on and wake it. (The fence,
+  // not a write to event_seq_, keeps that cache line still when nobody waits.)
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (done_.HasWaiters()) {
+    event_seq_.fetch_add(1, std::memory_order_seq_cst);
     (void)sys::FutexWake(reinterpret_cast<const uint32_t*>(&event_seq_),
                          1 << 30);
   }
+}
+
+bool ThreadsEngine::HelpOnce() {
+  if (options_.threads_ordered_per_fd ||
+      nonempty_relaxed_.load(std::memory_order_relaxed) == 0) {
+    return false;
+  }
+  Request* req = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (nonempty_ == 0) return false;
+    // Only the most urgent request, and only a plain read or write: one with
+    // an I/O priority needs a worker's ioprio_set, an fsync may block.
+    const auto b = static_cast<unsigned>(std::countr_zero(nonempty_));
+    Request* head = bucket_head_[b];
+    if (head->has_ioprio || !TryWithoutBlocking(*head)) return false;
+    req = Dequeue();
+    req->iocb.aio_key = kStarted;
+    ++running_;
+  }
+  TsanAcquire(req);
+  const long r = ReadWrite(req, RWF_NOWAIT);
+  if (WouldBlock(*req, r)) {
+    // A worker does it the ordinary way.
+    last_block_ns_.store(Clock::now().time_since_epoch().count(),
+                         std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lock(mu_);
+    --running_;
+    req->iocb.aio_key = kQueued;
+    // Back at the front of its bucket: it keeps its turn.
+    const auto b = static_cast<unsigned>(req->iocb.aio_reqprio);
+    req->engine_next = bucket_head_[b];
+    bucket_head_[b] = req;
+    if (bucket_tail_[b] == nullptr) bucket_tail_[b] = req;
+    nonempty_ |= 1U << b;
+    nonempty_relaxed_.store(nonempty_, std::memory_order_relaxed);
+    ++queued_;
+    GrowPoolLocked();
+    if (idle_workers_ != 0) work_cv_.notify_one();
+    return false;
+  }
+  CompleteToRing(req, r);
+  std::lock_guard<std::mutex> lock(mu_);
+  --running_;
+  if (shutdown_.load(std::memory_order_relaxed) && queued_ == 0 &&
+      running_ == 0) {
+    drain_cv_.notify_all();
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------- Reap
@@ -757,10 +920,16 @@ Result<size_t> ThreadsEngine::Reap(std::span<Request*> out, size_t min,
         n += DrainRing(out.data() + n, out.size() - n);
         continue;
       }
+      if (HelpOnce()) {
+        // The reaper did a queued request itself instead of idling.
+        done_.RetireWaiter();
+        n += DrainRing(out.data() + n, out.size() - n);
+        continue;
+      }
       const bool ready =
           in_flight_.load(std::memory_order_relaxed) > 0 &&
           spin_.Spin(deadline, [&] {
-            return event_seq_.load(std::memory_order_relaxed) != seq;
+            return AioRingPending(ring_) != 0 || done_.count_relaxed() != 0;
           });
       if (!ready) {
         // Sleep until a completion bumps the sequence (FutexWait returns at
