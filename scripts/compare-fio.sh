@@ -6,6 +6,7 @@
 # Targets (see ../shared/BENCHMARKING.md):
 #   ram   a 1 GiB tmpfs-backed loop device: per-I/O software cost shows (needs root for losetup)
 #   disk  a 1 GiB file under /var/tmp, O_DIRECT
+#   pc    the same file in the page cache (buffered reads; fio --invalidate=0)
 #
 # Usage: scripts/compare-fio.sh [--rounds N] [--runtime SECONDS] [--rows name,name,...] [--list]
 # Everything it creates (loop device, image, files) is removed on exit, also on Ctrl-C.

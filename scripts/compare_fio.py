@@ -36,9 +36,20 @@ ROWS = {
     "ram-uring-qd32-sqpoll": ("ram", [*RR4K, "--iodepth=32", "--engine=io_uring", "--sqthread_poll"],
                               [*RR4K, "--iodepth=32", "--ioengine=io_uring", "--sqthread_poll"],
                               "io_uring with a kernel submission poller, >= 1.0x fio"),
+    "pc-threads-vs-posixaio": ("pc", ["--rw=randread", "--bs=4k", "--direct=0", "--iodepth=32",
+                                      "--engine=threads"],
+                               ["--rw=randread", "--bs=4k", "--direct=0", "--iodepth=32",
+                                "--ioengine=posixaio", "--invalidate=0"],
+                               "threads >= 2x fio posixaio (glibc AIO), page-cached file"),
+    "pc-threads-vs-psync2": ("pc", ["--rw=randread", "--bs=4k", "--direct=0", "--iodepth=32",
+                                    "--engine=threads"],
+                             ["--rw=randread", "--bs=4k", "--direct=0", "--ioengine=psync",
+                              "--numjobs=2", "--group_reporting", "--invalidate=0"],
+                             "threads >= 0.8x fio psync x2 (two threads doing only pread)"),
 }
 DEFAULT_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
-                "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll"]
+                "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll",
+                "pc-threads-vs-posixaio", "pc-threads-vs-psync2"]
 
 
 def parse(doc, direction="read"):
@@ -83,7 +94,7 @@ def main():
     for r in rows:
         if r not in ROWS:
             sys.exit(f"compare_fio: unknown row {r!r}; --list shows them")
-    if any(ROWS[r][0] == "disk" for r in rows):
+    if any(ROWS[r][0] in ("disk", "pc") for r in rows):
         # Lay the file out once (fio would otherwise do it inside the first timed job).
         subprocess.run(["fio", "--name=layout", f"--filename={a.disk_file}", "--size=1g", "--rw=write",
                         "--bs=1m", "--direct=1", "--ioengine=psync", "--output=/dev/null"], check=True)
@@ -91,6 +102,9 @@ def main():
     for name in rows:
         target, ak_opts, fio_opts, claim = ROWS[name]
         path = a.ram if target == "ram" else a.disk_file
+        if target == "pc":
+            # The page cache is the target: read the file once so every block is cached.
+            subprocess.run(["cat", a.disk_file], stdout=subprocess.DEVNULL, check=True)
         size = ["--size=1g"]
         common = [f"--runtime={a.runtime}", "--time_based", "--output-format=json"]
         ak_cmd = [a.aiokit, "bench", f"--filename={path}", *size, *ak_opts, *common]

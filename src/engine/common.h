@@ -167,6 +167,18 @@ inline void CpuRelax() noexcept {
 #endif
 }
 
+// A full memory barrier (StoreLoad). ThreadSanitizer does not model
+// atomic_thread_fence; there a seq_cst read-modify-write of a private
+// variable does the same job in a way it understands.
+inline void FullFence() noexcept {
+#if defined(__SANITIZE_THREAD__)
+  static std::atomic<int> fence_word{0};
+  fence_word.fetch_add(0, std::memory_order_seq_cst);
+#else
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
 // The EAGAIN back-off after `delay`: doubled, but never above 10 s (a large
 // RetryPolicy::max_retries would otherwise overflow it).
 inline std::chrono::microseconds NextDelay(std::chrono::microseconds delay) {

@@ -702,7 +702,7 @@ void IoUringEngine::KickSqPoller() noexcept {
   // The kernel's poller takes the SQEs; wake it if it went to sleep after
   // sqpoll_idle without work. (A full barrier first, as liburing does: our tail
   // store must be visible before we read its NEED_WAKEUP flag.)
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  FullFence();
   if ((IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_NEED_WAKEUP) != 0) {
     (void)io_uring_enter2(
         registered_ring_ ? static_cast<unsigned>(ring_.enter_ring_fd)

@@ -735,10 +735,12 @@ void ThreadsEngine::WorkerMain(size_t slot) {
       lock.unlock();
       TsanAcquire(req);
       const int64_t res = Execute(req, &thread_prio);
+      // Read before completing: once completed, the request is the caller's
+      // (it may be reaped, prepared again or freed at once).
+      const int fd = req->fd;
       CompleteToRing(req, res);
       lock.lock();
       --running_;
-      const int fd = req->fd;
       req = nullptr;
       if (options_.threads_ordered_per_fd && fd >= 0) {
         FdChain& c = chains_[fd];
@@ -812,7 +814,7 @@ void ThreadsEngine::Signal() noexcept {
   // (seq_cst) before it looks for completions: either it sees this one, or
   // we see it waiting, move the sequence it sleeps on and wake it. (The fence,
   // not a write to event_seq_, keeps that cache line still when nobody waits.)
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  FullFence();
   if (done_.HasWaiters()) {
     event_seq_.fetch_add(1, std::memory_order_seq_cst);
     (void)sys::FutexWake(reinterpret_cast<const uint32_t*>(&event_seq_),
