@@ -150,7 +150,7 @@ class IoUringEngine final : public Engine {
   void WakeReaper(bool locked) noexcept;
   void WakeReaperLocked() noexcept;
   // SQPOLL: wakes the kernel's poller if it sleeps. REQUIRES submit_mu_.
-  void KickSqPoller() noexcept;
+  void KickSqPoller() const noexcept;
 
   // ---- Completion side; every one REQUIRES the reaper gate. ----
   // Reads CQEs from the ring into out[0, max) (own SQEs' CQEs are consumed and
@@ -698,7 +698,7 @@ void IoUringEngine::WakeReaper(bool locked) noexcept {
   }
 }
 
-void IoUringEngine::KickSqPoller() noexcept {
+void IoUringEngine::KickSqPoller() const noexcept {
   // The kernel's poller takes the SQEs; wake it if it went to sleep after
   // sqpoll_idle without work. (A full barrier first, as liburing does: our tail
   // store must be visible before we read its NEED_WAKEUP flag.)
@@ -1221,7 +1221,7 @@ Status IoUringEngine::RegisterFiles(std::span<const int> fds) {
   }
   int max_fd = -1;
   for (int fd : fds) max_fd = std::max(max_fd, fd);
-  file_slots_.assign(static_cast<size_t>(max_fd + 1), -1);
+  file_slots_.assign(static_cast<size_t>(max_fd) + 1, -1);
   for (size_t i = 0; i < fds.size(); ++i) {
     if (fds[i] >= 0)
       file_slots_[static_cast<size_t>(fds[i])] = static_cast<int>(i);

@@ -572,13 +572,12 @@ SubmitResult ThreadsEngine::Submit(std::span<Request* const> batch) {
       continue;
     }
     Status valid = req->Validate();
-    int err = 0;
-    if (!valid.ok() &&
-        (options_.check_alignment || !valid.Is(Errc::kMisaligned))) {
-      err = EINVAL;
-    } else if (BucketOf(*req) < 0) {
-      err = EINVAL;  // an I/O priority class the kernel refuses
-    }
+    // Invalid, or an I/O priority class the kernel refuses: EINVAL, as the
+    // kernel answers.
+    const bool refused = (!valid.ok() && (options_.check_alignment ||
+                                          !valid.Is(Errc::kMisaligned))) ||
+                         BucketOf(*req) < 0;
+    const int err = refused ? EINVAL : 0;
     if (err != 0) {
       if (!flush(i)) return result;
       run_start = i + 1;
