@@ -442,7 +442,11 @@ unsigned ThreadsEngine::TakeSlots(unsigned want) noexcept {
   for (;;) {
     if (avail <= 0) return 0;
     const int64_t take = std::min<int64_t>(avail, want);
+    // Acquire pairs with ReturnSlots' release: the reaper's reads of the ring
+    // slots it freed happen before a worker completing this request writes
+    // one of them (through mu_, which orders submission before the worker).
     if (reqs_available_.compare_exchange_weak(avail, avail - take,
+                                              std::memory_order_acquire,
                                               std::memory_order_relaxed)) {
       return static_cast<unsigned>(take);
     }
@@ -450,7 +454,8 @@ unsigned ThreadsEngine::TakeSlots(unsigned want) noexcept {
 }
 
 void ThreadsEngine::ReturnSlots(unsigned n) noexcept {
-  reqs_available_.fetch_add(n, std::memory_order_relaxed);
+  // Release: see TakeSlots.
+  reqs_available_.fetch_add(n, std::memory_order_release);
 }
 
 void ThreadsEngine::GrowPoolLocked() {
