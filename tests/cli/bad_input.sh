@@ -43,6 +43,26 @@ expect_usage "--fixedbufs" --fixedbufs --engine=linux-aio --size=1m --filename="
 expect_usage "--registerfiles" --registerfiles --engine=linux-aio --size=1m --filename="$dir/f"
 # bs not a multiple of the O_DIRECT alignment: a file created for the job is removed again.
 expect_usage "--bs=1000" --bs=1000 --direct=1 --size=1m --filename="$dir/f"
+expect_usage "--rwmixread" --rw=randrw --rwmixread=101 --filename="$dir/f"
+expect_usage "--bsrange" --bsrange=8k-4k --filename="$dir/f"
+expect_usage "--bsrange" --bsrange=1000-4000 --direct=1 --size=1m --filename="$dir/f"
+expect_usage "--offset" --offset=1000 --direct=1 --size=1m --filename="$dir/f"
+expect_usage "--iodepth_batch_submit" --iodepth=4 --iodepth_batch_submit=8 --filename="$dir/f"
+expect_usage "--fsync" --fsync=4 --rw=read --filename="$dir/f"
+expect_usage "--verify" --verify=md5 --filename="$dir/f"
+expect_usage "--verify" --verify=xxh3 --bsrange=4k-8k --filename="$dir/f"
+expect_usage "--sweep" --sweep=iodepth --filename="$dir/f"
+expect_usage "--sweep" --sweep=runtime=1,2 --filename="$dir/f"
+expect_usage "--compare" --compare --engine=threads --filename="$dir/f"
+expect_usage "--numjobs" --numjobs=0 --filename="$dir/f"
+expect_usage "--ioengine" --ioengine=posixaio --filename="$dir/f"
+expect_usage "nosuch.fio" "$dir/nosuch.fio"
+printf '[job]\nrw=randread\nsize=1m\nfilename=%s\nioscheduler=none\n' "$dir/f" > "$dir/../bad-job.fio"
+expect_usage "bad-job.fio:5: ioscheduler" "$dir/../bad-job.fio"
+rm -f "$dir/../bad-job.fio"
+# A job that creates its file and is refused later (a second job's bad alignment) leaves nothing behind.
+expect_usage "--bs=1000" --size=1m --name=ok --filename="$dir/a" --name=bad --filename="$dir/b" --bs=1000 \
+  --direct=1
 if [ $fail -eq 0 ]; then echo "cli_bad_input: all cases exit 2 with one clear line"; fi
 rm -rf "$dir"
 exit $fail

@@ -1,0 +1,213 @@
+// `aiokit bench` options and job files, and the verify block format.
+
+#include "job.h"
+
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "verify.h"
+
+namespace aiokit::tool {
+namespace {
+
+std::string UsageLine(const std::vector<std::string>& args) {
+  try {
+    (void)ParseBenchArgs(args);
+  } catch (const UsageError& e) {
+    return e.line;
+  }
+  return "(accepted)";
+}
+
+TEST(BenchArgsTest, FioNamesValuesAndFlags) {
+  BenchPlan p = ParseBenchArgs(
+      {"--rw=randrw", "--rwmixwrite=30", "--bs", "8k", "--iodepth=4",
+       "--time_based", "--runtime=2s", "--ioengine=libaio", "--buffered=1",
+       "--fsync=8", "--offset=1m", "--ramp_time=100ms", "--verify=xxh3",
+       "--iodepth_batch=2", "--iodepth_batch_complete=3"});
+  ASSERT_EQ(p.jobs.size(), 1U);
+  const JobOptions& j = p.jobs[0];
+  EXPECT_EQ(j.rw, "randrw");
+  EXPECT_EQ(j.rwmixread, 70U);
+  EXPECT_EQ(j.ReadPercent(), 70U);
+  EXPECT_EQ(j.bs, 8192U);
+  EXPECT_EQ(j.iodepth, 4U);
+  EXPECT_TRUE(j.time_based);
+  EXPECT_EQ(j.runtime_us, 2000000U);
+  EXPECT_EQ(j.engine, "linux-aio");
+  EXPECT_EQ(j.direct, 0);
+  EXPECT_EQ(j.fsync, 8U);
+  EXPECT_EQ(j.offset, 1U << 20);
+  EXPECT_EQ(j.ramp_time_us, 100000U);
+  EXPECT_EQ(j.verify, "xxh3");
+  EXPECT_EQ(j.iodepth_batch_submit, 2U);
+  EXPECT_EQ(j.iodepth_batch_complete_min, 3U);
+  EXPECT_TRUE(ParseBenchArgs({"--time_based=0"}).jobs[0].time_based == false);
+}
+
+TEST(BenchArgsTest, EachNameStartsAJobAndGlobalsComeFirst) {
+  BenchPlan p = ParseBenchArgs(
+      {"--bs=8k", "--name=a", "--rw=write", "--name=b", "--bs=16k"});
+  ASSERT_EQ(p.jobs.size(), 2U);
+  EXPECT_EQ(p.jobs[0].name, "a");
+  EXPECT_EQ(p.jobs[0].rw, "write");
+  EXPECT_EQ(p.jobs[0].bs, 8192U);
+  EXPECT_EQ(p.jobs[1].name, "b");
+  EXPECT_EQ(p.jobs[1].rw, "randread");
+  EXPECT_EQ(p.jobs[1].bs, 16384U);
+}
+
+TEST(BenchArgsTest, BadInputNamesTheOptionAndTheRule) {
+  EXPECT_EQ(UsageLine({"--stonewall"}),
+            "--stonewall: not an option aiokit bench knows (aiokit bench "
+            "--help lists them)");
+  EXPECT_EQ(UsageLine({"--rw=trim"}),
+            "--rw=trim: unknown; expected read, write, randread, randwrite, "
+            "rw or randrw");
+  EXPECT_EQ(UsageLine({"--rwmixread=101"}),
+            "--rwmixread=101: must be 0 to 100");
+  EXPECT_EQ(UsageLine({"--bs=4x"}),
+            "--bs=4x: not a size (examples: 4096, 4k, 1m, 2g)");
+  EXPECT_EQ(UsageLine({"--bsrange=16k-4k"}),
+            "--bsrange=16k-4k: MIN must be at least 1 byte and at most MAX");
+  EXPECT_EQ(UsageLine({"--iodepth"}), "--iodepth: needs a value (N)");
+  EXPECT_EQ(UsageLine({"--time_based=yes"}),
+            "--time_based=yes: a flag takes 1 or 0 (or nothing)");
+  EXPECT_EQ(UsageLine({"--ioengine=psync"}),
+            "--ioengine=psync: unknown engine; expected auto, linux-aio (fio: "
+            "libaio), io_uring or threads");
+  EXPECT_EQ(UsageLine({"--sweep=size=1m,2m"}),
+            "--sweep=size=1m,2m: only iodepth, bs or numjobs can be swept");
+  EXPECT_EQ(UsageLine({"--sweep=iodepth=1,0"}),
+            "--sweep (iodepth)=0: must be 1 to 65536");
+  EXPECT_EQ(UsageLine({"-x"}), "-x: options are written --name=value");
+  EXPECT_NE(UsageLine({"/nonexistent/job.fio"}).find("cannot read"),
+            std::string::npos);
+}
+
+TEST(BenchArgsTest, CombinationsAreRefusedBeforeAnythingRuns) {
+  auto line = [](const std::vector<std::string>& args) -> std::string {
+    BenchPlan p = ParseBenchArgs(args);
+    try {
+      for (const JobOptions& j : p.jobs) ValidateJob(j, p);
+    } catch (const UsageError& e) {
+      return e.line;
+    }
+    return "(accepted)";
+  };
+  EXPECT_EQ(line({"--time_based"}), "--time_based: needs --runtime");
+  EXPECT_EQ(line({"--iodepth=4", "--iodepth_batch_submit=8"}),
+            "--iodepth_batch_submit=8: larger than --iodepth=4");
+  EXPECT_EQ(line({"--iodepth_batch_complete_min=8",
+                  "--iodepth_batch_complete_max=4"}),
+            "--iodepth_batch_complete_min=8: larger than "
+            "--iodepth_batch_complete_max (4)");
+  EXPECT_EQ(line({"--fsync=4"}), "--fsync=4: --rw=randread does not write");
+  EXPECT_EQ(line({"--verify=xxh3", "--bsrange=4k-8k"}),
+            "--verify: not with --bsrange (every block must have one size)");
+  EXPECT_EQ(line({"--bsrange=4k-10k"}),
+            "--bsrange=4096-10240: MAX must be a multiple of MIN");
+  EXPECT_EQ(line({"--size=4k", "--bs=8k"}),
+            "--size=4096: smaller than the block size (8192)");
+  EXPECT_EQ(line({"--compare", "--engine=threads"}),
+            "--compare: runs every engine; drop --engine=threads");
+  EXPECT_EQ(line({"--verify=xxh3", "--rw=randwrite", "--numjobs=2",
+                  "--filename=/tmp/x"}),
+            "--verify with --numjobs=2 on one --filename: the clones would "
+            "overwrite each other's blocks");
+  EXPECT_EQ(line({"--rw=randrw", "--bsrange=4k-16k", "--fsync=2"}),
+            "(accepted)");
+}
+
+TEST(JobFileTest, GlobalSectionsJobsCommentsAndFlags) {
+  BenchPlan plan;
+  const std::vector<JobOptions> jobs = ParseJobFile(
+      "; comment\n# another\n[global]\nsize = 8m\ndirect=0\n\n[one]\n"
+      "rw=write\ntime_based\nruntime=1\n[global]\nbs=8k\n[two]\n"
+      "group_reporting\n",
+      "f.fio", JobOptions{}, plan);
+  ASSERT_EQ(jobs.size(), 2U);
+  EXPECT_EQ(jobs[0].name, "one");
+  EXPECT_EQ(jobs[0].size, 8U << 20);
+  EXPECT_EQ(jobs[0].direct, 0);
+  EXPECT_EQ(jobs[0].rw, "write");
+  EXPECT_TRUE(jobs[0].time_based);
+  EXPECT_EQ(jobs[0].bs, 4096U);  // [global] after [one] does not reach back
+  EXPECT_EQ(jobs[1].name, "two");
+  EXPECT_EQ(jobs[1].bs, 8192U);
+  EXPECT_FALSE(jobs[1].time_based);
+  EXPECT_TRUE(plan.group_reporting);
+}
+
+TEST(JobFileTest, ErrorsNameFileAndLine) {
+  auto line = [](const char* text) -> std::string {
+    BenchPlan plan;
+    try {
+      (void)ParseJobFile(text, "j.fio", JobOptions{}, plan);
+    } catch (const UsageError& e) {
+      return e.line;
+    }
+    return "(accepted)";
+  };
+  EXPECT_EQ(line("rw=read\n"), "j.fio:1: an option before any [section]");
+  EXPECT_EQ(line("[a]\nrw=read\nfoo=1\n"),
+            "j.fio:3: foo: not an option aiokit bench knows (aiokit bench "
+            "--help lists them)");
+  EXPECT_EQ(line("[a]\nbs=12q\n"),
+            "j.fio:2: bs=12q: not a size (examples: 4096, 4k, 1m, 2g)");
+  EXPECT_EQ(line("[a\n"), "j.fio:1: a section is [name]");
+  EXPECT_EQ(line("[global]\nbs=4k\n"), "j.fio: no job sections");
+  EXPECT_EQ(line("[a]\niodepth\n"), "j.fio:2: iodepth: needs a value (N)");
+}
+
+TEST(VerifyBlockTest, AWrittenBlockChecks) {
+  std::vector<char> b(4096);
+  FillVerifyBlock(b.data(), b.size(), 81920, 7);
+  EXPECT_EQ(CheckVerifyBlock(b.data(), b.size(), 81920, 7), "");
+  EXPECT_EQ(CheckVerifyBlock(b.data(), b.size(), 81920, std::nullopt), "");
+}
+
+TEST(VerifyBlockTest, EveryFlippedBitIsCaught) {
+  std::vector<char> b(512);
+  FillVerifyBlock(b.data(), b.size(), 0, 1);
+  for (size_t byte = 0; byte < b.size(); ++byte) {
+    for (int bit = 0; bit < 8; ++bit) {
+      b[byte] = static_cast<char>(b[byte] ^ (1 << bit));
+      ASSERT_NE(CheckVerifyBlock(b.data(), b.size(), 0, 1), "")
+          << "byte " << byte << " bit " << bit;
+      b[byte] = static_cast<char>(b[byte] ^ (1 << bit));
+    }
+  }
+}
+
+TEST(VerifyBlockTest, MismatchesSayWhatWasExpectedAndFound) {
+  std::vector<char> b(4096);
+  FillVerifyBlock(b.data(), b.size(), 4096, 2);
+  EXPECT_EQ(CheckVerifyBlock(b.data(), b.size(), 4096, 3),
+            "offset 4096: expected generation 3, found generation 2 (a lost "
+            "write)");
+  EXPECT_EQ(CheckVerifyBlock(b.data(), b.size(), 8192, 2),
+            "offset 8192: expected the block written for offset 8192, found "
+            "the one written for offset 4096 (misplaced write)");
+  std::vector<char> zero(4096, 0);
+  EXPECT_NE(CheckVerifyBlock(zero.data(), zero.size(), 0, std::nullopt)
+                .find("expected a verify header"),
+            std::string::npos);
+  b[1000] = static_cast<char>(b[1000] + 1);
+  EXPECT_NE(
+      CheckVerifyBlock(b.data(), b.size(), 4096, 2).find("(torn or corrupted)"),
+      std::string::npos);
+  // The same place at another time differs in its payload, not only its
+  // header.
+  std::vector<char> a(4096), c(4096);
+  FillVerifyBlock(a.data(), a.size(), 4096, 1);
+  FillVerifyBlock(c.data(), c.size(), 4096, 2);
+  EXPECT_NE(std::string(a.begin() + 32, a.end()),
+            std::string(c.begin() + 32, c.end()));
+}
+
+}  // namespace
+}  // namespace aiokit::tool

@@ -1,0 +1,690 @@
+#include "job.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "aiokit/engine.h"
+#include "units.h"
+
+namespace aiokit::tool {
+namespace {
+
+using Setter = std::function<void(BenchPlan&, JobOptions&, std::string_view,
+                                  const std::string& where)>;
+
+enum class Arg { kFlag, kValue };
+
+struct Option {
+  std::vector<std::string> names;  // the first is the one --help shows
+  Arg arg;
+  const char* metavar;
+  const char* help;
+  Setter set;
+};
+
+[[noreturn]] void Bad(const std::string& where, std::string_view value,
+                      const std::string& rule) {
+  throw UsageError{where + "=" + std::string(value) + ": " + rule};
+}
+
+template <typename T>
+T Integer(std::string_view v, const std::string& where, T lo, T hi) {
+  T out{};
+  const char* end = v.data() + v.size();
+  auto [p, ec] = std::from_chars(v.data(), end, out);
+  if (ec != std::errc() || p != end || v.empty()) {
+    Bad(where, v, "not a whole number");
+  }
+  if (out < lo || out > hi) {
+    Bad(where, v,
+        "must be " + std::to_string(lo) + " to " + std::to_string(hi));
+  }
+  return out;
+}
+
+uint64_t Size(std::string_view v, const std::string& where) {
+  std::optional<uint64_t> s = ParseSize(v);
+  if (!s) Bad(where, v, "not a size (examples: 4096, 4k, 1m, 2g)");
+  return *s;
+}
+
+uint64_t Duration(std::string_view v, const std::string& where) {
+  std::optional<uint64_t> d = ParseDurationUs(v);
+  if (!d) Bad(where, v, "not a duration (examples: 5, 5s, 500ms, 2m)");
+  return *d;
+}
+
+bool Flag(std::string_view v, const std::string& where) {
+  if (v.empty() || v == "1" || v == "true") return true;
+  if (v == "0" || v == "false") return false;
+  Bad(where, v, "a flag takes 1 or 0 (or nothing)");
+}
+
+// fio's ioengine names for the engines aiokit has, and aiokit's own.
+std::string EngineName(std::string_view v, const std::string& where) {
+  if (v == "libaio") return "linux-aio";
+  if (v == "default" || v == "auto" || v == "linux-aio" || v == "io_uring" ||
+      v == "threads") {
+    return std::string(v);
+  }
+  Bad(where, v,
+      "unknown engine; expected auto, linux-aio (fio: libaio), io_uring or "
+      "threads");
+}
+
+const std::vector<Option>& Table() {
+  static const std::vector<Option> table = {
+      {{"name"},
+       Arg::kValue,
+       "NAME",
+       "Job name; on the command line, starts "
+       "a job of its own",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v.empty()) Bad(w, v, "a job needs a name");
+         j.name = std::string(v);
+       }},
+      {{"filename"},
+       Arg::kValue,
+       "PATH",
+       "File or block device (default: a temporary file per job, removed "
+       "after the run)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string&) {
+         j.filename = std::string(v);
+       }},
+      {{"size"},
+       Arg::kValue,
+       "SIZE",
+       "Bytes of the file the job uses (default 128m, or the size of an "
+       "existing file or device)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.size = Size(v, w);
+         if (j.size == 0) Bad(w, v, "must be at least one block");
+         j.size_set = true;
+       }},
+      {{"offset"},
+       Arg::kValue,
+       "SIZE",
+       "Where in the file the job's region "
+       "starts (default 0)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.offset = Size(v, w);
+       }},
+      {{"rw", "readwrite"},
+       Arg::kValue,
+       "RW",
+       "read, write, randread (default), randwrite, rw or randrw",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v != "read" && v != "write" && v != "randread" &&
+             v != "randwrite" && v != "rw" && v != "randrw") {
+           Bad(w, v,
+               "unknown; expected read, write, randread, randwrite, rw or "
+               "randrw");
+         }
+         j.rw = std::string(v);
+       }},
+      {{"rwmixread"},
+       Arg::kValue,
+       "PCT",
+       "Percent of reads in rw and randrw (default 50)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.rwmixread = Integer<unsigned>(v, w, 0, 100);
+       }},
+      {{"rwmixwrite"},
+       Arg::kValue,
+       "PCT",
+       "Percent of writes in rw and randrw (100 - rwmixread)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.rwmixread = 100 - Integer<unsigned>(v, w, 0, 100);
+       }},
+      {{"bs", "blocksize"},
+       Arg::kValue,
+       "SIZE",
+       "Block size (default 4k)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.bs = Size(v, w);
+         if (j.bs == 0) Bad(w, v, "the block size must be at least 1 byte");
+         if (j.bs > (64ULL << 20)) Bad(w, v, "at most 64MiB per request");
+       }},
+      {{"bsrange", "blocksize_range"},
+       Arg::kValue,
+       "MIN-MAX",
+       "Block sizes drawn at random from MIN to MAX, in multiples of MIN",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         const size_t dash = v.find('-');
+         if (dash == std::string_view::npos) Bad(w, v, "expected MIN-MAX");
+         const uint64_t lo = Size(v.substr(0, dash), w);
+         const uint64_t hi = Size(v.substr(dash + 1), w);
+         if (lo == 0 || lo > hi) {
+           Bad(w, v, "MIN must be at least 1 byte and at most MAX");
+         }
+         if (hi > (64ULL << 20)) Bad(w, v, "at most 64MiB per request");
+         j.bs_min = lo;
+         j.bs_max = hi;
+       }},
+      {{"iodepth"},
+       Arg::kValue,
+       "N",
+       "Requests kept in flight (default 32; fio: 1)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.iodepth = Integer<unsigned>(v, w, 1, 65536);
+       }},
+      {{"iodepth_batch_submit", "iodepth_batch"},
+       Arg::kValue,
+       "N",
+       "Requests handed to the engine per submission call (0, the default: "
+       "all that are ready, at most iodepth; fio's default is 1)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.iodepth_batch_submit = Integer<unsigned>(v, w, 0, 65536);
+       }},
+      {{"iodepth_batch_complete_min", "iodepth_batch_complete"},
+       Arg::kValue,
+       "N",
+       "Completions each reap waits for (default 1; 0: do not wait)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.iodepth_batch_complete_min = Integer<unsigned>(v, w, 0, 65536);
+       }},
+      {{"iodepth_batch_complete_max"},
+       Arg::kValue,
+       "N",
+       "Completions each reap takes at most (default: iodepth)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.iodepth_batch_complete_max = Integer<unsigned>(v, w, 0, 65536);
+       }},
+      {{"numjobs"},
+       Arg::kValue,
+       "N",
+       "Clones of the job, each a thread with its own engine (default 1)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.numjobs = Integer<unsigned>(v, w, 1, 256);
+       }},
+      {{"runtime", "timeout"},
+       Arg::kValue,
+       "TIME",
+       "Stop after this long (default: when --size is done)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.runtime_us = Duration(v, w);
+       }},
+      {{"time_based"},
+       Arg::kFlag,
+       "",
+       "Run for --runtime even when --size is done",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.time_based = Flag(v, w);
+       }},
+      {{"ramp_time"},
+       Arg::kValue,
+       "TIME",
+       "Run this long before measuring (not counted in --runtime)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.ramp_time_us = Duration(v, w);
+       }},
+      {{"direct"},
+       Arg::kValue,
+       "0|1",
+       "1: O_DIRECT (default; fio: 0)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.direct = Integer<int>(v, w, 0, 1);
+       }},
+      {{"buffered"},
+       Arg::kValue,
+       "0|1",
+       "The opposite of --direct",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.direct = 1 - Integer<int>(v, w, 0, 1);
+       }},
+      {{"fsync"},
+       Arg::kValue,
+       "N",
+       "An fsync after every N writes (default 0: never)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.fsync = Integer<unsigned>(v, w, 0, 1U << 30);
+       }},
+      {{"invalidate"},
+       Arg::kValue,
+       "0|1",
+       "Drop the file's cached pages before the job (default 1)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.invalidate = Integer<int>(v, w, 0, 1);
+       }},
+      {{"ioengine", "engine"},
+       Arg::kValue,
+       "ENGINE",
+       "auto, linux-aio (or fio's libaio), io_uring or threads (default: "
+       "$AIOKIT_ENGINE, else auto)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.engine = EngineName(v, w);
+       }},
+      {{"verify"},
+       Arg::kValue,
+       "xxh3",
+       "Write blocks that carry their offset, a generation and an xxh3 "
+       "checksum, then read them back and check (read jobs check what an "
+       "earlier verify run wrote)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v == "0" || v == "none") {
+           j.verify.clear();
+         } else if (v == "xxh3" || v == "xxhash") {
+           j.verify = "xxh3";
+         } else {
+           Bad(w, v, "expected xxh3 (or none)");
+         }
+       }},
+      {{"thread"},
+       Arg::kFlag,
+       "",
+       "Accepted for fio job files: every aiokit job is a thread",
+       [](BenchPlan&, JobOptions&, std::string_view v, const std::string& w) {
+         (void)Flag(v, w);
+       }},
+      {{"group_reporting"},
+       Arg::kFlag,
+       "",
+       "Report the clones of a job (--numjobs) as one",
+       [](BenchPlan& p, JobOptions&, std::string_view v, const std::string& w) {
+         p.group_reporting = Flag(v, w);
+       }},
+      {{"spin_us"},
+       Arg::kValue,
+       "US",
+       "aiokit: watch the completion ring up to this many microseconds "
+       "before sleeping (0: never; default: the library's, 50)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.spin_us = Integer<int>(v, w, 0, 1000000);
+       }},
+      {{"spin_always"},
+       Arg::kFlag,
+       "",
+       "aiokit: spin every time (default: only while spinning catches "
+       "completions)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.spin_always = Flag(v, w);
+       }},
+      {{"fixedbufs"},
+       Arg::kFlag,
+       "",
+       "io_uring: register the I/O buffers with the kernel",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.fixedbufs = Flag(v, w);
+       }},
+      {{"registerfiles"},
+       Arg::kFlag,
+       "",
+       "io_uring: register the file with the kernel",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.registerfiles = Flag(v, w);
+       }},
+      {{"sqthread_poll"},
+       Arg::kFlag,
+       "",
+       "io_uring: a kernel thread polls the submission queue",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.sqthread_poll = Flag(v, w);
+       }},
+      {{"sqthread_poll_cpu"},
+       Arg::kValue,
+       "CPU",
+       "io_uring: the CPU of that kernel thread",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.sqthread_poll_cpu = Integer<int>(v, w, 0, 65535);
+       }},
+      {{"hipri"},
+       Arg::kFlag,
+       "",
+       "io_uring: poll for completions (IORING_SETUP_IOPOLL)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.hipri = Flag(v, w);
+       }},
+      {{"threads_min"},
+       Arg::kValue,
+       "N",
+       "threads engine: workers kept when idle",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.threads_min = Integer<unsigned>(v, w, 0, 4096);
+       }},
+      {{"threads_max"},
+       Arg::kValue,
+       "N",
+       "threads engine: most workers (default: 2 per CPU, at least 4)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.threads_max = Integer<unsigned>(v, w, 0, 4096);
+       }},
+      {{"threads_ordered"},
+       Arg::kFlag,
+       "",
+       "threads engine: requests on one fd in submission order",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         j.threads_ordered = Flag(v, w);
+       }},
+      {{"output-format", "output_format"},
+       Arg::kValue,
+       "FORMAT",
+       "normal (default) or json",
+       [](BenchPlan& p, JobOptions&, std::string_view v, const std::string& w) {
+         if (v != "normal" && v != "json") Bad(w, v, "expected normal or json");
+         p.output_format = std::string(v);
+       }},
+      {{"compare"},
+       Arg::kFlag,
+       "",
+       "aiokit: run the job on every engine and print one table (engines "
+       "this machine refuses are listed with the reason)",
+       [](BenchPlan& p, JobOptions&, std::string_view v, const std::string& w) {
+         p.compare = Flag(v, w);
+       }},
+      {{"sweep"},
+       Arg::kValue,
+       "OPT=V1,V2,...",
+       "aiokit: one run per value of iodepth, bs or numjobs, and a table "
+       "(with --output-format=json, the data for scripts/plot-bench.py)",
+       [](BenchPlan& p, JobOptions&, std::string_view v, const std::string& w) {
+         const size_t eq = v.find('=');
+         if (eq == std::string_view::npos || eq + 1 == v.size()) {
+           Bad(w, v, "expected OPTION=V1,V2,... (iodepth, bs or numjobs)");
+         }
+         Sweep s;
+         s.option = std::string(v.substr(0, eq));
+         if (s.option != "iodepth" && s.option != "bs" &&
+             s.option != "numjobs") {
+           Bad(w, v, "only iodepth, bs or numjobs can be swept");
+         }
+         std::string_view rest = v.substr(eq + 1);
+         while (!rest.empty()) {
+           const size_t comma = rest.find(',');
+           std::string_view one = rest.substr(0, comma);
+           if (one.empty()) Bad(w, v, "an empty value in the list");
+           // Checked now, applied per run.
+           BenchPlan scratch_plan;
+           JobOptions scratch;
+           ApplyOption(scratch_plan, scratch, s.option, one, true,
+                       w + " (" + s.option + ")");
+           s.values.emplace_back(one);
+           if (comma == std::string_view::npos) break;
+           rest = rest.substr(comma + 1);
+         }
+         if (s.values.size() > 64) Bad(w, v, "at most 64 values");
+         p.sweep = std::move(s);
+       }},
+  };
+  return table;
+}
+
+const Option* Find(std::string_view key) {
+  for (const Option& o : Table()) {
+    for (const std::string& n : o.names) {
+      if (n == key) return &o;
+    }
+  }
+  return nullptr;
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+// One option as given: replayed onto jobs in the order the rules above say.
+struct Assignment {
+  std::string key;
+  std::string value;
+  bool has_value;
+  std::string where;
+};
+
+void Replay(BenchPlan& plan, JobOptions& job,
+            const std::vector<Assignment>& list) {
+  for (const Assignment& a : list) {
+    ApplyOption(plan, job, a.key, a.value, a.has_value, a.where);
+  }
+}
+
+}  // namespace
+
+void ApplyOption(BenchPlan& plan, JobOptions& job, std::string_view key,
+                 std::string_view value, bool has_value,
+                 const std::string& where) {
+  const Option* o = Find(key);
+  if (o == nullptr) {
+    throw UsageError{where +
+                     ": not an option aiokit bench knows (aiokit bench --help "
+                     "lists them)"};
+  }
+  if (o->arg == Arg::kValue && !has_value) {
+    throw UsageError{where + ": needs a value (" + o->metavar + ")"};
+  }
+  o->set(plan, job, value, where);
+}
+
+std::vector<JobOptions> ParseJobFile(std::string_view text,
+                                     const std::string& path,
+                                     const JobOptions& base, BenchPlan& plan) {
+  std::vector<JobOptions> jobs;
+  JobOptions global = base;
+  JobOptions* current = nullptr;
+  size_t line_no = 0;
+  while (!text.empty()) {
+    const size_t nl = text.find('\n');
+    std::string_view line = Trim(text.substr(0, nl));
+    text =
+        nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    ++line_no;
+    const std::string at = path + ":" + std::to_string(line_no);
+    if (line.empty() || line.front() == ';' || line.front() == '#') continue;
+    if (line.front() == '[') {
+      if (line.back() != ']' || line.size() < 3) {
+        throw UsageError{at + ": a section is [name]"};
+      }
+      const std::string name(Trim(line.substr(1, line.size() - 2)));
+      if (name == "global") {
+        current = &global;
+      } else {
+        jobs.push_back(global);
+        jobs.back().name = name;
+        current = &jobs.back();
+      }
+      continue;
+    }
+    if (current == nullptr) {
+      throw UsageError{at + ": an option before any [section]"};
+    }
+    const size_t eq = line.find('=');
+    const std::string key(Trim(line.substr(0, eq)));
+    const std::string_view value = eq == std::string_view::npos
+                                       ? std::string_view{}
+                                       : Trim(line.substr(eq + 1));
+    std::string where = at;
+    where += ": ";
+    where += key;
+    ApplyOption(plan, *current, key, value, eq != std::string_view::npos,
+                where);
+  }
+  if (jobs.empty()) throw UsageError{path + ": no job sections"};
+  return jobs;
+}
+
+BenchPlan ParseBenchArgs(const std::vector<std::string>& args) {
+  BenchPlan plan;
+  std::vector<Assignment> global;
+  std::vector<std::vector<Assignment>> named;  // one per --name
+  std::vector<std::string> files;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      plan.help = true;
+      return plan;
+    }
+    if (a.rfind("--", 0) != 0) {
+      if (!a.empty() && a.front() == '-') {
+        throw UsageError{a + ": options are written --name=value"};
+      }
+      files.push_back(a);
+      continue;
+    }
+    const size_t eq = a.find('=');
+    Assignment as;
+    as.key = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    as.where = "--" + as.key;
+    as.has_value = eq != std::string::npos;
+    if (as.has_value) as.value = a.substr(eq + 1);
+    const Option* o = Find(as.key);
+    if (o == nullptr) {
+      throw UsageError{as.where +
+                       ": not an option aiokit bench knows (aiokit bench "
+                       "--help lists them)"};
+    }
+    if (o->arg == Arg::kValue && !as.has_value) {
+      if (i + 1 == args.size()) {
+        throw UsageError{as.where + ": needs a value (" + o->metavar + ")"};
+      }
+      as.value = args[++i];
+      as.has_value = true;
+    }
+    if (as.key == "name") named.emplace_back();
+    if (named.empty()) {
+      global.push_back(std::move(as));
+    } else {
+      named.back().push_back(std::move(as));
+    }
+  }
+  JobOptions base;
+  for (const std::string& path : files) {
+    std::ifstream in(path);
+    if (!in) {
+      const int e = errno;
+      const char* name = strerrorname_np(e);
+      throw UsageError{path + ": cannot read this job file (" +
+                       (name != nullptr ? name : std::to_string(e)) + ")"};
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    for (JobOptions& j : ParseJobFile(ss.str(), path, base, plan)) {
+      Replay(plan, j, global);  // the command line wins
+      plan.jobs.push_back(std::move(j));
+    }
+  }
+  for (const std::vector<Assignment>& list : named) {
+    JobOptions j = base;
+    Replay(plan, j, global);
+    Replay(plan, j, list);
+    plan.jobs.push_back(std::move(j));
+  }
+  if (plan.jobs.empty()) {
+    JobOptions j = base;
+    Replay(plan, j, global);
+    plan.jobs.push_back(std::move(j));
+  }
+  return plan;
+}
+
+void ValidateJob(const JobOptions& j, const BenchPlan& plan) {
+  const std::string job = plan.jobs.size() > 1 ? " (job " + j.name + ")" : "";
+  if (j.time_based && j.runtime_us == 0) {
+    throw UsageError{"--time_based" + job + ": needs --runtime"};
+  }
+  const unsigned depth = j.iodepth;
+  if (j.iodepth_batch_submit > depth) {
+    throw UsageError{
+        "--iodepth_batch_submit=" + std::to_string(j.iodepth_batch_submit) +
+        job + ": larger than --iodepth=" + std::to_string(depth)};
+  }
+  const unsigned cmax =
+      j.iodepth_batch_complete_max != 0 ? j.iodepth_batch_complete_max : depth;
+  if (cmax > depth) {
+    throw UsageError{"--iodepth_batch_complete_max=" + std::to_string(cmax) +
+                     job + ": larger than --iodepth=" + std::to_string(depth)};
+  }
+  if (j.iodepth_batch_complete_min > cmax) {
+    throw UsageError{"--iodepth_batch_complete_min=" +
+                     std::to_string(j.iodepth_batch_complete_min) + job +
+                     ": larger than --iodepth_batch_complete_max (" +
+                     std::to_string(cmax) + ")"};
+  }
+  if (j.fixedbufs && depth > 16384) {
+    throw UsageError{"--fixedbufs" + job +
+                     ": at most 16384 registered buffers (one per request of "
+                     "--iodepth=" +
+                     std::to_string(depth) + ")"};
+  }
+  if (j.bs_min != 0 && j.MinBs() != j.MaxBs() && j.MaxBs() % j.MinBs() != 0) {
+    // Sizes are drawn in multiples of MIN; MAX must be one of them.
+    throw UsageError{"--bsrange=" + std::to_string(j.bs_min) + "-" +
+                     std::to_string(j.bs_max) + job +
+                     ": MAX must be a multiple of MIN"};
+  }
+  if (j.size_set && j.size < j.MaxBs()) {
+    throw UsageError{"--size=" + std::to_string(j.size) + job +
+                     ": smaller than the block size (" +
+                     std::to_string(j.MaxBs()) + ")"};
+  }
+  if (j.fsync != 0 && !j.Writes()) {
+    throw UsageError{"--fsync=" + std::to_string(j.fsync) + job +
+                     ": --rw=" + j.rw + " does not write"};
+  }
+  if (!j.verify.empty()) {
+    if (j.bs_min != 0) {
+      throw UsageError{"--verify" + job +
+                       ": not with --bsrange (every block must have one size)"};
+    }
+    if (j.bs < 32) {
+      throw UsageError{"--verify" + job + ": --bs=" + std::to_string(j.bs) +
+                       " is smaller than the 32-byte block header"};
+    }
+    if (j.numjobs > 1 && !j.filename.empty() && j.Writes()) {
+      throw UsageError{"--verify" + job + " with --numjobs=" +
+                       std::to_string(j.numjobs) + " on one --filename: the " +
+                       "clones would overwrite each other's blocks"};
+    }
+  }
+  if (plan.compare && j.engine != "default") {
+    throw UsageError{"--compare" + job +
+                     ": runs every engine; drop --engine=" + j.engine};
+  }
+  if (plan.compare &&
+      (j.fixedbufs || j.registerfiles || j.sqthread_poll || j.hipri)) {
+    throw UsageError{"--compare" + job +
+                     ": io_uring-only options (--fixedbufs, --registerfiles, "
+                     "--sqthread_poll, --hipri) would be refused by the other "
+                     "engines"};
+  }
+  if (j.engine != "default") {
+    Result<EngineKind> kind = ParseEngineKind(j.engine);
+    if (!kind.ok()) {
+      throw UsageError{"--ioengine=" + j.engine + job + ": " +
+                       kind.status().context()};
+    }
+  }
+}
+
+std::string BenchHelp() {
+  std::string s =
+      "Usage: aiokit bench [--option=value ...] [jobfile ...]\n"
+      "Runs fio-style jobs on aiokit's engines and reports IOPS, bandwidth,\n"
+      "latency percentiles and CPU per I/O. Options use fio's names and\n"
+      "meanings; a job file is fio's ini format ([global], [job] sections).\n"
+      "Options before the first --name apply to every job and override job\n"
+      "files; each --name starts a job. Jobs run together. An option aiokit\n"
+      "does not support is refused by name.\n\nOptions:\n";
+  for (const Option& o : Table()) {
+    std::string head = "  --" + o.names[0];
+    if (o.arg == Arg::kValue) head += std::string("=") + o.metavar;
+    for (size_t i = 1; i < o.names.size(); ++i) head += ", --" + o.names[i];
+    s += head + "\n      " + o.help + "\n";
+  }
+  s += "  --help\n      This list\n";
+  return s;
+}
+
+}  // namespace aiokit::tool

@@ -1,0 +1,127 @@
+// `aiokit bench` jobs: fio's option names and meanings, from the command line
+// or from a job file in fio's ini format, parsed through one table so that an
+// option is either understood or refused by name, never ignored.
+
+#ifndef AIOKIT_TOOLS_AIOKIT_JOB_H_
+#define AIOKIT_TOOLS_AIOKIT_JOB_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace aiokit::tool {
+
+// One job. Defaults follow fio except where noted.
+struct JobOptions {
+  std::string name = "aiokit";
+  std::string filename;  // empty: an unnamed temporary file in $TMPDIR or
+                         // /var/tmp, one per clone, gone after the run
+  uint64_t size = 128ULL << 20;
+  bool size_set = false;  // --size given (otherwise a device or an existing
+                          // file gives its own size)
+  uint64_t offset = 0;    // where the job's region starts
+  std::string rw = "randread";  // read write randread randwrite rw randrw
+  unsigned rwmixread = 50;      // percent of reads in rw / randrw
+  uint64_t bs = 4096;
+  uint64_t bs_min = 0, bs_max = 0;    // --bsrange; 0: --bs for every request
+  unsigned iodepth = 32;              // fio: 1
+  unsigned iodepth_batch_submit = 0;  // 0: iodepth (fio's default is 1)
+  unsigned iodepth_batch_complete_min = 1;
+  unsigned iodepth_batch_complete_max = 0;  // 0: iodepth
+  unsigned numjobs = 1;
+  uint64_t runtime_us = 0;  // 0: until --size bytes are done
+  bool time_based = false;
+  uint64_t ramp_time_us = 0;
+  int direct = 1;                  // fio: 0; storage engines run O_DIRECT
+  unsigned fsync = 0;              // an fsync after every N writes (0: never)
+  int invalidate = 1;              // drop the file's page cache before the job
+  std::string engine = "default";  // default: AIOKIT_ENGINE, else auto
+  std::string verify;              // "" or "xxh3"
+  // aiokit: EngineOptions::spin_before_wait in us (-1: the library's default),
+  // and spinning the whole budget every time (adaptive_spin = false).
+  int spin_us = -1;
+  bool spin_always = false;
+  // io_uring, with fio's names.
+  bool fixedbufs = false;
+  bool registerfiles = false;
+  bool sqthread_poll = false;
+  int sqthread_poll_cpu = -1;
+  bool hipri = false;
+  // threads engine (0: the library's default).
+  unsigned threads_min = 0;
+  unsigned threads_max = 0;
+  bool threads_ordered = false;
+
+  [[nodiscard]] bool Reads() const {
+    return rw == "read" || rw == "randread" || rw == "rw" || rw == "randrw";
+  }
+  [[nodiscard]] bool Writes() const {
+    return rw == "write" || rw == "randwrite" || rw == "rw" || rw == "randrw";
+  }
+  [[nodiscard]] bool Random() const {
+    return rw == "randread" || rw == "randwrite" || rw == "randrw";
+  }
+  // The percentage of requests that read.
+  [[nodiscard]] unsigned ReadPercent() const {
+    if (!Writes()) return 100;
+    if (!Reads()) return 0;
+    return rwmixread;
+  }
+  [[nodiscard]] uint64_t MaxBs() const { return bs_max != 0 ? bs_max : bs; }
+  [[nodiscard]] uint64_t MinBs() const { return bs_min != 0 ? bs_min : bs; }
+};
+
+// A sweep: the same job once per value of one option.
+struct Sweep {
+  std::string option;               // "iodepth", "bs" or "numjobs"
+  std::vector<std::string> values;  // as given, applied through the table
+};
+
+// Everything one `aiokit bench` command asks for.
+struct BenchPlan {
+  std::vector<JobOptions> jobs;  // run together, as fio runs a job file
+  std::string output_format = "normal";
+  bool group_reporting = false;
+  bool compare = false;  // every engine, one table
+  Sweep sweep;           // option empty: no sweep
+  bool progress = true;  // a live line on stderr when it is a terminal
+  bool help = false;
+};
+
+// A bad option or combination: the one line to print, exit status 2.
+struct UsageError {
+  std::string line;
+};
+
+// Sets one option (fio's name, without "--") on `job`, or on the plan for the
+// options that belong to the whole run. `where` names the source in errors
+// ("--bs" or "jobs.fio:7: bs"). Throws UsageError.
+void ApplyOption(BenchPlan& plan, JobOptions& job, std::string_view key,
+                 std::string_view value, bool has_value,
+                 const std::string& where);
+
+// Parses a job file's text (fio's ini format: [global] and [job] sections,
+// `key=value` or a bare `key` for flags, `;` and `#` comments) into jobs, with
+// `base` under [global]. Throws UsageError naming file:line.
+std::vector<JobOptions> ParseJobFile(std::string_view text,
+                                     const std::string& path,
+                                     const JobOptions& base, BenchPlan& plan);
+
+// Parses `aiokit bench`'s arguments (without "bench"): `--key=value`,
+// `--key value`, `--flag`, and job files as positional arguments. Options
+// before the first --name apply to every job (after a job file's own
+// settings, so the command line wins); each --name starts a job of its own.
+// Throws UsageError.
+BenchPlan ParseBenchArgs(const std::vector<std::string>& args);
+
+// Checks what can be checked without a file (values, combinations). Throws
+// UsageError.
+void ValidateJob(const JobOptions& job, const BenchPlan& plan);
+
+// The option list for --help.
+std::string BenchHelp();
+
+}  // namespace aiokit::tool
+
+#endif  // AIOKIT_TOOLS_AIOKIT_JOB_H_
