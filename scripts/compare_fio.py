@@ -37,29 +37,55 @@ ROWS = {
                               [*RR4K, "--iodepth=32", "--ioengine=io_uring", "--sqthread_poll"],
                               "io_uring with a kernel submission poller, >= 1.0x fio"),
     "pc-threads-vs-posixaio": ("pc", ["--rw=randread", "--bs=4k", "--direct=0", "--iodepth=32",
-                                      "--engine=threads"],
+                                      "--engine=threads", "--invalidate=0"],
                                ["--rw=randread", "--bs=4k", "--direct=0", "--iodepth=32",
                                 "--ioengine=posixaio", "--invalidate=0"],
                                "threads >= 2x fio posixaio (glibc AIO), page-cached file"),
     "pc-threads-vs-psync2": ("pc", ["--rw=randread", "--bs=4k", "--direct=0", "--iodepth=32",
-                                    "--engine=threads"],
+                                    "--engine=threads", "--invalidate=0"],
                              ["--rw=randread", "--bs=4k", "--direct=0", "--ioengine=psync",
                               "--numjobs=2", "--group_reporting", "--invalidate=0"],
                              "threads >= 0.8x fio psync x2 (two threads doing only pread)"),
 }
-DEFAULT_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
-                "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll",
-                "pc-threads-vs-posixaio", "pc-threads-vs-psync2"]
+# The fixed matrix (the default): aiokit's default engine here (io_uring) against fio's io_uring engine, on the
+# three targets, the shapes storage engines issue. Each row: a direction, what fio calls it, and the claim.
+URING = ["--engine=io_uring"]
+FIO_URING = ["--ioengine=io_uring"]
+ROWS.update({
+    "matrix-ram-randread-4k-qd1": ("ram", [*RR4K, "--iodepth=1", *URING], [*RR4K, "--iodepth=1", *FIO_URING],
+                                   "CPU-bound latency: >= 1.0x fio"),
+    "matrix-ram-randread-4k-qd32": ("ram", [*RR4K, "--iodepth=32", *URING], [*RR4K, "--iodepth=32", *FIO_URING],
+                                    "CPU-bound throughput: >= 1.0x fio"),
+    "matrix-disk-randread-4k-qd32": ("disk", [*RR4K, "--iodepth=32", *URING],
+                                     [*RR4K, "--iodepth=32", *FIO_URING], "the device limit; CPU per I/O"),
+    "matrix-disk-read-128k-qd8": ("disk", ["--rw=read", "--bs=128k", "--direct=1", "--iodepth=8", *URING],
+                                  ["--rw=read", "--bs=128k", "--direct=1", "--iodepth=8", *FIO_URING],
+                                  "sequential bandwidth limit"),
+    "matrix-disk-randwrite-4k-qd32": ("disk", ["--rw=randwrite", "--bs=4k", "--direct=1", "--iodepth=32", *URING],
+                                      ["--rw=randwrite", "--bs=4k", "--direct=1", "--iodepth=32", *FIO_URING],
+                                      "the device's write limit"),
+    "matrix-pc-randread-4k-qd32": ("pc", ["--rw=randread", "--bs=4k", "--direct=0", "--iodepth=32",
+                                          "--invalidate=0", *URING],
+                                   ["--rw=randread", "--bs=4k", "--direct=0", "--iodepth=32", "--invalidate=0",
+                                    *FIO_URING], "the buffered path: page-cache copies"),
+})
+MATRIX_ROWS = [r for r in ROWS if r.startswith("matrix-")]
+# Rows behind earlier claims (issues 2-4), run with --rows=claims.
+CLAIM_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
+              "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll",
+              "pc-threads-vs-posixaio", "pc-threads-vs-psync2"]
+DEFAULT_ROWS = MATRIX_ROWS
 
 
-def parse(doc, direction="read"):
+def parse(doc):
     job = doc["jobs"][0]
-    d = job[direction]
+    d = job["read"] if job["read"]["total_ios"] else job["write"]
     secs = d["runtime"] / 1000.0
     ios = d["total_ios"]
     cpu = (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * secs
     return {
         "iops": d["iops"],
+        "mibs": d["bw"] / 1024.0,
         "p50": d["clat_ns"]["percentile"]["50.000000"],
         "lat50": d["lat_ns"]["percentile"]["50.000000"],
         "p99": d["clat_ns"]["percentile"]["99.000000"],
@@ -90,7 +116,9 @@ def main():
         for name, (target, _, _, claim) in ROWS.items():
             print(f"{name:28} {target:5} {claim}")
         return
-    rows = [r for r in a.rows.split(",") if r]
+    rows = []
+    for r in a.rows.split(","):
+        rows += {"matrix": MATRIX_ROWS, "claims": CLAIM_ROWS, "all": list(ROWS)}.get(r, [r] if r else [])
     for r in rows:
         if r not in ROWS:
             sys.exit(f"compare_fio: unknown row {r!r}; --list shows them")
@@ -122,17 +150,20 @@ def main():
     def med(rounds, who, key):
         return statistics.median(r[who][key] for r in rounds)
 
-    print("| row | claim | aiokit IOPS (median) | fio IOPS (median) | ratio (median of rounds) | "
+    print("| row | claim | aiokit IOPS (median) | fio IOPS (median) | ratio (median of rounds) | MiB/s aiokit / fio | "
           "clat p50 aiokit / fio (us) | lat p50 aiokit / fio (us) | CPU per I/O aiokit / fio (us) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, rounds in results.items():
         ratio = statistics.median(r[0]["iops"] / r[1]["iops"] for r in rounds)
         print(f"| {name} | {ROWS[name][3]} | {med(rounds, 0, 'iops'):,.0f} | {med(rounds, 1, 'iops'):,.0f} | "
-              f"{ratio:.3f} | {med(rounds, 0, 'p50') / 1000:.1f} / {med(rounds, 1, 'p50') / 1000:.1f} | "
+              f"{ratio:.3f} | {med(rounds, 0, 'mibs'):,.0f} / {med(rounds, 1, 'mibs'):,.0f} | "
+              f"{med(rounds, 0, 'p50') / 1000:.1f} / {med(rounds, 1, 'p50') / 1000:.1f} | "
               f"{med(rounds, 0, 'lat50') / 1000:.1f} / {med(rounds, 1, 'lat50') / 1000:.1f} | "
               f"{med(rounds, 0, 'cpu_us'):.2f} / {med(rounds, 1, 'cpu_us'):.2f} |")
-    print(f"\n{a.rounds} rounds of {a.runtime} s per tool and row, alternating aiokit and fio; "
-          f"kernel {os.uname().release}, {os.cpu_count()} CPUs.")
+    fio_version = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
+    print(f"\n{a.rounds} rounds of {a.runtime} s per tool and row, alternating aiokit and fio ({fio_version}); "
+          f"kernel {os.uname().release}, {os.cpu_count()} CPUs. Command: scripts/compare-fio.sh "
+          f"--rounds {a.rounds} --runtime {a.runtime} --rows {a.rows}")
 
 
 if __name__ == "__main__":
