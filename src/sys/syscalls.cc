@@ -59,6 +59,10 @@ long IoGetevents(aio_context_t ctx, long min_nr, long nr, io_event* events,
 long IoCancel(aio_context_t ctx, struct iocb* iocb, io_event* result) noexcept {
   return Ret(syscall(SYS_io_cancel, ctx, iocb, result));
 }
+long IoPgetevents(aio_context_t ctx, long min_nr, long nr, io_event* events,
+                  timespec* timeout, const void* usig) noexcept {
+  return Ret(syscall(SYS_io_pgetevents, ctx, min_nr, nr, events, timeout, usig));
+}
 
 }  // namespace real
 

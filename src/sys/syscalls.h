@@ -36,6 +36,9 @@ long IoSubmit(aio_context_t ctx, long nr, struct iocb** iocbs) noexcept;
 long IoGetevents(aio_context_t ctx, long min_nr, long nr, io_event* events,
                  timespec* timeout) noexcept;
 long IoCancel(aio_context_t ctx, struct iocb* iocb, io_event* result) noexcept;
+// `usig` is the kernel's struct __aio_sigset (the mask and its size), or null.
+long IoPgetevents(aio_context_t ctx, long min_nr, long nr, io_event* events,
+                  timespec* timeout, const void* usig) noexcept;
 }  // namespace real
 
 // Replacement functions for tests. A null member passes the call through to

@@ -621,8 +621,7 @@ class Clone {
   }
 
   void Submit() {
-    const size_t per_call =
-        o_.iodepth_batch_submit != 0 ? o_.iodepth_batch_submit : batch_.size();
+    const size_t per_call = o_.SubmitBatch();
     size_t off = 0;
     while (off < batch_.size()) {
       const size_t n = std::min(per_call, batch_.size() - off);
@@ -996,6 +995,8 @@ RunResult RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
   for (const JobOptions& j : plan.jobs) {
     expect_us = std::max(expect_us, j.ramp_time_us + j.runtime_us);
   }
+  uint64_t total_bytes = 0;
+  for (const uint64_t size : res.sizes) total_bytes += size;
   bool ramp_done = ramp == 0;
   bool printed = false;
   uint64_t last_ios = 0, last_bytes = 0;
@@ -1025,10 +1026,17 @@ RunResult RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
           std::chrono::duration<double>(now - shared.start).count();
       char line[160];
       std::string eta = "--";
+      double left = -1;
       if (expect_us != 0) {
-        const double left = static_cast<double>(expect_us) / 1e6 - el;
+        left = static_cast<double>(expect_us) / 1e6 - el;
+      } else if (bytes != 0 && el > 0) {
+        // Jobs that end when --size is done: at the rate so far.
+        left = static_cast<double>(total_bytes - std::min(bytes, total_bytes)) /
+               (static_cast<double>(bytes) / el);
+      }
+      if (left >= 0) {
         char b[32];
-        std::snprintf(b, sizeof(b), "%.0fs", std::max(0.0, left));
+        std::snprintf(b, sizeof(b), "%.0fs", left);
         eta = b;
       }
       std::snprintf(

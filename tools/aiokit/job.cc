@@ -179,10 +179,11 @@ const std::vector<Option>& Table() {
       {{"iodepth_batch_submit", "iodepth_batch"},
        Arg::kValue,
        "N",
-       "Requests handed to the engine per submission call (0, the default: "
-       "all that are ready, at most iodepth; fio's default is 1)",
+       "Requests handed to the engine per submission call (0: iodepth; "
+       "default: a quarter of iodepth, at least 1; fio's default is 1)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          j.iodepth_batch_submit = Integer<unsigned>(v, w, 0, 65536);
+         j.iodepth_batch_submit_set = true;
        }},
       {{"iodepth_batch_complete_min", "iodepth_batch_complete"},
        Arg::kValue,

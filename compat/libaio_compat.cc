@@ -1,0 +1,549 @@
+// The libaio drop-in: libaio.so.1's symbols, with its symbol versions, on any
+// aiokit engine.
+//
+// AIOKIT_ENGINE (read at each io_setup) picks what a new context runs on:
+//  - linux-aio: the kernel's own context; every call passes straight through
+//    (as libaio itself does), so programs that reap the kernel's ring in user
+//    space keep working.
+//  - io_uring, threads: an aiokit engine behind a context of our own. The
+//    io_context_t handed out points at a header in the kernel's aio_ring
+//    layout whose magic is not the kernel's, which tells programs that reap in
+//    user space (fio --userspace_reap) to call io_getevents instead.
+//  - auto (the default): io_uring, else the kernel's AIO, else threads.
+// Calls on a context we did not make go to the kernel, which answers for
+// contexts it made and refuses the rest (EINVAL), exactly as it would.
+//
+// Every call returns what the kernel's would: a count, or -errno (libaio's
+// convention, not errno). Where the kernel refuses an iocb at io_submit (bad
+// fd, wrong open mode, reserved fields, unknown opcode, negative offset, bad
+// eventfd) so do we, before the engine sees it; what the kernel reports in
+// the completion (a misaligned O_DIRECT read, say) comes in the completion.
+
+#include <fcntl.h>
+#include <linux/aio_abi.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "aiokit/engine.h"
+#include "aiokit/request.h"
+#include "engine/aio_ring.h"
+#include "sys/syscalls.h"
+
+// libaio's handle: a pointer to the context's ring.
+struct io_context;
+using io_context_t = io_context*;
+using io_callback_t = void (*)(io_context_t ctx, struct iocb* iocb, long res,
+                               long res2);
+
+namespace aiokit::compat {
+namespace {
+
+using std::chrono::nanoseconds;
+
+// What the header of one of our contexts says instead of the kernel's magic.
+constexpr unsigned kOurRingMagic = 0xa10c0a1c;
+// The kernel refuses io_setup beyond this many events (fs/aio.c).
+constexpr unsigned kMaxEvents = 0x10000000U / sizeof(io_event);
+// The engines' largest queue (io_uring's SQ).
+constexpr unsigned kMaxEngineDepth = 32768;
+
+// One context of ours.
+struct Context {
+  // MUST be first: the io_context_t points here.
+  internal::AioRing ring{};
+  std::unique_ptr<Engine> engine;
+  unsigned nr = 0;  // events the caller asked for
+  std::mutex mu;    // the pool
+  std::vector<Request> reqs;
+  std::vector<Request*> free_reqs;
+  // Per request (by index): the caller's iocb and its aio_data at submission.
+  std::vector<struct iocb*> user_iocb;
+  std::vector<uint64_t> user_data;
+
+  size_t IndexOf(const Request* r) const {
+    return static_cast<size_t>(r - reqs.data());
+  }
+};
+
+// Our contexts by handle. Most programs have none (the kernel's AIO), and
+// then no call takes the lock.
+struct Registry {
+  std::shared_mutex mu;
+  std::unordered_map<uintptr_t, std::shared_ptr<Context>> map;
+  std::atomic<size_t> count{0};
+};
+
+Registry& Contexts() {
+  static auto* r = new Registry;  // never destroyed: calls may come late
+  return *r;
+}
+
+std::shared_ptr<Context> Find(io_context_t ctx) {
+  Registry& r = Contexts();
+  if (r.count.load(std::memory_order_acquire) == 0) return nullptr;
+  std::shared_lock<std::shared_mutex> lock(r.mu);
+  auto it = r.map.find(reinterpret_cast<uintptr_t>(ctx));
+  return it == r.map.end() ? nullptr : it->second;
+}
+
+aio_context_t Kernel(io_context_t ctx) {
+  return reinterpret_cast<aio_context_t>(ctx);
+}
+
+// The engine AIOKIT_ENGINE names for a new context.
+Result<EngineKind> WantedKind() {
+  EngineOptions o;
+  return ResolveEngineKind(o);
+}
+
+long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
+  auto c = std::make_shared<Context>();
+  EngineOptions o;
+  o.kind = kind;
+  o.queue_depth = std::min(nr, kMaxEngineDepth);
+  o.notify_fd = false;
+  o.allow_fallback = false;
+  Result<std::unique_ptr<Engine>> e = MakeEngine(o);
+  if (!e.ok()) {
+    // The kernel's answer when a context cannot be had for resources.
+    const int err = e.status().Errno();
+    return err == EINVAL || err == ENOMEM ? -err : -EAGAIN;
+  }
+  c->engine = std::move(*e);
+  c->nr = o.queue_depth;
+  c->reqs = std::vector<Request>(c->nr);
+  c->free_reqs.reserve(c->nr);
+  for (size_t i = c->nr; i-- > 0;) c->free_reqs.push_back(&c->reqs[i]);
+  c->user_iocb.assign(c->nr, nullptr);
+  c->user_data.assign(c->nr, 0);
+  c->ring.magic = kOurRingMagic;  // not AIO_RING_MAGIC: use io_getevents
+  c->ring.header_length = sizeof(internal::AioRing);
+  Registry& r = Contexts();
+  {
+    std::unique_lock<std::shared_mutex> lock(r.mu);
+    r.map.emplace(reinterpret_cast<uintptr_t>(&c->ring), c);
+    r.count.fetch_add(1, std::memory_order_release);
+  }
+  *ctxp = reinterpret_cast<io_context_t>(&c->ring);
+  return 0;
+}
+
+// The kernel's checks at io_submit, in its order, for one iocb; 0 if it
+// would be accepted.
+long CheckIocb(const struct iocb* cb) {
+  if (cb->aio_reserved2 != 0) return -EINVAL;
+  if (static_cast<int64_t>(cb->aio_nbytes) < 0) return -EINVAL;
+  const int flags = ::fcntl(static_cast<int>(cb->aio_fildes), F_GETFL);
+  if (flags < 0) return -EBADF;
+  if ((cb->aio_flags & IOCB_FLAG_RESFD) != 0) {
+    const int rf = ::fcntl(static_cast<int>(cb->aio_resfd), F_GETFL);
+    if (rf < 0) return -EBADF;
+    // An eventfd is the only thing the kernel signals.
+    char path[64];
+    char link[64] = {};
+    std::snprintf(path, sizeof(path), "/proc/self/fd/%u", cb->aio_resfd);
+    const ssize_t n = ::readlink(path, link, sizeof(link) - 1);
+    if (n < 0 || std::string_view(link, static_cast<size_t>(n)) !=
+                     "anon_inode:[eventfd]") {
+      return -EINVAL;
+    }
+  }
+  const int mode = flags & O_ACCMODE;
+  switch (cb->aio_lio_opcode) {
+    case IOCB_CMD_PREAD:
+    case IOCB_CMD_PREADV:
+      if (mode == O_WRONLY) return -EBADF;
+      break;
+    case IOCB_CMD_PWRITE:
+    case IOCB_CMD_PWRITEV:
+      if (mode == O_RDONLY) return -EBADF;
+      break;
+    case IOCB_CMD_FSYNC:
+    case IOCB_CMD_FDSYNC:
+      if (cb->aio_buf != 0 || cb->aio_offset != 0 || cb->aio_nbytes != 0 ||
+          cb->aio_rw_flags != 0) {
+        return -EINVAL;
+      }
+      return 0;
+    default:
+      // NOOP was never implemented by the kernel; POLL is not offered here.
+      return -EINVAL;
+  }
+  if ((cb->aio_rw_flags & ~rwf::kAll) != 0) return -EOPNOTSUPP;
+  if (cb->aio_offset < 0) return -EINVAL;
+  if ((cb->aio_lio_opcode == IOCB_CMD_PREADV ||
+       cb->aio_lio_opcode == IOCB_CMD_PWRITEV) &&
+      cb->aio_nbytes > IOV_MAX) {
+    return -EINVAL;
+  }
+  return 0;
+}
+
+// Describes the caller's iocb to the engine.
+void Prepare(Request* r, const struct iocb* cb) {
+  const int fd = static_cast<int>(cb->aio_fildes);
+  // NOLINTNEXTLINE(performance-no-int-to-ptr): the ABI carries addresses
+  void* buf = reinterpret_cast<void*>(cb->aio_buf);
+  switch (cb->aio_lio_opcode) {
+    case IOCB_CMD_PREAD:
+      r->PrepRead(fd, buf, cb->aio_nbytes, static_cast<uint64_t>(cb->aio_offset));
+      break;
+    case IOCB_CMD_PWRITE:
+      r->PrepWrite(fd, buf, cb->aio_nbytes,
+                   static_cast<uint64_t>(cb->aio_offset));
+      break;
+    case IOCB_CMD_PREADV:
+      r->PrepReadv(fd, static_cast<const iovec*>(buf), cb->aio_nbytes,
+                   static_cast<uint64_t>(cb->aio_offset));
+      break;
+    case IOCB_CMD_PWRITEV:
+      r->PrepWritev(fd, static_cast<const iovec*>(buf), cb->aio_nbytes,
+                    static_cast<uint64_t>(cb->aio_offset));
+      break;
+    case IOCB_CMD_FSYNC:
+      r->PrepFsync(fd);
+      break;
+    default:
+      r->PrepFdatasync(fd);
+      break;
+  }
+  r->rw_flags = cb->aio_rw_flags;
+  if ((cb->aio_flags & IOCB_FLAG_IOPRIO) != 0) {
+    r->ioprio = cb->aio_reqprio;
+    r->has_ioprio = true;
+  }
+  if ((cb->aio_flags & IOCB_FLAG_RESFD) != 0) {
+    r->resfd = static_cast<int>(cb->aio_resfd);
+  }
+}
+
+long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
+  if (nr < 0) return -EINVAL;
+  if (nr == 0) return 0;
+  if (iocbs == nullptr) return -EFAULT;
+  nr = std::min<long>(nr, c.nr);
+  std::vector<Request*> batch;
+  batch.reserve(static_cast<size_t>(nr));
+  long first_error = 0;
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    for (long i = 0; i < nr; ++i) {
+      struct iocb* cb = iocbs[i];
+      if (cb == nullptr) {
+        first_error = -EFAULT;
+        break;
+      }
+      if (long err = CheckIocb(cb); err != 0) {
+        first_error = err;
+        break;
+      }
+      if (c.free_reqs.empty()) {
+        first_error = -EAGAIN;
+        break;
+      }
+      Request* r = c.free_reqs.back();
+      c.free_reqs.pop_back();
+      Prepare(r, cb);
+      const size_t k = c.IndexOf(r);
+      c.user_iocb[k] = cb;
+      c.user_data[k] = cb->aio_data;
+      batch.push_back(r);
+    }
+  }
+  size_t accepted = 0;
+  while (accepted < batch.size()) {
+    SubmitResult sr = c.engine->Submit(
+        std::span<Request* const>(batch.data() + accepted,
+                                  batch.size() - accepted));
+    accepted += sr.accepted;
+    if (!sr.status.ok()) {
+      // A full engine: the kernel's answer is EAGAIN for the rest.
+      first_error = sr.status.Is(Errc::kQueueFull) ? -EAGAIN : -EINVAL;
+      if (sr.status.Is(Errc::kShutdown)) first_error = -EINVAL;
+      break;
+    }
+  }
+  if (accepted < batch.size()) {
+    std::lock_guard<std::mutex> lock(c.mu);
+    for (size_t i = accepted; i < batch.size(); ++i) {
+      c.free_reqs.push_back(batch[i]);
+    }
+  }
+  if (accepted == 0 && first_error != 0) return first_error;
+  return static_cast<long>(accepted);
+}
+
+nanoseconds TimeoutOf(const timespec* ts) {
+  if (ts == nullptr) return kForever;
+  return std::chrono::seconds(ts->tv_sec) + nanoseconds(ts->tv_nsec);
+}
+
+long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
+                   const timespec* timeout) {
+  if (min_nr > nr || min_nr < 0) return -EINVAL;
+  if (timeout != nullptr &&
+      (timeout->tv_sec < 0 || timeout->tv_nsec < 0 ||
+       timeout->tv_nsec >= 1000000000L)) {
+    return -EINVAL;
+  }
+  if (nr == 0) {
+    // io_queue_wait's way to sleep: nothing can be returned.
+    return 0;
+  }
+  if (events == nullptr) return -EFAULT;
+  const size_t want = std::min<size_t>(static_cast<size_t>(nr), c.nr);
+  std::vector<Request*> out(want);
+  Result<size_t> got =
+      c.engine->Reap(out, static_cast<size_t>(min_nr), TimeoutOf(timeout));
+  if (!got.ok()) {
+    return got.status().Is(Errc::kShutdown) ? -EINVAL
+                                            : -got.status().Errno();
+  }
+  std::lock_guard<std::mutex> lock(c.mu);
+  for (size_t i = 0; i < *got; ++i) {
+    Request* r = out[i];
+    const size_t k = c.IndexOf(r);
+    events[i].data = c.user_data[k];
+    events[i].obj = reinterpret_cast<uint64_t>(c.user_iocb[k]);
+    events[i].res = r->rval;
+    events[i].res2 = 0;
+    c.user_iocb[k] = nullptr;
+    c.free_reqs.push_back(r);
+  }
+  return static_cast<long>(*got);
+}
+
+// The kernel's struct __aio_sigset.
+struct AioSigset {
+  const sigset_t* sigmask;
+  size_t sigsetsize;
+};
+
+}  // namespace
+}  // namespace aiokit::compat
+
+using aiokit::compat::Context;
+using aiokit::compat::Find;
+using aiokit::compat::Kernel;
+
+// NOLINTBEGIN(readability-identifier-naming): libaio's names
+extern "C" {
+
+__attribute__((visibility("default"))) int io_setup(int maxevents,
+                                                    io_context_t* ctxp) {
+  using namespace aiokit;
+  if (ctxp == nullptr) return -EFAULT;
+  if (*ctxp != nullptr || maxevents <= 0 ||
+      static_cast<unsigned>(maxevents) > compat::kMaxEvents) {
+    return -EINVAL;
+  }
+  Result<EngineKind> kind = compat::WantedKind();
+  if (!kind.ok()) return -EINVAL;
+  const auto nr = static_cast<unsigned>(maxevents);
+  auto kernel = [&]() -> long {
+    aio_context_t id = 0;
+    const long r = sys::real::IoSetup(nr, &id);
+    if (r == 0) *ctxp = reinterpret_cast<io_context_t>(id);
+    return r;
+  };
+  switch (*kind) {
+    case EngineKind::kLinuxAio:
+      return static_cast<int>(kernel());
+    case EngineKind::kIoUring:
+    case EngineKind::kThreads:
+      return static_cast<int>(compat::MakeOurs(*kind, nr, ctxp));
+    default: {
+      // auto: io_uring, else the kernel's AIO, else threads.
+      if (compat::MakeOurs(EngineKind::kIoUring, nr, ctxp) == 0) return 0;
+      const long k = kernel();
+      if (k == 0 || k == -EINVAL) return static_cast<int>(k);
+      return static_cast<int>(
+          compat::MakeOurs(EngineKind::kThreads, nr, ctxp));
+    }
+  }
+}
+
+__attribute__((visibility("default"))) int io_destroy(io_context_t ctx) {
+  std::shared_ptr<Context> c = Find(ctx);
+  if (!c) return static_cast<int>(aiokit::sys::real::IoDestroy(Kernel(ctx)));
+  auto& r = aiokit::compat::Contexts();
+  {
+    std::unique_lock<std::shared_mutex> lock(r.mu);
+    if (r.map.erase(reinterpret_cast<uintptr_t>(ctx)) == 0) return -EINVAL;
+    r.count.fetch_sub(1, std::memory_order_release);
+  }
+  // As the kernel: wait for what is in flight; unreaped events are dropped.
+  (void)c->engine->Shutdown(aiokit::kForever);
+  return 0;
+}
+
+__attribute__((visibility("default"))) int io_submit(io_context_t ctx, long nr,
+                                                     struct iocb** iocbs) {
+  std::shared_ptr<Context> c = Find(ctx);
+  if (!c) {
+    return static_cast<int>(
+        aiokit::sys::real::IoSubmit(Kernel(ctx), nr, iocbs));
+  }
+  return static_cast<int>(aiokit::compat::SubmitOurs(*c, nr, iocbs));
+}
+
+__attribute__((visibility("default"))) int aiokit_io_getevents_0_4(
+    io_context_t ctx, long min_nr, long nr, struct io_event* events,
+    struct timespec* timeout) {
+  std::shared_ptr<Context> c = Find(ctx);
+  if (!c) {
+    // libaio's shortcut: a poll of an empty kernel ring needs no system call.
+    auto* ring = reinterpret_cast<aiokit::internal::AioRing*>(ctx);
+    if (ring != nullptr && timeout != nullptr && timeout->tv_sec == 0 &&
+        timeout->tv_nsec == 0 && aiokit::internal::AioRingUsable(ring) &&
+        std::atomic_ref<unsigned>(ring->head).load(std::memory_order_relaxed) ==
+            std::atomic_ref<unsigned>(ring->tail).load(
+                std::memory_order_acquire)) {
+      return 0;
+    }
+    return static_cast<int>(aiokit::sys::real::IoGetevents(
+        Kernel(ctx), min_nr, nr, events, timeout));
+  }
+  return static_cast<int>(
+      aiokit::compat::GeteventsOurs(*c, min_nr, nr, events, timeout));
+}
+
+// libaio 0.1: no min_nr (one event is waited for).
+__attribute__((visibility("default"))) int aiokit_io_getevents_0_1(
+    io_context_t ctx, long nr, struct io_event* events,
+    const struct timespec* timeout) {
+  struct timespec ts;
+  struct timespec* t = nullptr;
+  if (timeout != nullptr) {
+    ts = *timeout;
+    t = &ts;
+  }
+  return aiokit_io_getevents_0_4(ctx, 1, nr, events, t);
+}
+
+__attribute__((visibility("default"))) int io_pgetevents(
+    io_context_t ctx, long min_nr, long nr, struct io_event* events,
+    struct timespec* timeout, sigset_t* sigmask) {
+  std::shared_ptr<Context> c = Find(ctx);
+  if (!c) {
+    aiokit::compat::AioSigset s{sigmask, _NSIG / 8};
+    return static_cast<int>(aiokit::sys::real::IoPgetevents(
+        Kernel(ctx), min_nr, nr, events, timeout,
+        sigmask != nullptr ? &s : nullptr));
+  }
+  // The mask holds for the wait, as the kernel's does (not atomically with
+  // the wait's start: a signal that arrives in between is taken before it).
+  sigset_t old;
+  if (sigmask != nullptr && ::pthread_sigmask(SIG_SETMASK, sigmask, &old) != 0) {
+    return -EINVAL;
+  }
+  const long r =
+      aiokit::compat::GeteventsOurs(*c, min_nr, nr, events, timeout);
+  if (sigmask != nullptr) (void)::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return static_cast<int>(r);
+}
+
+__attribute__((visibility("default"))) int aiokit_io_cancel_0_4(
+    io_context_t ctx, struct iocb* iocb, struct io_event* result) {
+  std::shared_ptr<Context> c = Find(ctx);
+  if (!c) {
+    return static_cast<int>(
+        aiokit::sys::real::IoCancel(Kernel(ctx), iocb, result));
+  }
+  if (iocb == nullptr) return -EFAULT;
+  if (iocb->aio_key != 0) return -EINVAL;  // the kernel's KIOCB_KEY
+  aiokit::Request* req = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(c->mu);
+    for (size_t k = 0; k < c->nr; ++k) {
+      if (c->user_iocb[k] == iocb) {
+        req = &c->reqs[k];
+        break;
+      }
+    }
+  }
+  if (req == nullptr) return -EINVAL;
+  aiokit::Status s = c->engine->Cancel(req);
+  // Cancelled: the event (-ECANCELED) comes through io_getevents, and the
+  // kernel says so with EINPROGRESS. Not cancellable: EINVAL, as the kernel
+  // says for every regular file.
+  return s.ok() ? -EINPROGRESS : -EINVAL;
+}
+
+// libaio 0.1: the event was returned through a local.
+__attribute__((visibility("default"))) int aiokit_io_cancel_0_1(
+    io_context_t ctx, struct iocb* iocb) {
+  struct io_event ev;
+  return aiokit_io_cancel_0_4(ctx, iocb, &ev);
+}
+
+__attribute__((visibility("default"))) int io_queue_init(int maxevents,
+                                                         io_context_t* ctxp) {
+  if (ctxp == nullptr) return -EFAULT;
+  if (maxevents < 0) return -EINVAL;
+  *ctxp = nullptr;
+  return io_setup(maxevents, ctxp);
+}
+
+__attribute__((visibility("default"))) int io_queue_release(io_context_t ctx) {
+  return io_destroy(ctx);
+}
+
+// Reaps without waiting and calls each iocb's callback (io_set_callback stores
+// it in aio_data); returns the last io_getevents result (0, or -errno).
+__attribute__((visibility("default"))) int io_queue_run(io_context_t ctx) {
+  struct timespec zero = {0, 0};
+  struct io_event ev;
+  int r;
+  while ((r = aiokit_io_getevents_0_4(ctx, 0, 1, &ev, &zero)) == 1) {
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): the ABI carries addresses
+    auto cb = reinterpret_cast<io_callback_t>(ev.data);
+    // NOLINTNEXTLINE(performance-no-int-to-ptr)
+    auto* iocb = reinterpret_cast<struct iocb*>(ev.obj);
+    cb(ctx, iocb, static_cast<long>(ev.res), static_cast<long>(ev.res2));
+  }
+  return r;
+}
+
+__attribute__((visibility("default"))) int aiokit_io_queue_wait_0_4(
+    io_context_t ctx, struct timespec* timeout) {
+  return aiokit_io_getevents_0_4(ctx, 0, 0, nullptr, timeout);
+}
+
+__attribute__((visibility("default"))) int aiokit_io_queue_wait_0_1(
+    io_context_t ctx, const struct timespec* timeout) {
+  struct timespec ts;
+  struct timespec* t = nullptr;
+  if (timeout != nullptr) {
+    ts = *timeout;
+    t = &ts;
+  }
+  return aiokit_io_getevents_0_4(ctx, 0, 0, nullptr, t);
+}
+
+}  // extern "C"
+// NOLINTEND(readability-identifier-naming)
+
+// The versioned names (see libaio.map): @@ is the default a new link binds to,
+// @ the old binding kept for programs linked against libaio 0.1.
+__asm__(".symver aiokit_io_getevents_0_4, io_getevents@@LIBAIO_0.4");
+__asm__(".symver aiokit_io_getevents_0_1, io_getevents@LIBAIO_0.1");
+__asm__(".symver aiokit_io_cancel_0_4, io_cancel@@LIBAIO_0.4");
+__asm__(".symver aiokit_io_cancel_0_1, io_cancel@LIBAIO_0.1");
+__asm__(".symver aiokit_io_queue_wait_0_4, io_queue_wait@@LIBAIO_0.4");
+__asm__(".symver aiokit_io_queue_wait_0_1, io_queue_wait@LIBAIO_0.1");
