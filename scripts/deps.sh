@@ -8,7 +8,7 @@ what=${1:-build}
 pkgs=(cmake make g++ pkg-config libcli11-dev nlohmann-json3-dev liburing-dev libxxhash-dev)
 case "$what" in
   build) ;;
-  test) pkgs+=(libgtest-dev libgmock-dev googletest clang-format clang-tidy python3) ;;
+  test) pkgs+=(libgtest-dev libgmock-dev googletest clang-format clang-tidy python3 libaio-dev fio) ;;
   bench) pkgs+=(libbenchmark-dev fio python3 python3-matplotlib util-linux) ;;
   *) echo "deps.sh: unknown set '$what' (build, test or bench)" >&2; exit 2 ;;
 esac

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs a libaio program built against the system's libaio: first with the system's library (the kernel's
+# answers), then with aiokit's drop-in on each engine. Checks that the drop-in was the library loaded, and,
+# with --transcript, that every engine printed exactly what the kernel did.
+# Usage: run.sh [--transcript] PROGRAM COMPAT_LIB_DIR TEST_DIR
+set -u
+transcript=0
+if [ "$1" = "--transcript" ]; then transcript=1; shift; fi
+prog=$1 libdir=$2 dir=$3
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+fail=0
+
+"$prog" "$dir" >"$out/kernel" 2>"$out/kernel.err"
+rc=$?
+if [ $rc -ne 0 ]; then
+  echo "FAIL: $(basename "$prog") with the system's libaio exited $rc"; cat "$out/kernel" "$out/kernel.err"; exit 1
+fi
+for engine in linux-aio io_uring threads; do
+  AIOKIT_ENGINE=$engine LD_LIBRARY_PATH=$libdir "$prog" "$dir" >"$out/$engine" 2>"$out/$engine.err"
+  rc=$?
+  if ! grep -q "libaio: $libdir/libaio.so.1" "$out/$engine.err"; then
+    echo "FAIL: $engine: the drop-in was not the library loaded: $(head -1 "$out/$engine.err")"; fail=1; continue
+  fi
+  # A kernel that refuses io_uring (or AIO) makes io_setup fail here, as it would with the system's libaio.
+  if [ $rc -ne 0 ] && grep -q "io_setup" "$out/$engine" && [ "$engine" != linux-aio ] && \
+     ! "$(dirname "$0")/engine_allowed.sh" "$engine"; then
+    echo "SKIP: $engine: not allowed on this machine"; continue
+  fi
+  if [ $rc -ne 0 ]; then
+    echo "FAIL: $(basename "$prog") on $engine exited $rc"; cat "$out/$engine" "$out/$engine.err"; fail=1; continue
+  fi
+  if [ $transcript -eq 1 ] && ! diff -u "$out/kernel" "$out/$engine" >"$out/diff"; then
+    echo "FAIL: $engine answers differently from the kernel:"; cat "$out/diff"; fail=1; continue
+  fi
+  echo "ok: $(basename "$prog") on $engine$( [ $transcript -eq 1 ] && echo ', the same answers as the kernel')"
+done
+exit $fail
