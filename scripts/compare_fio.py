@@ -70,6 +70,24 @@ ROWS.update({
                                     *FIO_URING], "the buffered path: page-cache copies"),
 })
 MATRIX_ROWS = [r for r in ROWS if r.startswith("matrix-")]
+# The libaio drop-in (issue 6): fio's libaio engine through compat/libaio.so.1 on an engine (side A) against
+# fio with the system's libaio (side B). Side A is ("fio", AIOKIT_ENGINE, options).
+LIBAIO = ["--ioengine=libaio"]
+ROWS.update({
+    "dropin-ram-linux-aio-qd32": ("ram", ("fio", "linux-aio", [*RR4K, "--iodepth=32", *LIBAIO])),
+    "dropin-ram-io_uring-qd32": ("ram", ("fio", "io_uring", [*RR4K, "--iodepth=32", *LIBAIO])),
+    "dropin-pc-threads-qd32": ("pc", ("fio", "threads", ["--rw=randread", "--bs=4k", "--direct=0", "--iodepth=32",
+                                                         "--invalidate=0", *LIBAIO])),
+    "dropin-pc-io_uring-qd32": ("pc", ("fio", "io_uring", ["--rw=randread", "--bs=4k", "--direct=0",
+                                                           "--iodepth=32", "--invalidate=0", *LIBAIO])),
+})
+for _name, _claim in (("dropin-ram-linux-aio-qd32", "drop-in on linux-aio costs <= 3% (ratio >= 0.97)"),
+                      ("dropin-ram-io_uring-qd32", "drop-in on io_uring >= 1.0x the system libaio"),
+                      ("dropin-pc-threads-qd32", "drop-in on threads >= 2x the system libaio (buffered)"),
+                      ("dropin-pc-io_uring-qd32", "drop-in on io_uring >= 2x the system libaio (buffered)")):
+    _target, (_, _engine, _opts) = ROWS[_name]
+    ROWS[_name] = (_target, ("fio", _engine, _opts), _opts, _claim)
+DROPIN_ROWS = [r for r in ROWS if r.startswith("dropin-")]
 # Rows behind earlier claims (issues 2-4), run with --rows=claims.
 CLAIM_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
               "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll",
@@ -93,8 +111,8 @@ def parse(doc):
     }
 
 
-def run(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+def run(cmd, env=None):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     if p.returncode != 0:
         sys.exit(f"compare_fio: {' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
     # fio may print warnings before its JSON.
@@ -107,6 +125,7 @@ def main():
     ap.add_argument("--aiokit", required=True)
     ap.add_argument("--ram", required=True)
     ap.add_argument("--disk-file", required=True)
+    ap.add_argument("--compat-lib", default="build/release/compat/lib")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runtime", type=int, default=5)
     ap.add_argument("--rows", default=",".join(DEFAULT_ROWS))
@@ -118,7 +137,8 @@ def main():
         return
     rows = []
     for r in a.rows.split(","):
-        rows += {"matrix": MATRIX_ROWS, "claims": CLAIM_ROWS, "all": list(ROWS)}.get(r, [r] if r else [])
+        rows += {"matrix": MATRIX_ROWS, "claims": CLAIM_ROWS, "dropin": DROPIN_ROWS,
+                 "all": list(ROWS)}.get(r, [r] if r else [])
     for r in rows:
         if r not in ROWS:
             sys.exit(f"compare_fio: unknown row {r!r}; --list shows them")
@@ -135,12 +155,19 @@ def main():
             subprocess.run(["cat", a.disk_file], stdout=subprocess.DEVNULL, check=True)
         size = ["--size=1g"]
         common = [f"--runtime={a.runtime}", "--time_based", "--output-format=json"]
-        ak_cmd = [a.aiokit, "bench", f"--filename={path}", *size, *ak_opts, *common]
+        ak_env = None
+        if isinstance(ak_opts, tuple):
+            # fio through the drop-in: the same fio, the same options, our libaio.so.1 first.
+            _, engine, opts = ak_opts
+            ak_env = dict(os.environ, AIOKIT_ENGINE=engine, LD_LIBRARY_PATH=os.path.abspath(a.compat_lib))
+            ak_cmd = ["fio", "--name=fio", f"--filename={path}", *size, *opts, *common, "--lat_percentiles=1"]
+        else:
+            ak_cmd = [a.aiokit, "bench", f"--filename={path}", *size, *ak_opts, *common]
         fio_cmd = ["fio", "--name=fio", f"--filename={path}", *size, *fio_opts, *common,
                    "--lat_percentiles=1"]
         rounds = []
         for i in range(a.rounds):
-            ak = parse(run(ak_cmd))
+            ak = parse(run(ak_cmd, ak_env))
             fo = parse(run(fio_cmd))
             rounds.append((ak, fo))
             print(f"# {name} round {i + 1}: aiokit {ak['iops']:.0f} IOPS, fio {fo['iops']:.0f} IOPS, "

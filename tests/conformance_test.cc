@@ -1056,11 +1056,13 @@ TEST_P(ConformanceTest, RegisteringBuffersOverTheMemlockLimitSaysSo) {
 
 // Each engine, and variants of their options: linux-aio's sleep-only wait path;
 // io_uring promised one thread (SINGLE_ISSUER, DEFER_TASKRUN, registered ring
-// fd), and with a kernel thread polling its submission queue.
+// fd), with COOP_TASKRUN for any thread (the libaio drop-in's setting), and
+// with a kernel thread polling its submission queue.
 const std::vector<std::string> kEngines = {
-    "linux-aio", "linux-aio/nospin", "threads",        "threads/ordered",
+    "linux-aio",     "linux-aio/nospin", "threads",        "threads/ordered",
 #if AIOKIT_HAVE_IO_URING
-    "io_uring",  "io_uring/single",  "io_uring/defer", "io_uring/sqpoll",
+    "io_uring",      "io_uring/single",  "io_uring/defer", "io_uring/sqpoll",
+    "io_uring/coop",
 #endif
 };
 

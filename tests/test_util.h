@@ -104,6 +104,8 @@ inline Result<std::unique_ptr<Engine>> MakeNamedEngine(
   } else if (variant == "defer") {
     options.single_thread = true;
     options.defer_taskrun = true;
+  } else if (variant == "coop") {
+    options.coop_taskrun = true;
   } else if (variant == "ordered") {
     options.threads_ordered_per_fd = true;
   } else if (variant == "sqpoll") {

@@ -119,6 +119,14 @@ struct EngineOptions {
   // destructor must run on that thread too: from another one, requests whose
   // completions are still deferred can never be waited for.
   bool defer_taskrun = false;
+  // Without single_thread: IORING_SETUP_COOP_TASKRUN with TASKRUN_FLAG anyway.
+  // No interrupt delivers a completion; it runs when the thread that submitted
+  // the request next enters the kernel (any system call, or this engine's own
+  // wait), which costs far less per I/O. Right when the submitting threads also
+  // reap or make system calls often (fio, most libaio programs; the libaio
+  // drop-in sets it); wrong when a thread submits and then computes for long
+  // while another waits for its completions.
+  bool coop_taskrun = false;
   // A kernel thread polls the submission queue (IORING_SETUP_SQPOLL): no system
   // call to submit. It sleeps after sqpoll_idle without work.
   bool sqpoll = false;

@@ -295,7 +295,7 @@ Status IoUringEngine::Init() {
     optional.push_back({IORING_SETUP_DEFER_TASKRUN, "DEFER_TASKRUN"});
   }
   if (single) optional.push_back({IORING_SETUP_SINGLE_ISSUER, "SINGLE_ISSUER"});
-  if (single && !options_.sqpoll) {
+  if ((single || options_.coop_taskrun) && !options_.sqpoll) {
     optional.push_back({IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"});
     optional.push_back({IORING_SETUP_TASKRUN_FLAG, "TASKRUN_FLAG"});
   }
@@ -373,8 +373,10 @@ Status IoUringEngine::Init() {
   }
   if (!single) {
     caps_.fallbacks.emplace_back(
-        "SINGLE_ISSUER, DEFER_TASKRUN, COOP_TASKRUN, registered ring fd: not "
-        "used, any thread may call (EngineOptions::single_thread is false)");
+        std::string("SINGLE_ISSUER, DEFER_TASKRUN, ") +
+        (options_.coop_taskrun ? "" : "COOP_TASKRUN, ") +
+        "registered ring fd: not used, any thread may call "
+        "(EngineOptions::single_thread is false)");
   }
   caps_.sqpoll = options_.sqpoll;
   caps_.iopoll = options_.iopoll;
