@@ -29,6 +29,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -63,12 +64,24 @@ constexpr unsigned kMaxEvents = 0x10000000U / sizeof(io_event);
 // The engines' largest queue (io_uring's SQ).
 constexpr unsigned kMaxEngineDepth = 32768;
 
+struct FreeDeleter {
+  void operator()(void* p) const noexcept { std::free(p); }
+};
+
 // One context of ours.
 struct Context {
-  // MUST be first: the io_context_t points here.
-  internal::AioRing ring{};
-  std::unique_ptr<Engine> engine;
-  unsigned nr = 0;  // events the caller asked for
+  // What the io_context_t points at: a header in the kernel's aio_ring layout.
+  // io_uring: the header alone, with a magic that is not the kernel's, so
+  // that programs reaping in user space call io_getevents. threads: a ring
+  // the program may reap from in user space, written by OnComplete (the
+  // engine's completion callback) as the kernel's aio_complete writes its own.
+  // Declared before the engine, so that it outlives the engine's workers.
+  std::unique_ptr<void, FreeDeleter> ring_mem;
+  internal::AioRing* ring = nullptr;
+  bool user_ring = false;  // threads: events go through `ring`
+  unsigned ring_nr = 0;    // slots in `ring`
+
+  unsigned nr = 0;  // requests the context holds (>= maxevents asked for)
   std::mutex mu;    // the pool
   std::vector<Request> reqs;
   std::vector<Request*> free_reqs;
@@ -76,8 +89,25 @@ struct Context {
   std::vector<struct iocb*> user_iocb;
   std::vector<uint64_t> user_data;
 
+  // user_ring: producers (OnComplete) and io_getevents under ring_mu.
+  std::mutex ring_mu;
+  std::condition_variable ring_cv;
+  unsigned ring_waiters = 0;
+  std::atomic<unsigned> in_flight{0};
+
+  std::unique_ptr<Engine> engine;
+
+  ~Context() { engine.reset(); }  // first: its workers call OnComplete
+
   size_t IndexOf(const Request* r) const {
     return static_cast<size_t>(r - reqs.data());
+  }
+  unsigned RingOccupancy() const noexcept {
+    const unsigned head =
+        std::atomic_ref<unsigned>(ring->head).load(std::memory_order_acquire);
+    const unsigned tail =
+        std::atomic_ref<unsigned>(ring->tail).load(std::memory_order_acquire);
+    return tail >= head ? tail - head : tail + ring_nr - head;
   }
 };
 
@@ -112,6 +142,8 @@ Result<EngineKind> WantedKind() {
   return ResolveEngineKind(o);
 }
 
+void OnComplete(void* arg, Request* r);
+
 long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
   auto c = std::make_shared<Context>();
   EngineOptions o;
@@ -127,6 +159,25 @@ long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
   // NOLINTNEXTLINE(concurrency-mt-unsafe)
   const char* coop = std::getenv("AIOKIT_COMPAT_COOP_TASKRUN");
   o.coop_taskrun = coop == nullptr || std::string_view(coop) != "0";
+  c->user_ring = kind == EngineKind::kThreads;
+  c->nr = o.queue_depth;
+  // Room for every request's event, and the one empty slot that tells a full
+  // ring from an empty one.
+  c->ring_nr = c->user_ring ? c->nr + 1 : 0;
+  const size_t bytes =
+      sizeof(internal::AioRing) + size_t{c->ring_nr} * sizeof(io_event);
+  c->ring_mem.reset(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
+  if (!c->ring_mem) return -ENOMEM;
+  std::memset(c->ring_mem.get(), 0, bytes);
+  c->ring = static_cast<internal::AioRing*>(c->ring_mem.get());
+  c->ring->nr = c->ring_nr;
+  // Not AIO_RING_MAGIC for io_uring: reap through io_getevents.
+  c->ring->magic = c->user_ring ? internal::kAioRingMagic : kOurRingMagic;
+  c->ring->header_length = sizeof(internal::AioRing);
+  if (c->user_ring) {
+    o.on_complete = &OnComplete;
+    o.on_complete_arg = c.get();
+  }
   Result<std::unique_ptr<Engine>> e = MakeEngine(o);
   if (!e.ok()) {
     // The kernel's answer when a context cannot be had for resources.
@@ -134,21 +185,18 @@ long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
     return err == EINVAL || err == ENOMEM ? -err : -EAGAIN;
   }
   c->engine = std::move(*e);
-  c->nr = o.queue_depth;
   c->reqs = std::vector<Request>(c->nr);
   c->free_reqs.reserve(c->nr);
   for (size_t i = c->nr; i-- > 0;) c->free_reqs.push_back(&c->reqs[i]);
   c->user_iocb.assign(c->nr, nullptr);
   c->user_data.assign(c->nr, 0);
-  c->ring.magic = kOurRingMagic;  // not AIO_RING_MAGIC: use io_getevents
-  c->ring.header_length = sizeof(internal::AioRing);
   Registry& r = Contexts();
   {
     std::unique_lock<std::shared_mutex> lock(r.mu);
-    r.map.emplace(reinterpret_cast<uintptr_t>(&c->ring), c);
+    r.map.emplace(reinterpret_cast<uintptr_t>(c->ring), c);
     r.count.fetch_add(1, std::memory_order_release);
   }
-  *ctxp = reinterpret_cast<io_context_t>(&c->ring);
+  *ctxp = reinterpret_cast<io_context_t>(c->ring);
   return 0;
 }
 
@@ -299,9 +347,17 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
   if (nr == 0) return 0;
   if (iocbs == nullptr) return -EFAULT;
   nr = std::min<long>(nr, c.nr);
-  std::vector<Request*> batch;
-  batch.reserve(static_cast<size_t>(nr));
+  thread_local std::vector<Request*> batch;
+  batch.clear();
   long first_error = 0;
+  // threads: events not yet reaped hold ring slots, as in the kernel; a ring
+  // full of them refuses more (EAGAIN).
+  long room = nr;
+  if (c.user_ring) {
+    room = static_cast<long>(c.ring_nr) - 1 -
+           static_cast<long>(c.RingOccupancy()) -
+           static_cast<long>(c.in_flight.load(std::memory_order_acquire));
+  }
   {
     std::lock_guard<std::mutex> lock(c.mu);
     for (long i = 0; i < nr; ++i) {
@@ -314,7 +370,7 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
         first_error = err;
         break;
       }
-      if (c.free_reqs.empty()) {
+      if (c.free_reqs.empty() || i >= room) {
         first_error = -EAGAIN;
         break;
       }
@@ -327,6 +383,9 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
       batch.push_back(r);
     }
   }
+  // Counted before the engine sees them: a worker may complete one at once.
+  c.in_flight.fetch_add(static_cast<unsigned>(batch.size()),
+                        std::memory_order_acq_rel);
   size_t accepted = 0;
   while (accepted < batch.size()) {
     SubmitResult sr = c.engine->Submit(std::span<Request* const>(
@@ -340,6 +399,8 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
     }
   }
   if (accepted < batch.size()) {
+    c.in_flight.fetch_sub(static_cast<unsigned>(batch.size() - accepted),
+                          std::memory_order_acq_rel);
     std::lock_guard<std::mutex> lock(c.mu);
     for (size_t i = accepted; i < batch.size(); ++i) {
       c.free_reqs.push_back(batch[i]);
@@ -354,6 +415,67 @@ nanoseconds TimeoutOf(const timespec* ts) {
   return std::chrono::seconds(ts->tv_sec) + nanoseconds(ts->tv_nsec);
 }
 
+// The threads engine's completion callback: the event goes to the context's
+// ring (the kernel's aio_complete: the event, then tail with release), the
+// request back to the pool, and a sleeping io_getevents is woken.
+void OnComplete(void* arg, Request* r) {
+  auto* c = static_cast<Context*>(arg);
+  const size_t k = c->IndexOf(r);
+  io_event ev{};
+  struct iocb* cb = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(c->mu);
+    cb = c->user_iocb[k];
+    ev.data = c->user_data[k];
+    c->user_iocb[k] = nullptr;
+  }
+  ev.obj = reinterpret_cast<uint64_t>(cb);
+  ev.res = r->rval;
+  ev.res2 = 0;
+  if (r->rval == -EBADF) Facts().Forget(r->fd);
+  {
+    std::lock_guard<std::mutex> lock(c->ring_mu);
+    const unsigned tail = std::atomic_ref<unsigned>(c->ring->tail)
+                              .load(std::memory_order_relaxed);
+    c->ring->events()[tail] = ev;
+    std::atomic_ref<unsigned>(c->ring->tail)
+        .store(tail + 1 == c->ring_nr ? 0 : tail + 1,
+               std::memory_order_release);
+    // The ring holds it now; it no longer counts as in flight.
+    c->in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    if (c->ring_waiters != 0) c->ring_cv.notify_all();
+  }
+  std::lock_guard<std::mutex> lock(c->mu);
+  c->free_reqs.push_back(r);
+}
+
+// io_getevents on a threads context: the kernel's read_events, from the ring.
+long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
+                   const timespec* timeout) {
+  const auto want = static_cast<size_t>(nr);
+  const auto need = static_cast<size_t>(min_nr);
+  const bool forever = timeout == nullptr;
+  const auto deadline =
+      forever ? std::chrono::steady_clock::time_point::max()
+              : std::chrono::steady_clock::now() + TimeoutOf(timeout);
+  std::unique_lock<std::mutex> lock(c.ring_mu);
+  size_t n = 0;
+  for (;;) {
+    (void)internal::ConsumeAioRing(
+        c.ring, want - n, [&](const io_event& ev) { events[n++] = ev; });
+    if (n >= need || n == want) break;
+    if (!forever && std::chrono::steady_clock::now() >= deadline) break;
+    ++c.ring_waiters;
+    if (forever) {
+      c.ring_cv.wait(lock);
+    } else {
+      (void)c.ring_cv.wait_until(lock, deadline);
+    }
+    --c.ring_waiters;
+  }
+  return static_cast<long>(n);
+}
+
 long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
                    const timespec* timeout) {
   if (min_nr > nr || min_nr < 0) {
@@ -363,7 +485,10 @@ long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
     // kernel could give).
     if (timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0) {
       std::lock_guard<std::mutex> lock(c.mu);
-      if (c.free_reqs.size() == c.nr) return 0;
+      if (c.free_reqs.size() == c.nr &&
+          (!c.user_ring || c.RingOccupancy() == 0)) {
+        return 0;
+      }
     }
     return -EINVAL;
   }
@@ -376,6 +501,7 @@ long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
     return 0;
   }
   if (events == nullptr) return -EFAULT;
+  if (c.user_ring) return GeteventsRing(c, min_nr, nr, events, timeout);
   const size_t want = std::min<size_t>(static_cast<size_t>(nr), c.nr);
   // One buffer per thread: no allocation per call.
   thread_local std::vector<Request*> out;

@@ -103,6 +103,16 @@ struct EngineOptions {
   // Also set by AIOKIT_ENGINE_FALLBACK=0.
   bool allow_fallback = true;
 
+  // Completion callbacks (the threads engine only; the others refuse them).
+  // When set, each completed request is handed to on_complete(arg, req) on the
+  // thread that completed it (a worker, or the thread calling Cancel) instead
+  // of to Reap; req->rval is set and the engine no longer touches the request
+  // (it may be prepared and submitted again at once). The request's eventfd
+  // and NotifyFd are still signalled, after the call. It must not block for
+  // long nor call this engine's Shutdown or destructor.
+  void (*on_complete)(void* arg, Request* req) = nullptr;
+  void* on_complete_arg = nullptr;
+
   // ---- io_uring ----
   // The caller promises that one thread, the one that creates the engine, makes
   // every call (Submit, Reap, Cancel, Register*, Shutdown). The engine can then

@@ -71,6 +71,14 @@ bool AllowFallback(const EngineOptions& options) {
 
 Result<std::unique_ptr<Engine>> MakeOne(EngineKind kind,
                                         const EngineOptions& options) {
+  if (options.on_complete != nullptr && kind != EngineKind::kThreads &&
+      kind != EngineKind::kDefault && kind != EngineKind::kAuto) {
+    return Status::Error(
+        Errc::kUnsupported,
+        std::string("engine ") + EngineKindName(kind) +
+            ": EngineOptions::on_complete (completion "
+            "callbacks) is offered by the threads engine only");
+  }
   switch (kind) {
     case EngineKind::kLinuxAio:
       return internal::MakeLinuxAioEngine(options);

@@ -152,6 +152,8 @@ class ThreadsEngine final : public Engine {
   void CompleteToRing(Request* req, int64_t res);
   // A completion without a ring slot (noop, refusal, cancel): the done list.
   void CompleteLocally(Request* req, int64_t res, Origin origin);
+  // With EngineOptions::on_complete: hands the completed request over.
+  void Deliver(Request* req, int64_t res, Origin origin);
   // Wakes a reaper sleeping on event_seq_ (after every completion).
   void Signal() noexcept;
 
@@ -776,7 +778,28 @@ void ThreadsEngine::WorkerMain(size_t slot) {
   if (thread_prio != 0) (void)sys::IoprioSetThread(0);
 }
 
+void ThreadsEngine::Deliver(Request* req, int64_t res, Origin origin) {
+  req->rval = res;
+  req->origin = origin;
+  const int resfd = req->resfd;
+  req->engine_state.store(kCompleted, std::memory_order_relaxed);
+  completed_.fetch_add(1, std::memory_order_relaxed);
+  in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  TsanRelease(req);
+  // From here on the request is the caller's.
+  options_.on_complete(options_.on_complete_arg, req);
+  if (notify_fd_ >= 0) (void)sys::EventfdWrite(notify_fd_, 1);
+  if (resfd >= 0) (void)sys::EventfdWrite(resfd, 1);
+  Signal();
+}
+
 void ThreadsEngine::CompleteToRing(Request* req, int64_t res) {
+  if (options_.on_complete != nullptr) {
+    // No ring: the slot taken at submission is free at once.
+    ReturnSlots(1);
+    Deliver(req, res, Origin::kEngine);
+    return;
+  }
   req->rval = res;
   req->origin = Origin::kEngine;
   const int resfd = req->resfd;
@@ -803,6 +826,11 @@ void ThreadsEngine::CompleteToRing(Request* req, int64_t res) {
 }
 
 void ThreadsEngine::CompleteLocally(Request* req, int64_t res, Origin origin) {
+  if (options_.on_complete != nullptr) {
+    in_flight_.fetch_add(1, std::memory_order_relaxed);  // Deliver takes it
+    Deliver(req, res, origin);
+    return;
+  }
   req->rval = res;
   req->origin = origin;
   const int resfd = req->resfd;
