@@ -93,6 +93,7 @@ struct Context {
   std::mutex ring_mu;
   std::condition_variable ring_cv;
   unsigned ring_waiters = 0;
+  bool dead = false;  // io_destroy was called: waiters return
   std::atomic<unsigned> in_flight{0};
 
   std::unique_ptr<Engine> engine;
@@ -464,6 +465,7 @@ long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
     (void)internal::ConsumeAioRing(
         c.ring, want - n, [&](const io_event& ev) { events[n++] = ev; });
     if (n >= need || n == want) break;
+    if (c.dead) return n != 0 ? static_cast<long>(n) : -EINVAL;
     if (!forever && std::chrono::steady_clock::now() >= deadline) break;
     ++c.ring_waiters;
     if (forever) {
@@ -586,8 +588,14 @@ __attribute__((visibility("default"))) int io_destroy(io_context_t ctx) {
     if (r.map.erase(reinterpret_cast<uintptr_t>(ctx)) == 0) return -EINVAL;
     r.count.fetch_sub(1, std::memory_order_release);
   }
-  // As the kernel: wait for what is in flight; unreaped events are dropped.
+  // As the kernel: wait for what is in flight; unreaped events are dropped,
+  // and a thread waiting in io_getevents returns.
   (void)c->engine->Shutdown(aiokit::kForever);
+  {
+    std::lock_guard<std::mutex> lock(c->ring_mu);
+    c->dead = true;
+    c->ring_cv.notify_all();
+  }
   return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libaio.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,12 @@ static int user_reap(io_context_t ctx, struct io_event* out, int max, int* used_
   }
   __atomic_store_n(&ring->head, head, __ATOMIC_RELEASE);
   return n;
+}
+
+static void* wait_forever(void* arg) {
+  struct io_event ev;
+  long r = io_getevents(*(io_context_t*)arg, 1, 1, &ev, NULL);
+  return (void*)r;
 }
 
 int main(int argc, char** argv) {
@@ -252,6 +259,23 @@ int main(int argc, char** argv) {
   CHECK(io_submit(ctx, 16, ptrs) == 16, "submit before destroy");
   CHECK(io_destroy(ctx) == 0, "io_destroy with 16 in flight");
   printf("io_destroy with requests in flight: ok\n");
+
+  /* 8. io_destroy while another thread waits in io_getevents with no timeout: the waiter returns. */
+  {
+    io_context_t idle = 0;
+    CHECK(io_setup(4, &idle) == 0, "io_setup");
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, wait_forever, &idle) == 0, "thread");
+    usleep(50 * 1000);
+    CHECK(io_destroy(idle) == 0, "io_destroy with a waiter");
+    void* ret = NULL;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    int j = pthread_timedjoin_np(t, &ret, &until);
+    CHECK(j == 0, "the waiter returned after io_destroy (join: %d)", j);
+    if (j == 0) printf("io_destroy wakes a waiting io_getevents: it returned %ld\n", (long)ret);
+  }
 
   close(fd);
   close(efd);
