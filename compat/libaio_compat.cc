@@ -467,6 +467,24 @@ long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
     if (n >= need || n == want) break;
     if (c.dead) return n != 0 ? static_cast<long>(n) : -EINVAL;
     if (!forever && std::chrono::steady_clock::now() >= deadline) break;
+    // Rather than sleep, do a queued read or write here (as the engine's own
+    // Reap does): its event lands in the ring (OnComplete takes ring_mu).
+    lock.unlock();
+    bool helped = c.engine->RunQueuedOnce();
+    if (!helped && c.in_flight.load(std::memory_order_relaxed) != 0) {
+      // A completion is usually microseconds away: watch the ring a little
+      // before a sleep and a wake-up (tens of microseconds on a VM).
+      const auto spin_until =
+          std::chrono::steady_clock::now() + std::chrono::microseconds(30);
+      while (c.RingOccupancy() == 0 &&
+             std::chrono::steady_clock::now() < spin_until) {
+        helped = c.engine->RunQueuedOnce();
+        if (helped) break;
+      }
+    }
+    lock.lock();
+    // Events that came while the lock was free found no waiter to wake.
+    if (helped || c.RingOccupancy() != 0) continue;
     ++c.ring_waiters;
     if (forever) {
       c.ring_cv.wait(lock);

@@ -21,11 +21,14 @@ truncate -s 1G "$img"
 loop=$(losetup -f --show "$img")
 dd if=/dev/zero of="$loop" bs=1M count=1024 oflag=direct status=none
 mkdir -p docs/img
+# Debian's python3-matplotlib belongs to Debian's python3, which a pyenv or venv on PATH may hide.
+py=python3
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then py=/usr/bin/python3; fi
 "$aiokit" bench --filename="$loop" --rw=randread --bs=4k --direct=1 --runtime="$runtime" --time_based \
   --sweep=iodepth=1,2,4,8,16,32,64,128 --compare --output-format=json >docs/img/sweep-ram.json
-python3 scripts/plot-bench.py docs/img/sweep-ram.json docs/img/sweep-ram.png
+"$py" scripts/plot-bench.py docs/img/sweep-ram.json docs/img/sweep-ram.png
 "$aiokit" bench --name=aiokit-io_uring --filename="$loop" --rw=randread --bs=4k --direct=1 --iodepth=32 \
   --engine=io_uring --runtime=$((runtime * 3)) --time_based --output-format=json >docs/img/latency-aiokit.json
 fio --name=fio-io_uring --filename="$loop" --rw=randread --bs=4k --direct=1 --iodepth=32 --ioengine=io_uring \
   --runtime=$((runtime * 3)) --time_based --output-format=json >docs/img/latency-fio.json
-python3 scripts/plot-bench.py docs/img/latency-aiokit.json docs/img/latency-fio.json docs/img/latency-ram-qd32.png
+"$py" scripts/plot-bench.py docs/img/latency-aiokit.json docs/img/latency-fio.json docs/img/latency-ram-qd32.png

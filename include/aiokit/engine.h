@@ -285,6 +285,13 @@ class Engine {
   // REQUIRES: nothing in flight. kUnsupported on engines without the feature.
   virtual Status RegisterFiles(std::span<const int> fds);
 
+  // Lets the calling thread do one queued request itself instead of idling
+  // while it waits: the threads engine runs the most urgent plain read or
+  // write that can complete without blocking (RWF_NOWAIT). True if it did.
+  // Reap already does this; it is for callers that wait for completions
+  // elsewhere (EngineOptions::on_complete). Other engines: false.
+  virtual bool RunQueuedOnce() { return false; }
+
   // Stops accepting submissions and waits up to `timeout` for the requests in
   // flight, keeping their completions for Reap. OK when nothing is left in
   // flight (kernel resources are then released); kTimedOut when some are: they

@@ -161,6 +161,7 @@ class ThreadsEngine final : public Engine {
   // blocking (RWF_NOWAIT): the waiting thread's CPU does the work a worker
   // would. True when it completed one.
   bool HelpOnce();
+  bool RunQueuedOnce() override { return HelpOnce(); }
 
   // EAGAIN: reap the ring into the done list so that slots come back.
   bool MakeRoom(std::chrono::microseconds delay);
