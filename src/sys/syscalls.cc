@@ -61,7 +61,8 @@ long IoCancel(aio_context_t ctx, struct iocb* iocb, io_event* result) noexcept {
 }
 long IoPgetevents(aio_context_t ctx, long min_nr, long nr, io_event* events,
                   timespec* timeout, const void* usig) noexcept {
-  return Ret(syscall(SYS_io_pgetevents, ctx, min_nr, nr, events, timeout, usig));
+  return Ret(
+      syscall(SYS_io_pgetevents, ctx, min_nr, nr, events, timeout, usig));
 }
 
 }  // namespace real

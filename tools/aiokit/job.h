@@ -25,8 +25,8 @@ struct JobOptions {
   std::string rw = "randread";  // read write randread randwrite rw randrw
   unsigned rwmixread = 50;      // percent of reads in rw / randrw
   uint64_t bs = 4096;
-  uint64_t bs_min = 0, bs_max = 0;    // --bsrange; 0: --bs for every request
-  unsigned iodepth = 32;              // fio: 1
+  uint64_t bs_min = 0, bs_max = 0;  // --bsrange; 0: --bs for every request
+  unsigned iodepth = 32;            // fio: 1
   // Requests per submission call: fio's meaning (0: iodepth). Unset: a
   // quarter of iodepth, at least 1 (fio's default is 1): a device starts on
   // the first requests while the rest are submitted, and the CPU-bound case
