@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -88,6 +89,22 @@ struct Context {
   // Per request (by index): the caller's iocb and its aio_data at submission.
   std::vector<struct iocb*> user_iocb;
   std::vector<uint64_t> user_data;
+  // io_cancel holds a request here (a count) while it asks the engine, so
+  // that the request is not freed and reused for another iocb meanwhile; a
+  // completion that comes then leaves the freeing to io_cancel.
+  std::vector<uint8_t> pinned;
+  std::vector<uint8_t> free_deferred;
+
+  // Under mu: the request goes back to the pool, unless io_cancel holds it.
+  void Release(Request* r) {
+    const size_t k = IndexOf(r);
+    user_iocb[k] = nullptr;
+    if (pinned[k] != 0) {
+      free_deferred[k] = 1;
+    } else {
+      free_reqs.push_back(r);
+    }
+  }
 
   // user_ring: producers (OnComplete) and io_getevents under ring_mu.
   std::mutex ring_mu;
@@ -191,6 +208,8 @@ long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
   for (size_t i = c->nr; i-- > 0;) c->free_reqs.push_back(&c->reqs[i]);
   c->user_iocb.assign(c->nr, nullptr);
   c->user_data.assign(c->nr, 0);
+  c->pinned.assign(c->nr, 0);
+  c->free_deferred.assign(c->nr, 0);
   Registry& r = Contexts();
   {
     std::unique_lock<std::shared_mutex> lock(r.mu);
@@ -201,14 +220,15 @@ long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
   return 0;
 }
 
-// What io_submit must know about a descriptor: whether it is open, its access
-// mode, and whether it is an eventfd; one fcntl (and one readlink) per
-// descriptor number the first time, not per iocb. A system call per request
-// cost 15-20% of the IOPS through fio (fio submits one iocb per io_submit).
-// The price: a descriptor closed after its first use here (or replaced by
-// dup2 with another access mode) is still taken as it was, and a request on
-// it fails in its completion (EBADF) instead of at io_submit, after which it
-// is asked about again.
+// What io_submit must know about a descriptor: whether it is open and its
+// access mode, asked once per descriptor number (fcntl), not per iocb: a
+// system call per request cost 15-20% of the IOPS through fio (fio submits one
+// iocb per io_submit). A request is never refused on what was remembered (the
+// number may be another file's by now): the cache is asked again first. The
+// price: a request on a descriptor closed after its first use here is not
+// refused at io_submit but fails in its completion (EBADF), after which the
+// number is asked about again. Eventfds (IOCB_FLAG_RESFD) are looked at
+// every time.
 class FdFacts {
  public:
   // O_RDONLY, O_WRONLY or O_RDWR; -1 if fd is not open.
@@ -225,35 +245,27 @@ class FdFacts {
     }
     return mode;
   }
-  bool IsEventfd(int fd) {
-    if (fd >= 0 && fd < kCached) {
-      const int8_t e = eventfd_[fd].load(std::memory_order_relaxed);
-      if (e != 0) return e == 1;
-    }
+  // Asked every time: the engine signals the eventfd by number, so a stale
+  // "yes" would write into whatever file took that number.
+  static bool IsEventfd(int fd) {
     char path[64];
     char link[64] = {};
     std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     const ssize_t n = ::readlink(path, link, sizeof(link) - 1);
-    if (n < 0) return false;  // not open: not cached
-    const bool yes = std::string_view(link, static_cast<size_t>(n)) ==
-                     "anon_inode:[eventfd]";
-    if (fd < kCached) {
-      eventfd_[fd].store(yes ? 1 : 2, std::memory_order_relaxed);
-    }
-    return yes;
+    return n >= 0 && std::string_view(link, static_cast<size_t>(n)) ==
+                         "anon_inode:[eventfd]";
   }
-  // A descriptor poll found closed: forget what was cached about it.
+  // Forgets what was cached about fd (it failed with EBADF, or the cache
+  // would refuse a request on it).
   void Forget(int fd) {
     if (fd >= 0 && fd < kCached) {
       mode_[fd].store(0, std::memory_order_relaxed);
-      eventfd_[fd].store(0, std::memory_order_relaxed);
     }
   }
 
  private:
   static constexpr int kCached = 1 << 16;
-  std::atomic<int8_t> mode_[kCached] = {};     // access mode + 1; 0 unknown
-  std::atomic<int8_t> eventfd_[kCached] = {};  // 1 yes, 2 no, 0 unknown
+  std::atomic<int8_t> mode_[kCached] = {};  // access mode + 1; 0 unknown
 };
 
 FdFacts& Facts() {
@@ -267,12 +279,22 @@ long CheckIocb(const struct iocb* cb) {
   if (cb->aio_reserved2 != 0) return -EINVAL;
   if (static_cast<int64_t>(cb->aio_nbytes) < 0) return -EINVAL;
   const int fd = static_cast<int>(cb->aio_fildes);
-  const int mode = Facts().AccessMode(fd);
+  const unsigned op = cb->aio_lio_opcode;
+  const bool reads = op == IOCB_CMD_PREAD || op == IOCB_CMD_PREADV;
+  const bool writes = op == IOCB_CMD_PWRITE || op == IOCB_CMD_PWRITEV;
+  int mode = Facts().AccessMode(fd);
+  if (mode < 0 || (reads && mode == O_WRONLY) || (writes && mode == O_RDONLY)) {
+    // Never refuse on what was remembered: the number may be another file's
+    // by now. Ask again.
+    Facts().Forget(fd);
+    mode = Facts().AccessMode(fd);
+  }
   if (mode < 0) return -EBADF;
   if ((cb->aio_flags & IOCB_FLAG_RESFD) != 0) {
-    if (Facts().AccessMode(static_cast<int>(cb->aio_resfd)) < 0) return -EBADF;
+    const int resfd = static_cast<int>(cb->aio_resfd);
+    if (::fcntl(resfd, F_GETFD) < 0) return -EBADF;
     // An eventfd is the only thing the kernel signals.
-    if (!Facts().IsEventfd(static_cast<int>(cb->aio_resfd))) return -EINVAL;
+    if (!FdFacts::IsEventfd(resfd)) return -EINVAL;
   }
   switch (cb->aio_lio_opcode) {
     case IOCB_CMD_PREAD:
@@ -352,12 +374,19 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
   batch.clear();
   long first_error = 0;
   // threads: events not yet reaped hold ring slots, as in the kernel; a ring
-  // full of them refuses more (EAGAIN).
+  // full of them refuses more (EAGAIN). The slots are reserved under ring_mu,
+  // where OnComplete moves a request from in flight to the ring, so that
+  // submitters racing each other or a completion cannot overfill it.
   long room = nr;
   if (c.user_ring) {
-    room = static_cast<long>(c.ring_nr) - 1 -
-           static_cast<long>(c.RingOccupancy()) -
-           static_cast<long>(c.in_flight.load(std::memory_order_acquire));
+    std::lock_guard<std::mutex> lock(c.ring_mu);
+    room = std::clamp<long>(
+        static_cast<long>(c.ring_nr) - 1 -
+            static_cast<long>(c.RingOccupancy()) -
+            static_cast<long>(c.in_flight.load(std::memory_order_relaxed)),
+        0, nr);
+    c.in_flight.fetch_add(static_cast<unsigned>(room),
+                          std::memory_order_relaxed);
   }
   {
     std::lock_guard<std::mutex> lock(c.mu);
@@ -384,9 +413,12 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
       batch.push_back(r);
     }
   }
-  // Counted before the engine sees them: a worker may complete one at once.
-  c.in_flight.fetch_add(static_cast<unsigned>(batch.size()),
-                        std::memory_order_acq_rel);
+  if (c.user_ring && static_cast<size_t>(room) > batch.size()) {
+    // Reserved and not used.
+    c.in_flight.fetch_sub(
+        static_cast<unsigned>(room) - static_cast<unsigned>(batch.size()),
+        std::memory_order_relaxed);
+  }
   size_t accepted = 0;
   while (accepted < batch.size()) {
     SubmitResult sr = c.engine->Submit(std::span<Request* const>(
@@ -400,10 +432,13 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
     }
   }
   if (accepted < batch.size()) {
-    c.in_flight.fetch_sub(static_cast<unsigned>(batch.size() - accepted),
-                          std::memory_order_acq_rel);
+    if (c.user_ring) {
+      c.in_flight.fetch_sub(static_cast<unsigned>(batch.size() - accepted),
+                            std::memory_order_relaxed);
+    }
     std::lock_guard<std::mutex> lock(c.mu);
     for (size_t i = accepted; i < batch.size(); ++i) {
+      c.user_iocb[c.IndexOf(batch[i])] = nullptr;
       c.free_reqs.push_back(batch[i]);
     }
   }
@@ -428,7 +463,6 @@ void OnComplete(void* arg, Request* r) {
     std::lock_guard<std::mutex> lock(c->mu);
     cb = c->user_iocb[k];
     ev.data = c->user_data[k];
-    c->user_iocb[k] = nullptr;
   }
   ev.obj = reinterpret_cast<uint64_t>(cb);
   ev.res = r->rval;
@@ -447,7 +481,7 @@ void OnComplete(void* arg, Request* r) {
     if (c->ring_waiters != 0) c->ring_cv.notify_all();
   }
   std::lock_guard<std::mutex> lock(c->mu);
-  c->free_reqs.push_back(r);
+  c->Release(r);
 }
 
 // io_getevents on a threads context: the kernel's read_events, from the ring.
@@ -542,8 +576,7 @@ long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
     events[i].res2 = 0;
     // A descriptor closed since it was cached: ask about it again next time.
     if (r->rval == -EBADF) Facts().Forget(r->fd);
-    c.user_iocb[k] = nullptr;
-    c.free_reqs.push_back(r);
+    c.Release(r);
   }
   return static_cast<long>(*got);
 }
@@ -698,12 +731,21 @@ __attribute__((visibility("default"))) int aiokit_io_cancel_0_4(
     for (size_t k = 0; k < c->nr; ++k) {
       if (c->user_iocb[k] == iocb) {
         req = &c->reqs[k];
+        ++c->pinned[k];
         break;
       }
     }
   }
   if (req == nullptr) return -EINVAL;
   aiokit::Status s = c->engine->Cancel(req);
+  {
+    std::lock_guard<std::mutex> lock(c->mu);
+    const size_t k = c->IndexOf(req);
+    if (--c->pinned[k] == 0 && c->free_deferred[k] != 0) {
+      c->free_deferred[k] = 0;
+      c->free_reqs.push_back(req);
+    }
+  }
   // Cancelled: the event (-ECANCELED) comes through io_getevents, and the
   // kernel says so with EINPROGRESS. Not cancellable: EINVAL, as the kernel
   // says for every regular file.

@@ -490,6 +490,42 @@ TEST(ThreadsEngineTest, OtherEnginesRefuseCompletionCallbacks) {
   }
 }
 
+// A read from a pipe that holds less than asked returns what it has, and a
+// read tried without blocking that moved part of the data is never redone
+// from the start (which would lose what the first part took from the pipe).
+TEST(ThreadsEngineTest, AShortReadFromAPipeKeepsWhatItRead) {
+  EngineOptions o;
+  o.queue_depth = 4;
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  std::string sent(100, '\0');
+  for (size_t i = 0; i < sent.size(); ++i)
+    sent[i] = static_cast<char>('a' + i % 26);
+  ASSERT_EQ(::write(p[1], sent.data(), sent.size()), 100);
+  std::vector<char> buf(4096, 0);
+  Request r;
+  r.PrepRead(p[0], buf.data(), buf.size(), 0);
+  Request* rp = &r;
+  ASSERT_EQ(e->Submit({&rp, 1}).accepted, 1U);
+  std::vector<Request*> out(1);
+  Result<size_t> n = e->Reap(out, 1, std::chrono::seconds(10));
+  ASSERT_TRUE(n.ok() && *n == 1);
+  ASSERT_EQ(r.rval, 100);
+  EXPECT_EQ(std::string(buf.data(), 100), sent);
+  // Nothing was lost or read twice: the next bytes written are the next read.
+  ASSERT_EQ(::write(p[1], "XYZ", 3), 3);
+  r.PrepRead(p[0], buf.data(), buf.size(), 0);
+  ASSERT_EQ(e->Submit({&rp, 1}).accepted, 1U);
+  n = e->Reap(out, 1, std::chrono::seconds(10));
+  ASSERT_TRUE(n.ok() && *n == 1);
+  ASSERT_EQ(r.rval, 3);
+  EXPECT_EQ(std::string(buf.data(), 3), "XYZ");
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
 TEST(ThreadsEngineTest, NoHeapAllocationPerRequest) {
   EngineOptions o;
   o.queue_depth = 32;

@@ -216,6 +216,20 @@ int main(int argc, char** argv) {
       CHECK(r == -EBADF, "submit on a closed fd: %d", r);
     }
     printf("a closed descriptor: EBADF\n");
+    /* The number taken by another file with another access mode: a write on it is accepted. */
+    int ro = open(p2, O_RDONLY | O_CREAT, 0644);
+    io_prep_pread(&cb, ro, buf, 16, 0);
+    CHECK(io_submit(ctx, 1, cbs) == 1 && io_getevents(ctx, 1, 1, ev, NULL) == 1, "read on the read-only fd");
+    close(ro);
+    int wo = open(p2, O_WRONLY);
+    unlink(p2);
+    CHECK(wo == ro, "the number is reused (%d, %d)", ro, wo);
+    io_prep_pwrite(&cb, wo, buf, 16, 0);
+    r = io_submit(ctx, 1, cbs);
+    CHECK(r == 1, "write on the reused number: %d", r);
+    if (r == 1) CHECK(io_getevents(ctx, 1, 1, ev, NULL) == 1 && ev[0].res == 16, "write res %ld", (long)ev[0].res);
+    close(wo);
+    printf("a reused descriptor number: taken for the file it is now\n");
   }
 
   /* 6. Submit without reaping until the context is full: io_submit says EAGAIN (the kernel's ring holds

@@ -23,6 +23,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -904,7 +905,6 @@ class Clone {
   Rng rng_;
   Permutation perm_;
   CloneResult r_;
-  std::unique_ptr<Engine> engine_;
   BufferPool pool_;
   std::vector<Request> reqs_;
   std::vector<Slot> slots_;
@@ -920,6 +920,9 @@ class Clone {
   std::vector<uint64_t> gen_done_;
   std::vector<uint8_t> busy_;
   uint64_t next_gen_ = 0;
+  // Last, so destroyed first: requests still in flight (a run that stopped on
+  // an error) are waited for while their memory and buffers still exist.
+  std::unique_ptr<Engine> engine_;
 };
 
 // -------------------------------------------------------------- One run
@@ -971,11 +974,23 @@ RunResult RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
   shared.running = static_cast<unsigned>(n);
   const auto seed_base = static_cast<uint64_t>(::getpid()) * 7919 + 17;
   for (size_t i = 0; i < n; ++i) {
-    threads.emplace_back([&, i] {
-      Clone c(*res.job_of[i], static_cast<unsigned>(i), target_of[i], &shared,
-              &progress[i], seed_base + i * 0x9E3779B97F4A7C15ULL);
-      results[i] = c.Run();
-    });
+    try {
+      threads.emplace_back([&, i] {
+        Clone c(*res.job_of[i], static_cast<unsigned>(i), target_of[i], &shared,
+                &progress[i], seed_base + i * 0x9E3779B97F4A7C15ULL);
+        results[i] = c.Run();
+      });
+    } catch (const std::system_error& e) {
+      // The clones started so far are told to leave, then joined.
+      {
+        std::lock_guard<std::mutex> lock(shared.mu);
+        shared.abort = true;
+        shared.cv.notify_all();
+      }
+      for (std::thread& t : threads) t.join();
+      throw UsageError{"--numjobs: could not start clone " + std::to_string(i) +
+                       " of " + std::to_string(n) + " (" + e.what() + ")"};
+    }
   }
   rusage ru0;
   {

@@ -142,7 +142,10 @@ class ThreadsEngine final : public Engine {
   // Does the I/O of `req`; its result.
   int64_t Execute(Request* req, int* thread_prio);
   // preadv2/pwritev2 of `req` with `flags` (the offset dropped for a pipe).
-  long ReadWrite(Request* req, int flags) noexcept;
+  long ReadWrite(Request* req, int flags, bool* stream = nullptr) noexcept;
+  // A transfer tried without blocking moved `done` bytes of the request (0 <
+  // done < length): completes it, keeping what was moved.
+  long FinishShort(Request* req, long done, bool stream) noexcept;
   static bool WouldBlock(const Request& req, long r) noexcept;
   static bool TryWithoutBlocking(const Request& req) noexcept;
   // A worker's I/O would block: remember it, and let the pool grow.
@@ -605,29 +608,64 @@ SubmitResult ThreadsEngine::Submit(std::span<Request* const> batch) {
 
 // ---------------------------------------------------------------- Workers
 
-long ThreadsEngine::ReadWrite(Request* req, int flags) noexcept {
+long ThreadsEngine::ReadWrite(Request* req, int flags, bool* stream) noexcept {
   const auto off = static_cast<off_t>(req->offset);
   const int n = static_cast<int>(req->iov.size());
   const bool read = req->op == Op::kRead || req->op == Op::kReadv;
   long r = read ? sys::Preadv2(req->fd, req->iov.data(), n, off, flags)
                 : sys::Pwritev2(req->fd, req->iov.data(), n, off, flags);
+  if (stream != nullptr) *stream = false;
   if (r == -ESPIPE) {
     // A pipe, FIFO or socket has no offset: use its position, as the kernel's
     // AIO and io_uring do for such files (-1: the file position).
+    if (stream != nullptr) *stream = true;
     r = read ? sys::Preadv2(req->fd, req->iov.data(), n, -1, flags)
              : sys::Pwritev2(req->fd, req->iov.data(), n, -1, flags);
   }
   return r;
 }
 
+long ThreadsEngine::FinishShort(Request* req, long done, bool stream) noexcept {
+  // What was transferred is kept: a stream cannot give it back, and a file
+  // opened O_APPEND would get it twice. A read from a stream ends here (a pipe
+  // returns what it has, as the kernel's would); anything else goes on,
+  // waiting this time, from where it stopped.
+  const bool read = req->op == Op::kRead || req->op == Op::kReadv;
+  if (read && stream) return done;
+  IovecVector rest;
+  auto skip = static_cast<uint64_t>(done);
+  for (const iovec& v : req->iov) {
+    if (skip >= v.iov_len) {
+      skip -= v.iov_len;
+      continue;
+    }
+    rest.push_back({static_cast<char*>(v.iov_base) + skip, v.iov_len - skip});
+    skip = 0;
+  }
+  const int n = static_cast<int>(rest.size());
+  const auto off =
+      stream ? off_t{-1}
+             : static_cast<off_t>(req->offset + static_cast<uint64_t>(done));
+  const int flags = static_cast<int>(req->rw_flags & ~rwf::kHipri);
+  const long r = read ? sys::Preadv2(req->fd, rest.data(), n, off, flags)
+                      : sys::Pwritev2(req->fd, rest.data(), n, off, flags);
+  // The part done stands even if the rest fails: a short transfer.
+  return r > 0 ? done + r : done;
+}
+
 bool ThreadsEngine::WouldBlock(const Request& req, long r) noexcept {
   // EAGAIN: not in the page cache, an empty pipe, space to allocate.
-  // EOPNOTSUPP: the file cannot say. A partial transfer: the rest would wait
-  // (the whole is done again; a read or a write of the same bytes at the same
-  // offset is idempotent, and RWF_APPEND never takes this path).
-  return r == -EAGAIN || r == -EOPNOTSUPP ||
-         (r > 0 && static_cast<uint64_t>(r) < req.length);
+  // EOPNOTSUPP: the file cannot say. (A partial transfer is not redone: see
+  // FinishShort.)
+  (void)req;
+  return r == -EAGAIN || r == -EOPNOTSUPP;
 }
+
+namespace {
+bool Short(const Request& req, long r) noexcept {
+  return r > 0 && static_cast<uint64_t>(r) < req.length;
+}
+}  // namespace
 
 bool ThreadsEngine::TryWithoutBlocking(const Request& req) noexcept {
   // Only plain buffered reads and writes: the caller's own RWF flags (NOWAIT
@@ -675,7 +713,12 @@ int64_t ThreadsEngine::Execute(Request* req, int* thread_prio) {
         NoteBlocking();
       } else if (TryWithoutBlocking(*req)) {
         const Clock::time_point t0 = Clock::now();
-        const long r = ReadWrite(req, RWF_NOWAIT);
+        bool stream = false;
+        const long r = ReadWrite(req, RWF_NOWAIT, &stream);
+        if (Short(*req, r)) {
+          NoteBlocking();
+          return FinishShort(req, r, stream);
+        }
         if (!WouldBlock(*req, r)) {
           // Slow: a raw O_DIRECT fd (RWF_NOWAIT only avoids lock waits
           // there), or just a preempted thread; fcntl tells which.
@@ -874,7 +917,11 @@ bool ThreadsEngine::HelpOnce() {
     ++running_;
   }
   TsanAcquire(req);
-  const long r = ReadWrite(req, RWF_NOWAIT);
+  bool stream = false;
+  long r = ReadWrite(req, RWF_NOWAIT, &stream);
+  // Part of it done: this thread finishes it (the part done cannot be
+  // handed back to a worker).
+  if (Short(*req, r)) r = FinishShort(req, r, stream);
   if (WouldBlock(*req, r)) {
     // A worker does it the ordinary way.
     last_block_ns_.store(Clock::now().time_since_epoch().count(),
