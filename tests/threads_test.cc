@@ -5,7 +5,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -524,6 +526,55 @@ TEST(ThreadsEngineTest, AShortReadFromAPipeKeepsWhatItRead) {
   EXPECT_EQ(std::string(buf.data(), 3), "XYZ");
   ::close(p[0]);
   ::close(p[1]);
+}
+
+// The caller may close a request's eventfd as soon as the completion is
+// handed over, and the number may be taken by another file at once: the
+// engine's signal must still reach the eventfd, never that file.
+struct Swap {
+  int efd;
+  int file;
+  bool done = false;
+};
+
+void CloseAndReuse(void* arg, Request* r) {
+  auto* s = static_cast<Swap*>(arg);
+  (void)r;
+  // The completion is the caller's now: its eventfd's number becomes a file.
+  ASSERT_EQ(::dup2(s->file, s->efd), s->efd);
+  s->done = true;
+}
+
+TEST(ThreadsEngineTest,
+     ARequestsEventfdClosedAtCompletionIsNotConfusedWithAFile) {
+  File f = testing::ScratchFile(4096, 64);
+  const int efd = ::eventfd(0, EFD_CLOEXEC);
+  ASSERT_GE(efd, 0);
+  char path[] = "/tmp/aiokit-efd-XXXXXX";
+  const int other = ::mkstemp(path);
+  ASSERT_GE(other, 0);
+  ::unlink(path);
+  Swap swap{efd, other};
+  EngineOptions o;
+  o.queue_depth = 4;
+  o.on_complete = &CloseAndReuse;
+  o.on_complete_arg = &swap;
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  char buf[64];
+  Request r;
+  r.PrepRead(f.fd(), buf, sizeof(buf), 0);
+  r.resfd = efd;
+  Request* rp = &r;
+  ASSERT_EQ(e->Submit({&rp, 1}).accepted, 1U);
+  ASSERT_TRUE(e->Shutdown(std::chrono::seconds(10)).ok());
+  ASSERT_TRUE(swap.done);
+  struct stat st;
+  ASSERT_EQ(::fstat(other, &st), 0);
+  EXPECT_EQ(st.st_size, 0)
+      << "the engine wrote its eventfd signal into the file";
+  ::close(efd);
+  ::close(other);
 }
 
 TEST(ThreadsEngineTest, NoHeapAllocationPerRequest) {

@@ -108,6 +108,10 @@ int Ioctl(int fd, unsigned long request, void* arg) noexcept {
   return static_cast<int>(
       RetryEintr([&] { return ::ioctl(fd, request, arg); }));
 }
+int DupCloexec(int fd) noexcept {
+  return static_cast<int>(Ret(::fcntl(fd, F_DUPFD_CLOEXEC, 0)));
+}
+
 int Fcntl(int fd, int cmd) noexcept {
   return static_cast<int>(Ret(::fcntl(fd, cmd)));
 }

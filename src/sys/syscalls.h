@@ -147,6 +147,8 @@ int Statx(int dirfd, const char* path, int flags, unsigned mask,
           struct statx* out) noexcept;
 int Ioctl(int fd, unsigned long request, void* arg) noexcept;
 int Fcntl(int fd, int cmd) noexcept;
+// A new descriptor for the same open file (F_DUPFD_CLOEXEC), or -errno.
+int DupCloexec(int fd) noexcept;
 int Unlink(const char* path) noexcept;
 // mkostemp(3): the descriptor, or -errno.
 int Mkostemp(char* path_template, int flags) noexcept;

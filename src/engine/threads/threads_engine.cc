@@ -822,10 +822,26 @@ void ThreadsEngine::WorkerMain(size_t slot) {
   if (thread_prio != 0) (void)sys::IoprioSetThread(0);
 }
 
+// A request's eventfd is signalled after its completion is visible, when the
+// caller may already have reaped it, closed the eventfd and opened another
+// file under that number. The kernel holds a reference to the eventfd; so do
+// we: a second descriptor for it, taken while the request is still ours.
+int HoldEventfd(int fd) noexcept {
+  if (fd < 0) return -1;
+  const int held = sys::DupCloexec(fd);
+  return held >= 0 ? held : -1;  // closed already: nothing to signal
+}
+
+void SignalHeldEventfd(int held) noexcept {
+  if (held < 0) return;
+  (void)sys::EventfdWrite(held, 1);
+  (void)sys::Close(held);
+}
+
 void ThreadsEngine::Deliver(Request* req, int64_t res, Origin origin) {
   req->rval = res;
   req->origin = origin;
-  const int resfd = req->resfd;
+  const int resfd = HoldEventfd(req->resfd);
   req->engine_state.store(kCompleted, std::memory_order_relaxed);
   completed_.fetch_add(1, std::memory_order_relaxed);
   in_flight_.fetch_sub(1, std::memory_order_relaxed);
@@ -833,7 +849,7 @@ void ThreadsEngine::Deliver(Request* req, int64_t res, Origin origin) {
   // From here on the request is the caller's.
   options_.on_complete(options_.on_complete_arg, req);
   if (notify_fd_ >= 0) (void)sys::EventfdWrite(notify_fd_, 1);
-  if (resfd >= 0) (void)sys::EventfdWrite(resfd, 1);
+  SignalHeldEventfd(resfd);
   Signal();
 }
 
@@ -846,7 +862,7 @@ void ThreadsEngine::CompleteToRing(Request* req, int64_t res) {
   }
   req->rval = res;
   req->origin = Origin::kEngine;
-  const int resfd = req->resfd;
+  const int resfd = HoldEventfd(req->resfd);
   {
     std::lock_guard<std::mutex> lock(ring_mu_);
     // Only producers, under this lock, write the tail.
@@ -865,7 +881,7 @@ void ThreadsEngine::CompleteToRing(Request* req, int64_t res) {
   }
   in_flight_.fetch_sub(1, std::memory_order_relaxed);
   if (notify_fd_ >= 0) (void)sys::EventfdWrite(notify_fd_, 1);
-  if (resfd >= 0) (void)sys::EventfdWrite(resfd, 1);
+  SignalHeldEventfd(resfd);
   Signal();
 }
 
@@ -877,10 +893,10 @@ void ThreadsEngine::CompleteLocally(Request* req, int64_t res, Origin origin) {
   }
   req->rval = res;
   req->origin = origin;
-  const int resfd = req->resfd;
+  const int resfd = HoldEventfd(req->resfd);
   (void)done_.Push(req);
   if (notify_fd_ >= 0) (void)sys::EventfdWrite(notify_fd_, 1);
-  if (resfd >= 0) (void)sys::EventfdWrite(resfd, 1);
+  SignalHeldEventfd(resfd);
   Signal();
 }
 
