@@ -1,17 +1,20 @@
 // aiokit: asynchronous block and file I/O for storage engines on Linux.
 //
 // The whole public API; include the narrower headers to depend on less:
-//   status.h     errors as values (Status, Result<T>, Errc)
-//   file.h       files, O_DIRECT alignment discovery, aligned buffers
-//   request.h    one request (BlueStore's aio_t): the kernel iocb first, fd,
-//   iovecs, result engine.h     the engine interface (BlueStore's aio_queue_t)
-//   and MakeEngine bluestore.h  BlueStore's aio_t / aio_queue_t, on every
-//   engine
+// - status.h: errors as values (Status, Result<T>, Errc);
+// - file.h: files, O_DIRECT alignment discovery, aligned buffers;
+// - request.h: one request (BlueStore's aio_t): the kernel iocb first, fd,
+//   iovecs, result;
+// - engine.h: the engine interface (BlueStore's aio_queue_t) and MakeEngine;
+// - fault.h: an engine wrapper that injects faults, for tests;
+// - info.h: what this machine and kernel offer;
+// - bluestore.h: BlueStore's aio_t / aio_queue_t, on every engine.
 
 #ifndef AIOKIT_AIOKIT_H_
 #define AIOKIT_AIOKIT_H_
 
 #include "aiokit/engine.h"
+#include "aiokit/fault.h"
 #include "aiokit/file.h"
 #include "aiokit/info.h"
 #include "aiokit/request.h"

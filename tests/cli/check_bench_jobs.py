@@ -166,6 +166,42 @@ code, doc, err = run_json("--sweep=bs=4k,64k", "--compare", "--size=2m")
 if check(code == 0, f"sweep x compare: exit {code}: {err}"):
     check(len(doc["aiokit_table"]) == 6, f"sweep x compare: {len(doc['aiokit_table'])} rows, want 6")
 
+# --inject: faults through a wrapper on every engine; errors are counted, not fatal; every request accepted
+# comes back exactly once, and verify checks what was written whole.
+path = os.path.join(tmp, "inject.dat")
+spec = ("eagain=0.05,partial=0.1,short=0.02,eio=0.02,enospc=0.02,delay=0.02:100us,reorder=0.05:300us,"
+        "stall=0.01:1ms")
+for engine in ("linux-aio", "io_uring", "threads"):
+    code, doc, err = run_json("--filename=" + path, "--rw=randrw", "--verify=xxh3", "--size=2m", "--iodepth=16",
+                              "--runtime=1", "--time_based", "--engine=" + engine, "--inject=" + spec)
+    if code == 2 and engine in err:
+        print(f"inject on {engine}: engine refused here, skipped: {err.strip()}")
+        continue
+    if check(code == 0, f"inject {engine}: exit {code}: {err}"):
+        ak = doc["jobs"][0]["aiokit"]
+        f = ak["inject"]
+        check(f["spec"].startswith(spec + ",seed="), f"inject {engine}: spec {f['spec']}")
+        check(f["accepted"] == f["completed"] and f["accepted"] > 1000 and f["reaped_twice"] == 0,
+              f"inject {engine}: accepted {f['accepted']}, completed {f['completed']}, twice {f['reaped_twice']}")
+        for k in ("eagain", "partial", "short", "eio", "enospc", "delayed", "reordered", "stalls"):
+            check(f[k] > 0, f"inject {engine}: no {k} injected: {f}")
+        check(ak["errors"].get("EIO") == f["eio"] and ak["errors"].get("ENOSPC") == f["enospc"],
+              f"inject {engine}: errors {ak['errors']} vs injected {f}")
+        check(ak["verify"]["failed"] == 0 and ak["verify"]["checked"] > 0, f"inject {engine}: verify {ak['verify']}")
+    if os.path.exists(path):
+        os.unlink(path)
+# The same seed gives the same faults on the first submissions (one clone, one thread).
+code, out, err = run("--size=1m", "--iodepth=1", "--engine=threads", "--rw=randread",
+                     "--inject=eagain=0.3,seed=99", "--output-format=json")
+code2, out2, err2 = run("--size=1m", "--iodepth=1", "--engine=threads", "--rw=randread",
+                        "--inject=eagain=0.3,seed=99", "--output-format=json")
+if check(code == 0 and code2 == 0, f"inject seed: exit {code} {code2}: {err} {err2}"):
+    a = json.loads(out)["jobs"][0]["aiokit"]["inject"]
+    b = json.loads(out2)["jobs"][0]["aiokit"]["inject"]
+    check(a["eagain"] == b["eagain"] and a["eagain"] > 0, f"inject seed=99 replays: {a['eagain']} vs {b['eagain']}")
+code, out, err = run("--size=1m", "--inject=eio=2")
+check(code == 2 and "--inject" in err and "[0, 1)" in err, f"inject: a bad spec is refused: {code} {err}")
+
 # The progress line: on stderr when it is a terminal, silent otherwise.
 code, out, err = run("--size=4m", "--runtime=2", "--time_based", "--iodepth=4")
 check(code == 0 and err == "", f"no terminal, no progress: {err!r}")

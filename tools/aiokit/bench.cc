@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <ostream>
+#include <random>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -363,6 +364,11 @@ struct CloneResult {
   uint64_t submit_calls = 0, submitted = 0, reap_calls = 0, reaped = 0;
   uint64_t verify_checked = 0, verify_failed = 0;
   std::vector<std::string> verify_lines;
+  // --inject: the spec with its seed, what was injected, and requests reaped
+  // while not in flight (must stay 0).
+  std::string inject;
+  FaultStats faults;
+  uint64_t reaped_twice = 0;
   double seconds = 0;  // measured: from the end of ramp_time to the last
                        // completion
   void Merge(const CloneResult& o) {
@@ -377,6 +383,19 @@ struct CloneResult {
     reaped += o.reaped;
     verify_checked += o.verify_checked;
     verify_failed += o.verify_failed;
+    if (inject.empty()) inject = o.inject;
+    faults.submit_calls += o.faults.submit_calls;
+    faults.accepted += o.faults.accepted;
+    faults.completed += o.faults.completed;
+    faults.eagain += o.faults.eagain;
+    faults.partial += o.faults.partial;
+    faults.short_io += o.faults.short_io;
+    faults.eio += o.faults.eio;
+    faults.enospc += o.faults.enospc;
+    faults.delayed += o.faults.delayed;
+    faults.reordered += o.faults.reordered;
+    faults.stalls += o.faults.stalls;
+    reaped_twice += o.reaped_twice;
     for (const std::string& l : o.verify_lines) {
       if (verify_lines.size() < kMaxVerifyLines) verify_lines.push_back(l);
     }
@@ -404,6 +423,7 @@ struct RunShared {
   unsigned running = 0;
   rusage ru_end{};
   Clock::time_point end;
+  uint64_t inject_seed = 0;  // --inject without a seed: this run's
 };
 
 struct Progress {
@@ -436,14 +456,29 @@ class Clone {
     }
     r_.es = engine_->Stats();
     (void)engine_->Shutdown(kForever);
+    if (fault_ != nullptr) {
+      r_.faults = fault_->fault_stats();
+      // Every request handed to the engine came back exactly once.
+      if (r_.reaped_twice != 0 && r_.first_error.empty()) {
+        r_.first_error = std::to_string(r_.reaped_twice) +
+                         " requests were reaped while not in flight";
+      } else if (r_.faults.accepted != r_.faults.completed &&
+                 r_.first_error.empty()) {
+        r_.first_error =
+            "fault injection: " + std::to_string(r_.faults.accepted) +
+            " requests accepted, " + std::to_string(r_.faults.completed) +
+            " completed";
+      }
+    }
     return std::move(r_);
   }
 
  private:
   struct Slot {
     Kind kind = Kind::kRead;
-    uint64_t block = 0;  // verify: the block index
-    uint64_t gen = 0;    // verify: the generation written
+    uint64_t block = 0;    // verify: the block index
+    uint64_t gen = 0;      // verify: the generation written
+    bool pending = false;  // accepted by the engine, not reaped yet
     Clock::time_point submit_start, issued;
   };
 
@@ -487,6 +522,27 @@ class Clone {
       return false;
     }
     engine_ = std::move(*made);
+    if (!o_.inject.empty()) {
+      Result<FaultSpec> spec = ParseFaultSpec(o_.inject);
+      if (!spec.ok()) {  // checked when parsed; kept for safety
+        Fail(std::nullopt,
+             UsageError{"--inject" + job + ": " + spec.status().ToString()});
+        return false;
+      }
+      // One seed per run (printed), one stream per clone.
+      if (spec->seed == 0) spec->seed = shared_->inject_seed;
+      spec->seed += r_.clone;
+      Result<std::unique_ptr<FaultInjectingEngine>> wrapped =
+          MakeFaultInjectingEngine(std::move(engine_), *spec);
+      if (!wrapped.ok()) {
+        Fail(std::nullopt,
+             UsageError{"--inject" + job + ": " + wrapped.status().ToString()});
+        return false;
+      }
+      fault_ = wrapped->get();
+      r_.inject = FaultSpecString(fault_->spec());
+      engine_ = std::move(*wrapped);
+    }
     r_.engine = engine_->Name();
     r_.caps = engine_->GetCapabilities();
     const Alignment align = t_->file.alignment();
@@ -635,6 +691,7 @@ class Clone {
         Slot& s = slots_[static_cast<size_t>(batch_[k] - reqs_.data())];
         s.submit_start = before;
         s.issued = now;
+        s.pending = true;
       }
       // slat is recorded at completion, into its direction.
       r_.submitted += sr.accepted;
@@ -644,6 +701,8 @@ class Clone {
         if (sr.status.Is(Errc::kQueueFull) && in_flight_ != 0) {
           break;  // retried after the next reap
         }
+        // An injected EAGAIN with nothing in flight: at once again.
+        if (sr.status.Is(Errc::kQueueFull) && fault_ != nullptr) continue;
         if (r_.first_error.empty()) r_.first_error = sr.status.ToString();
         stop_ = true;
         break;
@@ -675,10 +734,18 @@ class Clone {
       d.clat.Record(NsBetween(s.issued, now));
       d.lat.Record(NsBetween(s.submit_start, now));
     }
+    if (!s.pending) ++r_.reaped_twice;
+    s.pending = false;
     const bool tracked = !busy_.empty() && s.kind != Kind::kSync;
     if (tracked) busy_[s.block] = 0;
     if (r.rval < 0) {
       ++r_.errors[static_cast<int>(-r.rval)];
+      if (fault_ != nullptr) {
+        // Injected (or real) errors are counted and the run goes on; a block
+        // whose write failed holds unknown data.
+        if (tracked && s.kind == Kind::kWrite) gen_done_[s.block] = kTorn;
+        return;
+      }
       if (r_.first_error.empty()) r_.first_error = Describe(r);
       stop_ = true;
       return;
@@ -845,10 +912,14 @@ class Clone {
       while (off < batch_.size()) {
         SubmitResult sr = engine_->Submit(std::span<Request* const>(
             batch_.data() + off, batch_.size() - off));
+        for (size_t k = off; k < off + sr.accepted; ++k) {
+          slots_[static_cast<size_t>(batch_[k] - reqs_.data())].pending = true;
+        }
         off += sr.accepted;
         in_flight_ += sr.accepted;
         if (!sr.status.ok()) {
           if (sr.status.Is(Errc::kQueueFull) && in_flight_ != 0) break;
+          if (sr.status.Is(Errc::kQueueFull) && fault_ != nullptr) continue;
           if (r_.first_error.empty()) {
             r_.first_error = "verify: " + sr.status.ToString();
           }
@@ -873,11 +944,16 @@ class Clone {
         Request* r = done_[k];
         const auto i = static_cast<size_t>(r - reqs_.data());
         idle.push_back(i);
+        if (!slots_[i].pending) ++r_.reaped_twice;
+        slots_[i].pending = false;
         if (r->rval < 0) {
           ++r_.errors[static_cast<int>(-r->rval)];
-          if (r_.first_error.empty())
+          if (r_.first_error.empty() && fault_ == nullptr)
             r_.first_error = "verify: " + Describe(*r);
           continue;
+        }
+        if (fault_ != nullptr && static_cast<uint64_t>(r->rval) != r->length) {
+          continue;  // a short read may be injected: not checkable
         }
         if (static_cast<uint64_t>(r->rval) != r->length) {
           ++r_.verify_failed;
@@ -923,6 +999,7 @@ class Clone {
   // Last, so destroyed first: requests still in flight (a run that stopped on
   // an error) are waited for while their memory and buffers still exist.
   std::unique_ptr<Engine> engine_;
+  FaultInjectingEngine* fault_ = nullptr;  // engine_, when --inject wraps it
 };
 
 // -------------------------------------------------------------- One run
@@ -968,6 +1045,12 @@ RunResult RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
   }
   const size_t n = target_of.size();
   RunShared shared;
+  {
+    std::random_device rd;
+    shared.inject_seed =
+        ((uint64_t{rd()} << 32) | rd()) & ((uint64_t{1} << 62) - 1);
+    if (shared.inject_seed == 0) shared.inject_seed = 1;
+  }
   std::vector<Progress> progress(n);
   std::vector<CloneResult> results(n);
   std::vector<std::thread> threads;
@@ -1208,6 +1291,23 @@ Json AiokitJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   for (const auto& [err, count] : r.errors) errs[ErrnoName(err)] = count;
   ak["errors"] = errs;
   if (!r.first_error.empty()) ak["first_error"] = r.first_error;
+  if (!r.inject.empty()) {
+    Json f;
+    f["spec"] = r.inject;
+    f["submit_calls"] = r.faults.submit_calls;
+    f["accepted"] = r.faults.accepted;
+    f["completed"] = r.faults.completed;
+    f["reaped_twice"] = r.reaped_twice;
+    f["eagain"] = r.faults.eagain;
+    f["partial"] = r.faults.partial;
+    f["short"] = r.faults.short_io;
+    f["eio"] = r.faults.eio;
+    f["enospc"] = r.faults.enospc;
+    f["delayed"] = r.faults.delayed;
+    f["reordered"] = r.faults.reordered;
+    f["stalls"] = r.faults.stalls;
+    ak["inject"] = f;
+  }
   if (!e.job->verify.empty()) {
     Json v;
     v["checked"] = r.verify_checked;
@@ -1350,6 +1450,15 @@ void PrintEntry(std::ostream& out, const Entry& e) {
       out << " " << ErrnoName(err) << "=" << count;
     }
     out << "\n";
+  }
+  if (!r.inject.empty()) {
+    out << "  injected (" << r.inject << "): " << r.faults.eagain << " EAGAIN, "
+        << r.faults.partial << " partial submits, " << r.faults.short_io
+        << " short, " << r.faults.eio << " EIO, " << r.faults.enospc
+        << " ENOSPC, " << r.faults.delayed << " delayed, " << r.faults.reordered
+        << " reordered, " << r.faults.stalls << " stalls; " << r.faults.accepted
+        << " accepted, " << r.faults.completed << " completed, "
+        << r.reaped_twice << " twice\n";
   }
   if (!o.verify.empty()) {
     out << "  verify (" << o.verify << "): " << r.verify_checked

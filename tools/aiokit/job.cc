@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "aiokit/engine.h"
+#include "aiokit/fault.h"
 #include "units.h"
 
 namespace aiokit::tool {
@@ -277,6 +278,19 @@ const std::vector<Option>& Table() {
          } else {
            Bad(w, v, "expected xxh3 (or none)");
          }
+       }},
+      {{"inject"},
+       Arg::kValue,
+       "SPEC",
+       "Inject faults through a wrapper around the engine, e.g. "
+       "eagain=0.01,partial=0.05,short=0.01,eio=0.001,enospc=0.001,"
+       "delay=0.01:200us,reorder=0.01:1ms,stall=0.001:2ms,seed=N (each a "
+       "probability in [0, 1)); errors are then counted, not fatal, and the "
+       "run checks that every request completed exactly once",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         Result<FaultSpec> spec = ParseFaultSpec(v);
+         if (!spec.ok()) Bad(w, v, spec.status().context());
+         j.inject = std::string(v);
        }},
       {{"thread"},
        Arg::kFlag,

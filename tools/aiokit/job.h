@@ -48,6 +48,9 @@ struct JobOptions {
   int invalidate = 1;              // drop the file's page cache before the job
   std::string engine = "default";  // default: AIOKIT_ENGINE, else auto
   std::string verify;              // "" or "xxh3"
+  // A fault spec (aiokit/fault.h) for a fault-injecting wrapper around the
+  // engine; "" for none. Injected errors are counted, not fatal.
+  std::string inject;
   // aiokit: EngineOptions::spin_before_wait in us (-1: the library's default),
   // and spinning the whole budget every time (adaptive_spin = false).
   int spin_us = -1;

@@ -1,0 +1,512 @@
+// The fault-injecting engine (include/aiokit/fault.h).
+//
+// Submission faults cut the batch before it reaches the inner engine, so the
+// requests not taken are untouched, as SubmitResult promises. Completion
+// faults are applied to what the inner engine's Reap returns: the result is
+// replaced, or the request is held back in `held_` (marked in flight again, so
+// that it reads as not completed) and handed out later. Everything taken from
+// the inner engine goes to `ready_` or `held_` before anything else happens, so
+// a Reap that returns early (deadline, caller's array full) loses nothing.
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <span>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "aiokit/engine.h"
+#include "aiokit/fault.h"
+
+namespace aiokit {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr uint8_t kInFlight = 1;
+constexpr uint8_t kCompleted = 2;
+
+Status SpecError(std::string_view item, const std::string& rule) {
+  return Status::Error(Errc::kInvalidArgument,
+                       "fault spec: '" + std::string(item) + "': " + rule);
+}
+
+bool ParseProbability(std::string_view v, double* out) {
+  if (v.empty()) return false;
+  const std::string s(v);
+  char* end = nullptr;
+  const double p = std::strtod(s.c_str(), &end);
+  if (end != s.c_str() + s.size() || !std::isfinite(p)) return false;
+  *out = p;
+  return true;
+}
+
+bool ParseDuration(std::string_view v, std::chrono::microseconds* out) {
+  uint64_t n = 0;
+  const auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || ptr == v.data()) return false;
+  const std::string_view unit(ptr, v.data() + v.size() - ptr);
+  constexpr uint64_t kMax = uint64_t{1} << 40;  // about 12 days in us
+  uint64_t us = 0;
+  if (unit == "ns") {
+    us = n / 1000;
+  } else if (unit == "us" || unit.empty()) {
+    us = n;
+  } else if (unit == "ms") {
+    us = n > kMax / 1000 ? kMax + 1 : n * 1000;
+  } else if (unit == "s") {
+    us = n > kMax / 1000000 ? kMax + 1 : n * 1000000;
+  } else {
+    return false;
+  }
+  if (us > kMax) return false;
+  *out = std::chrono::microseconds(us);
+  return true;
+}
+
+std::string DurationText(std::chrono::microseconds d) {
+  const auto us = static_cast<uint64_t>(d.count());
+  if (us != 0 && us % 1000000 == 0) return std::to_string(us / 1000000) + "s";
+  if (us != 0 && us % 1000 == 0) return std::to_string(us / 1000) + "ms";
+  return std::to_string(us) + "us";
+}
+
+class FaultEngine final : public FaultInjectingEngine {
+ public:
+  FaultEngine(std::unique_ptr<Engine> inner, const FaultSpec& spec)
+      : inner_(std::move(inner)), spec_(spec), rng_(spec.seed) {}
+
+  ~FaultEngine() override {
+    // The inner engine's destructor waits for what is in flight; what is held
+    // here has completed already.
+    inner_.reset();
+  }
+
+  [[nodiscard]] EngineKind kind() const noexcept override {
+    return inner_->kind();
+  }
+  [[nodiscard]] const Capabilities& GetCapabilities() const noexcept override {
+    return inner_->GetCapabilities();
+  }
+  [[nodiscard]] unsigned queue_depth() const noexcept override {
+    return inner_->queue_depth();
+  }
+  [[nodiscard]] EngineStats Stats() const noexcept override {
+    EngineStats s = inner_->Stats();
+    // Completions held here are in flight for the caller.
+    const uint64_t held = held_count_.load(std::memory_order_relaxed);
+    s.completed = s.completed >= held ? s.completed - held : 0;
+    s.in_flight += held;
+    return s;
+  }
+  [[nodiscard]] FaultStats fault_stats() const noexcept override {
+    FaultStats f;
+    f.submit_calls = submit_calls_.load(std::memory_order_relaxed);
+    f.accepted = accepted_.load(std::memory_order_relaxed);
+    f.completed = completed_.load(std::memory_order_relaxed);
+    f.eagain = eagain_.load(std::memory_order_relaxed);
+    f.partial = partial_.load(std::memory_order_relaxed);
+    f.short_io = short_io_.load(std::memory_order_relaxed);
+    f.eio = eio_.load(std::memory_order_relaxed);
+    f.enospc = enospc_.load(std::memory_order_relaxed);
+    f.delayed = delayed_.load(std::memory_order_relaxed);
+    f.reordered = reordered_.load(std::memory_order_relaxed);
+    f.stalls = stalls_.load(std::memory_order_relaxed);
+    return f;
+  }
+  [[nodiscard]] const FaultSpec& spec() const noexcept override {
+    return spec_;
+  }
+  Engine& inner() noexcept override { return *inner_; }
+
+  SubmitResult Submit(std::span<Request* const> batch) override {
+    submit_calls_.fetch_add(1, std::memory_order_relaxed);
+    size_t take = batch.size();
+    bool eagain = false;
+    {
+      std::lock_guard<std::mutex> lock(rng_mu_);
+      if (!batch.empty() && Chance(spec_.eagain)) {
+        eagain = true;
+      } else if (batch.size() > 1 && Chance(spec_.partial)) {
+        take = 1 + Below(batch.size() - 1);  // 1 .. size-1
+      }
+    }
+    if (eagain) {
+      eagain_.fetch_add(1, std::memory_order_relaxed);
+      SubmitResult r;
+      r.status =
+          Status::Error(Errc::kQueueFull, "fault injection: EAGAIN, none of " +
+                                              std::to_string(batch.size()) +
+                                              " requests submitted");
+      return r;
+    }
+    SubmitResult r = inner_->Submit(batch.first(take));
+    accepted_.fetch_add(r.accepted, std::memory_order_relaxed);
+    if (take < batch.size() && r.status.ok()) {
+      partial_.fetch_add(1, std::memory_order_relaxed);
+      r.status = Status::Error(Errc::kQueueFull,
+                               "fault injection: partial submission, " +
+                                   std::to_string(take) + " of " +
+                                   std::to_string(batch.size()) + " requests");
+    }
+    return r;
+  }
+
+  Result<size_t> Reap(std::span<Request*> out, size_t min,
+                      std::chrono::nanoseconds timeout) override {
+    if (out.empty()) return size_t{0};
+    min = std::min(min, out.size());
+    const bool forever = timeout.count() < 0;
+    const Clock::time_point deadline =
+        forever ? Clock::time_point::max() : Clock::now() + timeout;
+    std::unique_lock<std::timed_mutex> lock(reap_mu_, std::defer_lock);
+    if (forever) {
+      lock.lock();
+    } else if (!lock.try_lock_until(deadline)) {
+      return size_t{0};
+    }
+    {
+      std::lock_guard<std::mutex> g(rng_mu_);
+      if (Chance(spec_.stall)) {
+        stall_until_ = std::max(stall_until_, Clock::now() + spec_.stall_for);
+        stalls_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    size_t n = 0;
+    Status inner_status;
+    for (;;) {
+      Clock::time_point now = Clock::now();
+      const bool stalled = now < stall_until_;
+      if (!stalled) {
+        // Take what the inner engine has, without waiting.
+        Status s = Pull(std::chrono::nanoseconds(0), 0);
+        if (!s.ok()) inner_status = s;
+        now = Clock::now();
+        Release(now);
+        n += Hand(out.subspan(n));
+      }
+      if (n >= min || n == out.size()) break;
+      if (!inner_status.ok() && held_.empty() && ready_.empty()) break;
+      if (now >= deadline) break;
+      // Wait: for the stall to end, for a held completion to come due, or
+      // for the inner engine.
+      Clock::time_point until = deadline;
+      if (stalled) until = std::min(until, stall_until_);
+      for (const Held& h : held_) until = std::min(until, h.due);
+      if (stalled) {
+        std::this_thread::sleep_until(until);
+        continue;
+      }
+      const auto wait =
+          until == Clock::time_point::max()
+              ? kForever
+              : std::max(std::chrono::nanoseconds(0),
+                         std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             until - now));
+      Status s = Pull(wait, 1);
+      if (!s.ok()) {
+        inner_status = s;
+        if (held_.empty() && ready_.empty()) break;
+        // Shut down: only held completions are left; sleep until one is due.
+        std::this_thread::sleep_until(until);
+      }
+    }
+    completed_.fetch_add(n, std::memory_order_relaxed);
+    if (n == 0 && !inner_status.ok() && held_.empty() && ready_.empty()) {
+      return inner_status;
+    }
+    return n;
+  }
+
+  Status Cancel(Request* req) override {
+    if (req != nullptr) {
+      std::lock_guard<std::mutex> lock(held_mu_);
+      for (const Held& h : held_) {
+        if (h.req == req) {
+          return Status::Error(Errc::kNotCancellable,
+                               "fault injection: " + DescribeAsked(*req) +
+                                   ": already completed (its completion is "
+                                   "held back)");
+        }
+      }
+    }
+    return inner_->Cancel(req);
+  }
+
+  Result<int> NotifyFd() override {
+    if (spec_.HoldsCompletions()) {
+      return Status::Error(
+          Errc::kUnsupported,
+          "fault injection: NotifyFd with delay, reorder or stall faults "
+          "(the eventfd would not match what Reap returns)");
+    }
+    return inner_->NotifyFd();
+  }
+  Status RegisterBuffers(std::span<const iovec> buffers) override {
+    return inner_->RegisterBuffers(buffers);
+  }
+  Status RegisterFiles(std::span<const int> fds) override {
+    return inner_->RegisterFiles(fds);
+  }
+  bool RunQueuedOnce() override { return inner_->RunQueuedOnce(); }
+  Status Shutdown(std::chrono::nanoseconds timeout) override {
+    return inner_->Shutdown(timeout);
+  }
+
+ private:
+  struct Held {
+    Request* req;
+    Clock::time_point due;
+    bool reordered;
+  };
+
+  bool Chance(double p) {
+    if (p <= 0) return false;
+    return std::uniform_real_distribution<double>(0, 1)(rng_) < p;
+  }
+  uint64_t Below(uint64_t n) {  // uniform in [0, n)
+    return std::uniform_int_distribution<uint64_t>(0, n - 1)(rng_);
+  }
+
+  // One inner Reap into ready_ / held_, with faults applied. Called under
+  // reap_mu_.
+  Status Pull(std::chrono::nanoseconds wait, size_t min) {
+    Request* got[64];
+    Result<size_t> r = inner_->Reap(std::span<Request*>(got, 64), min, wait);
+    if (!r.ok()) return r.status();
+    bool fresh = false;
+    const Clock::time_point now = Clock::now();
+    std::lock_guard<std::mutex> g(rng_mu_);
+    for (size_t i = 0; i < *r; ++i) {
+      Request* req = got[i];
+      Inject(req);
+      if (Chance(spec_.delay)) {
+        delayed_.fetch_add(1, std::memory_order_relaxed);
+        Hold(req, now + spec_.delay_for, false);
+      } else if (Chance(spec_.reorder)) {
+        reordered_.fetch_add(1, std::memory_order_relaxed);
+        Hold(req, now + spec_.reorder_for, true);
+      } else {
+        ready_.push_back(req);
+        fresh = true;
+      }
+    }
+    // A reordered completion goes out behind one that came after it.
+    if (fresh) {
+      std::lock_guard<std::mutex> lock(held_mu_);
+      for (Held& h : held_) {
+        if (h.reordered) h.due = now;
+      }
+    }
+    return Status();
+  }
+
+  void Inject(Request* req) {
+    // Only requests the engine ran and that succeeded: a refusal stays the
+    // engine's (it is the answer to a bad request, not a device fault).
+    if (req->origin != Origin::kEngine || req->rval < 0) return;
+    const bool rw = req->op == Op::kRead || req->op == Op::kWrite ||
+                    req->op == Op::kReadv || req->op == Op::kWritev;
+    const bool writes = req->op == Op::kWrite || req->op == Op::kWritev ||
+                        req->op == Op::kFsync || req->op == Op::kFdatasync;
+    if (rw || writes) {
+      if (Chance(spec_.eio)) {
+        req->rval = -EIO;
+        eio_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+    if (writes && Chance(spec_.enospc)) {
+      req->rval = -ENOSPC;
+      enospc_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (rw && req->rval > 0 && Chance(spec_.short_io)) {
+      req->rval = static_cast<int64_t>(Below(static_cast<uint64_t>(req->rval)));
+      short_io_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  void Hold(Request* req, Clock::time_point due, bool reordered) {
+    req->engine_state.store(kInFlight, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lock(held_mu_);
+    held_.push_back(Held{req, due, reordered});
+    held_count_.store(held_.size() + ready_.size(), std::memory_order_relaxed);
+  }
+
+  // Moves held completions that are due to ready_. Under reap_mu_.
+  void Release(Clock::time_point now) {
+    std::lock_guard<std::mutex> lock(held_mu_);
+    auto it = std::stable_partition(held_.begin(), held_.end(),
+                                    [&](const Held& h) { return h.due > now; });
+    for (auto i = it; i != held_.end(); ++i) {
+      i->req->engine_state.store(kCompleted, std::memory_order_relaxed);
+      ready_.push_back(i->req);
+    }
+    held_.erase(it, held_.end());
+    held_count_.store(held_.size() + ready_.size(), std::memory_order_relaxed);
+  }
+
+  size_t Hand(std::span<Request*> out) {
+    size_t n = 0;
+    while (n < out.size() && !ready_.empty()) {
+      out[n++] = ready_.front();
+      ready_.pop_front();
+    }
+    std::lock_guard<std::mutex> lock(held_mu_);
+    held_count_.store(held_.size() + ready_.size(), std::memory_order_relaxed);
+    return n;
+  }
+
+  std::unique_ptr<Engine> inner_;
+  const FaultSpec spec_;
+  std::mutex rng_mu_;
+  std::mt19937_64 rng_;
+  std::timed_mutex reap_mu_;
+  Clock::time_point stall_until_{};  // under reap_mu_
+  std::deque<Request*> ready_;       // under reap_mu_
+  std::mutex held_mu_;               // held_ (Cancel reads it)
+  std::vector<Held> held_;
+  std::atomic<uint64_t> held_count_{0};
+  std::atomic<uint64_t> submit_calls_{0}, accepted_{0}, completed_{0},
+      eagain_{0}, partial_{0}, short_io_{0}, eio_{0}, enospc_{0}, delayed_{0},
+      reordered_{0}, stalls_{0};
+};
+
+}  // namespace
+
+Result<FaultSpec> ParseFaultSpec(std::string_view text) {
+  FaultSpec spec;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string_view::npos) comma = text.size();
+    const std::string_view item = text.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (item.empty()) {
+      if (comma == text.size()) break;
+      return SpecError(item, "empty item (two commas in a row?)");
+    }
+    const size_t eq = item.find('=');
+    if (eq == std::string_view::npos) {
+      return SpecError(item, "expected NAME=VALUE");
+    }
+    const std::string_view name = item.substr(0, eq);
+    std::string_view value = item.substr(eq + 1);
+    if (name == "seed") {
+      uint64_t seed = 0;
+      const auto [p, ec] =
+          std::from_chars(value.data(), value.data() + value.size(), seed);
+      if (ec != std::errc() || p != value.data() + value.size()) {
+        return SpecError(item, "the seed is an unsigned integer");
+      }
+      spec.seed = seed;
+      continue;
+    }
+    std::string_view duration;
+    if (const size_t colon = value.find(':'); colon != std::string_view::npos) {
+      duration = value.substr(colon + 1);
+      value = value.substr(0, colon);
+    }
+    double* p = nullptr;
+    std::chrono::microseconds* d = nullptr;
+    if (name == "eagain") {
+      p = &spec.eagain;
+    } else if (name == "partial") {
+      p = &spec.partial;
+    } else if (name == "short") {
+      p = &spec.short_io;
+    } else if (name == "eio") {
+      p = &spec.eio;
+    } else if (name == "enospc") {
+      p = &spec.enospc;
+    } else if (name == "delay") {
+      p = &spec.delay;
+      d = &spec.delay_for;
+    } else if (name == "reorder") {
+      p = &spec.reorder;
+      d = &spec.reorder_for;
+    } else if (name == "stall") {
+      p = &spec.stall;
+      d = &spec.stall_for;
+    } else {
+      return SpecError(item,
+                       "unknown fault (eagain, partial, short, eio, enospc, "
+                       "delay, reorder, stall, seed)");
+    }
+    if (!ParseProbability(value, p) || *p < 0 || *p >= 1) {
+      return SpecError(item, "the probability is a number in [0, 1)");
+    }
+    if (!duration.empty()) {
+      if (d == nullptr) {
+        return SpecError(item, "only delay, reorder and stall take a duration");
+      }
+      if (!ParseDuration(duration, d) || d->count() == 0) {
+        return SpecError(item,
+                         "the duration is a positive number with ns, us, ms or "
+                         "s (at most about 12 days)");
+      }
+    }
+  }
+  return spec;
+}
+
+std::string FaultSpecString(const FaultSpec& spec) {
+  std::ostringstream out;
+  const char* sep = "";
+  auto prob = [&](const char* name, double p) {
+    if (p <= 0) return;
+    out << sep << name << '=' << p;
+    sep = ",";
+  };
+  prob("eagain", spec.eagain);
+  prob("partial", spec.partial);
+  prob("short", spec.short_io);
+  prob("eio", spec.eio);
+  prob("enospc", spec.enospc);
+  if (spec.delay > 0) {
+    out << sep << "delay=" << spec.delay << ':' << DurationText(spec.delay_for);
+    sep = ",";
+  }
+  if (spec.reorder > 0) {
+    out << sep << "reorder=" << spec.reorder << ':'
+        << DurationText(spec.reorder_for);
+    sep = ",";
+  }
+  if (spec.stall > 0) {
+    out << sep << "stall=" << spec.stall << ':' << DurationText(spec.stall_for);
+    sep = ",";
+  }
+  out << sep << "seed=" << spec.seed;
+  return out.str();
+}
+
+Result<std::unique_ptr<FaultInjectingEngine>> MakeFaultInjectingEngine(
+    std::unique_ptr<Engine> inner, const FaultSpec& spec) {
+  if (inner == nullptr) {
+    return Status::Error(Errc::kInvalidArgument,
+                         "fault injection: no engine to wrap");
+  }
+  FaultSpec s = spec;
+  if (s.seed == 0) {
+    std::random_device rd;
+    s.seed = (uint64_t{rd()} << 32) | rd();
+    if (s.seed == 0) s.seed = 1;
+  }
+  return std::unique_ptr<FaultInjectingEngine>(
+      new FaultEngine(std::move(inner), s));
+}
+
+}  // namespace aiokit
