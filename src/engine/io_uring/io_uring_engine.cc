@@ -1136,14 +1136,17 @@ Status IoUringEngine::Cancel(Request* req) {
     reg.timeout.tv_nsec = 0;
     const int r = sys::UringRegisterSyncCancel(&ring_, &reg);
     if (r == 0) return {};  // it completes with -ECANCELED
-    if (r == -ENOENT || r == -EALREADY || r == -ETIME) {
+    // Found in an io-wq worker: the kernel flagged it, and a worker that has
+    // picked it but not started it fails it with -ECANCELED (EALREADY), or
+    // the wait for the cancellation ran out (ETIME). Either way it may still
+    // complete with -ECANCELED, or with its result: what OK promises.
+    if (r == -EALREADY || r == -ETIME) return {};
+    if (r == -ENOENT) {
       return Status::Error(
           Errc::kNotCancellable,
-          "io_uring: Cancel(" + DescribeAsked(*req) + "): " +
-              (r == -ENOENT ? "the kernel no longer holds it (it completed)"
-                            : "it already started (on the device or in an "
-                              "io-wq worker)") +
-              "; it will complete normally");
+          "io_uring: Cancel(" + DescribeAsked(*req) +
+              "): the kernel no longer holds it (it completed); it will "
+              "complete normally");
     }
     if (r != -EINVAL && r != -EOPNOTSUPP) {
       return Status::FromErrno(
