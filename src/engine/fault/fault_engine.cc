@@ -14,6 +14,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -171,12 +172,29 @@ class FaultEngine final : public FaultInjectingEngine {
     const bool forever = timeout.count() < 0;
     const Clock::time_point deadline =
         forever ? Clock::time_point::max() : Clock::now() + timeout;
-    std::unique_lock<std::timed_mutex> lock(reap_mu_, std::defer_lock);
-    if (forever) {
-      lock.lock();
-    } else if (!lock.try_lock_until(deadline)) {
-      return size_t{0};
+    // One reaper at a time (a poller does not wait behind a blocked one for
+    // longer than its own timeout). Not a timed_mutex: ThreadSanitizer does
+    // not see pthread_mutex_clocklock.
+    {
+      std::unique_lock<std::mutex> g(gate_mu_);
+      auto free = [&] { return !reaping_; };
+      if (forever) {
+        gate_cv_.wait(g, free);
+      } else if (!gate_cv_.wait_until(g, deadline, free)) {
+        return size_t{0};
+      }
+      reaping_ = true;
     }
+    struct Leave {
+      FaultEngine* e;
+      ~Leave() {
+        {
+          std::lock_guard<std::mutex> g(e->gate_mu_);
+          e->reaping_ = false;
+        }
+        e->gate_cv_.notify_one();
+      }
+    } leave{this};
     {
       std::lock_guard<std::mutex> g(rng_mu_);
       if (Chance(spec_.stall)) {
@@ -281,7 +299,7 @@ class FaultEngine final : public FaultInjectingEngine {
   }
 
   // One inner Reap into ready_ / held_, with faults applied. Called under
-  // reap_mu_.
+  // the reaper.
   Status Pull(std::chrono::nanoseconds wait, size_t min) {
     Request* got[64];
     Result<size_t> r = inner_->Reap(std::span<Request*>(got, 64), min, wait);
@@ -346,7 +364,7 @@ class FaultEngine final : public FaultInjectingEngine {
     held_count_.store(held_.size() + ready_.size(), std::memory_order_relaxed);
   }
 
-  // Moves held completions that are due to ready_. Under reap_mu_.
+  // Moves held completions that are due to ready_. By the reaper.
   void Release(Clock::time_point now) {
     std::lock_guard<std::mutex> lock(held_mu_);
     auto it = std::stable_partition(held_.begin(), held_.end(),
@@ -374,9 +392,11 @@ class FaultEngine final : public FaultInjectingEngine {
   const FaultSpec spec_;
   std::mutex rng_mu_;
   std::mt19937_64 rng_;
-  std::timed_mutex reap_mu_;
-  Clock::time_point stall_until_{};  // under reap_mu_
-  std::deque<Request*> ready_;       // under reap_mu_
+  std::mutex gate_mu_;  // reaping_: one Reap at a time
+  std::condition_variable gate_cv_;
+  bool reaping_ = false;
+  Clock::time_point stall_until_{};  // the reaper's
+  std::deque<Request*> ready_;       // the reaper's
   std::mutex held_mu_;               // held_ (Cancel reads it)
   std::vector<Held> held_;
   std::atomic<uint64_t> held_count_{0};
