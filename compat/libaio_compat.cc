@@ -273,6 +273,19 @@ FdFacts& Facts() {
   return *f;
 }
 
+// The kernel's ioprio_check_cap for a read's or write's IOCB_FLAG_IOPRIO, as
+// far as it holds on every kernel and for every caller: a class the kernel
+// does not have, or a level with IOPRIO_CLASS_NONE, is EINVAL at io_submit.
+// (A realtime class without CAP_SYS_NICE fails with EPERM in the completion
+// here, where the kernel refuses it at io_submit.)
+long CheckIoprio(const struct iocb* cb) {
+  if ((cb->aio_flags & IOCB_FLAG_IOPRIO) == 0) return 0;
+  const auto prio = static_cast<uint16_t>(cb->aio_reqprio);
+  const unsigned cls = prio >> 13U;
+  if (cls > 3 || (cls == 0 && (prio & 7U) != 0)) return -EINVAL;
+  return 0;
+}
+
 // The kernel's checks at io_submit, in its order, for one iocb; 0 if it
 // would be accepted.
 long CheckIocb(const struct iocb* cb) {
@@ -299,10 +312,12 @@ long CheckIocb(const struct iocb* cb) {
   switch (cb->aio_lio_opcode) {
     case IOCB_CMD_PREAD:
     case IOCB_CMD_PREADV:
+      if (long err = CheckIoprio(cb); err != 0) return err;
       if (mode == O_WRONLY) return -EBADF;
       break;
     case IOCB_CMD_PWRITE:
     case IOCB_CMD_PWRITEV:
+      if (long err = CheckIoprio(cb); err != 0) return err;
       if (mode == O_RDONLY) return -EBADF;
       break;
     case IOCB_CMD_FSYNC:
@@ -317,12 +332,15 @@ long CheckIocb(const struct iocb* cb) {
       return -EINVAL;
   }
   if ((cb->aio_rw_flags & ~rwf::kAll) != 0) return -EOPNOTSUPP;
-  if (cb->aio_offset < 0) return -EINVAL;
-  if ((cb->aio_lio_opcode == IOCB_CMD_PREADV ||
-       cb->aio_lio_opcode == IOCB_CMD_PWRITEV) &&
-      cb->aio_nbytes > IOV_MAX) {
-    return -EINVAL;
+  if (cb->aio_lio_opcode == IOCB_CMD_PREADV ||
+      cb->aio_lio_opcode == IOCB_CMD_PWRITEV) {
+    if (cb->aio_nbytes > IOV_MAX) return -EINVAL;
+    // The kernel copies the iovec array here (before it looks at the
+    // offset): EFAULT for a NULL one. (Prepare copies it in user space, where
+    // NULL would crash; any other bad address is the caller's to avoid.)
+    if (cb->aio_buf == 0 && cb->aio_nbytes != 0) return -EFAULT;
   }
+  if (cb->aio_offset < 0) return -EINVAL;
   return 0;
 }
 

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages aiokit needs to build, test and benchmark, when they are missing.
 # Quick when everything is present: one dpkg-query, no apt-get.
-# Usage: scripts/deps.sh [build|test|bench]   (default: build)
+# Usage: scripts/deps.sh [build|test|bench|fuzz]   (default: build)
 set -euo pipefail
 
 what=${1:-build}
 pkgs=(cmake make g++ pkg-config libcli11-dev nlohmann-json3-dev liburing-dev libxxhash-dev)
+test_pkgs=(libgtest-dev libgmock-dev googletest clang-format clang-tidy python3 libaio-dev fio)
 case "$what" in
   build) ;;
-  test) pkgs+=(libgtest-dev libgmock-dev googletest clang-format clang-tidy python3 libaio-dev fio) ;;
+  test) pkgs+=("${test_pkgs[@]}") ;;
   bench) pkgs+=(libbenchmark-dev fio python3 python3-matplotlib util-linux) ;;
-  *) echo "deps.sh: unknown set '$what' (build, test or bench)" >&2; exit 2 ;;
+  # clang 14 with libFuzzer and the sanitizer runtimes (scripts/fuzz.sh).
+  fuzz) pkgs+=("${test_pkgs[@]}" clang libclang-rt-14-dev) ;;
+  *) echo "deps.sh: unknown set '$what' (build, test, bench or fuzz)" >&2; exit 2 ;;
 esac
 
 missing=()

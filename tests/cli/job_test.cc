@@ -122,6 +122,28 @@ TEST(BenchArgsTest, CombinationsAreRefusedBeforeAnythingRuns) {
             "(accepted)");
 }
 
+// Found by fuzz/fuzz_bench_options' off_t invariant: offset + size wrapped
+// past 2^64 (or ended past 2^63 - 1) and was accepted, which defeated the
+// bench's checks against the file's or device's size.
+TEST(BenchArgsTest, ARegionPastTheLargestFileOffsetIsRefused) {
+  auto line = [](const std::vector<std::string>& args) -> std::string {
+    BenchPlan p = ParseBenchArgs(args);
+    try {
+      for (const JobOptions& j : p.jobs) ValidateJob(j, p);
+    } catch (const UsageError& e) {
+      return e.line;
+    }
+    return "(accepted)";
+  };
+  EXPECT_EQ(line({"--offset=8388607t", "--size=2t"}),
+            "--offset=9223370937343148032: with --size=2199023255552, past "
+            "the largest file offset (8 EiB)");
+  EXPECT_EQ(line({"--offset=4k", "--size=16777215t"}),
+            "--offset=4096: with --size=18446742974197923840, past the "
+            "largest file offset (8 EiB)");
+  EXPECT_EQ(line({"--offset=8388606t", "--size=1t"}), "(accepted)");
+}
+
 TEST(JobFileTest, GlobalSectionsJobsCommentsAndFlags) {
   BenchPlan plan;
   const std::vector<JobOptions> jobs = ParseJobFile(

@@ -644,6 +644,15 @@ void ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                      ": smaller than the block size (" +
                      std::to_string(j.MaxBs()) + ")"};
   }
+  // pread and pwrite take a signed offset: the region must end by 2^63 - 1
+  // (and offset + size must not wrap, which would defeat the checks against
+  // the file's or device's size).
+  constexpr uint64_t kMaxOffset = std::numeric_limits<int64_t>::max();
+  if (j.size > kMaxOffset || j.offset > kMaxOffset - j.size) {
+    throw UsageError{"--offset=" + std::to_string(j.offset) + job +
+                     ": with --size=" + std::to_string(j.size) +
+                     ", past the largest file offset (8 EiB)"};
+  }
   if (j.fsync != 0 && !j.Writes()) {
     throw UsageError{"--fsync=" + std::to_string(j.fsync) + job +
                      ": --rw=" + j.rw + " does not write"};
