@@ -3,6 +3,7 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <string>
 
@@ -265,6 +266,13 @@ Status Request::Validate() const {
                 ": iov must hold exactly the one buffer of "
                 "`length` bytes (use Prep" +
                 (op == Op::kRead ? std::string("Read") : "Write") + ")");
+      }
+      if (length > static_cast<uint64_t>(SSIZE_MAX)) {
+        // Kernel AIO's answer at io_submit; io_uring's 32-bit length would
+        // wrap it and preadv2 says EINVAL too, so every engine refuses it here.
+        return Status::Error(
+            Errc::kInvalidArgument,
+            Context(*this) + ": the length is above SSIZE_MAX");
       }
       break;
     case Op::kReadv:

@@ -157,12 +157,20 @@ int main(int argc, char** argv) {
   struct iocb* pair[2] = {&good, &bad};
   show("io_submit(good, bad)", io_submit(ctx, 2, pair));
   show("  io_getevents(1, 4)", io_getevents(ctx, 1, 4, ev, NULL));
+  /* A NULL iocb after a good one: the good one is submitted, the count says so. */
+  pair[1] = NULL;
+  show("io_submit(good, NULL)", io_submit(ctx, 2, pair));
+  show("  io_getevents(1, 4)", io_getevents(ctx, 1, 4, ev, NULL));
 
   show("io_getevents(min 2 > nr 1)", io_getevents(ctx, 2, 1, ev, &zero));
   show("io_getevents(min -1)", io_getevents(ctx, -1, 1, ev, &zero));
   show("io_getevents(nr -1)", io_getevents(ctx, 0, -1, ev, &zero));
-  show("io_getevents(nothing, zero timeout)", io_getevents(ctx, 1, 4, ev, &zero));
+  /* With a zero timeout libaio answers an empty ring itself (0, above); with a timeout the kernel checks. */
   struct timespec ten_ms = {0, 10 * 1000 * 1000};
+  show("io_getevents(min 2 > nr 1, 10 ms)", io_getevents(ctx, 2, 1, ev, &ten_ms));
+  show("io_getevents(min -1, 10 ms)", io_getevents(ctx, -1, 1, ev, &ten_ms));
+  show("io_getevents(nr -1, 10 ms)", io_getevents(ctx, 0, -1, ev, &ten_ms));
+  show("io_getevents(nothing, zero timeout)", io_getevents(ctx, 1, 4, ev, &zero));
   show("io_getevents(nothing, 10 ms)", io_getevents(ctx, 1, 4, ev, &ten_ms));
 
   io_prep_pread(&cb, rw, buf, 0, 0);
@@ -256,6 +264,10 @@ int main(int argc, char** argv) {
   }
 
   show("io_destroy", io_destroy(ctx));
+  /* A context destroyed is a bad context (not io_getevents: libaio reads its ring). */
+  show("io_destroy(a destroyed ctx)", io_destroy(ctx));
+  show("io_submit(a destroyed ctx)", io_submit(ctx, 1, cbs));
+  show("io_cancel(a destroyed ctx)", io_cancel(ctx, &cb, ev));
   io_context_t q = 0;
   show("io_queue_init(16)", io_queue_init(16, &q));
   io_prep_pwrite(&cb, rw, buf, 4096, 0);

@@ -43,6 +43,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -57,6 +58,12 @@
 
 namespace aiokit::internal {
 namespace {
+
+// ThreadSanitizer's stand-in for the kernel's ordering of a ring's unmap
+// (io_uring_queue_exit) before a later io_uring_setup maps one at those
+// addresses: liburing maps and unmaps with its own system calls, which it does
+// not see. Only its address is used.
+char ring_mapping_sync;
 
 // user_data of the engine's own SQEs (a Request pointer is never this small).
 constexpr uint64_t kWakeTag = 1;    // a NOP that wakes a sleeping reaper
@@ -323,6 +330,7 @@ Status IoUringEngine::Init() {
         params.sq_thread_cpu = static_cast<unsigned>(options_.sqpoll_cpu);
       }
     }
+    TsanAcquire(&ring_mapping_sync);  // liburing writes the new rings too
     r = sys::UringQueueInit(sq_entries, &ring_, &params);
     if (r != -EINVAL || opt_flags == 0) break;
     // Give up the first optional flag still set (DEFER_TASKRUN first: it needs
@@ -349,6 +357,9 @@ Status IoUringEngine::Init() {
     return SetupError(-r, sq_entries);
   }
   ring_ready_ = true;
+  // The rings may lie where another engine's were (pairs with the
+  // TsanRelease before each io_uring_queue_exit).
+  TsanAcquire(&ring_mapping_sync);
 
   // What this engine cannot do without.
   if ((params.features & IORING_FEAT_NODROP) == 0 ||
@@ -356,6 +367,7 @@ Status IoUringEngine::Init() {
     const char* missing = (params.features & IORING_FEAT_NODROP) == 0
                               ? "IORING_FEAT_NODROP (5.5)"
                               : "IORING_FEAT_EXT_ARG (5.11)";
+    TsanRelease(&ring_mapping_sync);
     io_uring_queue_exit(&ring_);
     ring_ready_ = false;
     return Status::Error(Errc::kUnsupported,
@@ -468,25 +480,27 @@ bool IoUringEngine::QueueSqe(Request* req) noexcept {
   }
   const bool fixed_buf = req->buf_index >= 0 &&
                          static_cast<unsigned>(req->buf_index) < fixed_buffers_;
+  // The SQE's length has 32 bits. The kernel moves at most MAX_RW_COUNT
+  // (INT_MAX rounded down to a page) per request and returns that count for a
+  // longer one, as kernel AIO does; a length of 4 GiB or more must be clipped,
+  // not wrapped (Validate refused those above SSIZE_MAX).
+  const auto len = static_cast<unsigned>(
+      std::min<uint64_t>(req->length, std::numeric_limits<unsigned>::max()));
   switch (req->op) {
     case Op::kRead:
       if (fixed_buf) {
-        io_uring_prep_read_fixed(sqe, fd, req->iov[0].iov_base,
-                                 static_cast<unsigned>(req->length),
+        io_uring_prep_read_fixed(sqe, fd, req->iov[0].iov_base, len,
                                  req->offset, req->buf_index);
       } else {
-        io_uring_prep_read(sqe, fd, req->iov[0].iov_base,
-                           static_cast<unsigned>(req->length), req->offset);
+        io_uring_prep_read(sqe, fd, req->iov[0].iov_base, len, req->offset);
       }
       break;
     case Op::kWrite:
       if (fixed_buf) {
-        io_uring_prep_write_fixed(sqe, fd, req->iov[0].iov_base,
-                                  static_cast<unsigned>(req->length),
+        io_uring_prep_write_fixed(sqe, fd, req->iov[0].iov_base, len,
                                   req->offset, req->buf_index);
       } else {
-        io_uring_prep_write(sqe, fd, req->iov[0].iov_base,
-                            static_cast<unsigned>(req->length), req->offset);
+        io_uring_prep_write(sqe, fd, req->iov[0].iov_base, len, req->offset);
       }
       break;
     case Op::kReadv:
@@ -957,13 +971,19 @@ Result<size_t> IoUringEngine::Reap(std::span<Request*> out, size_t min,
     PumpFromReaper();
   }
 
+  // Nothing more can arrive once the engine is shut down, no Submit that
+  // began before that is still underway (it may yet queue requests; seq_cst
+  // pairs with UserGuard's increment and Submit's look at shutdown_), and
+  // nothing is in the kernel, the FIFO or the done list.
+  auto nothing_can_arrive = [&] {
+    return shutdown_.load(std::memory_order_seq_cst) &&
+           users_.load(std::memory_order_seq_cst) == 0 &&
+           in_kernel_.load(std::memory_order_relaxed) == 0 &&
+           fifo_count_.load(std::memory_order_relaxed) == 0 &&
+           done_.count() == 0;
+  };
   while (n < min && !destroyed_) {
-    if (shutdown_.load(std::memory_order_acquire) &&
-        in_kernel_.load(std::memory_order_relaxed) == 0 &&
-        fifo_count_.load(std::memory_order_relaxed) == 0 &&
-        done_.count() == 0) {
-      break;  // nothing more can arrive
-    }
+    if (nothing_can_arrive()) break;
     std::chrono::nanoseconds left = kForever;
     if (!forever) {
       left = deadline - Clock::now();
@@ -1026,9 +1046,7 @@ Result<size_t> IoUringEngine::Reap(std::span<Request*> out, size_t min,
     out[i]->engine_state.store(kCompleted, std::memory_order_relaxed);
   }
   completed_.fetch_add(n, std::memory_order_relaxed);
-  if (n == 0 && shutdown_.load(std::memory_order_acquire) &&
-      in_kernel_.load(std::memory_order_relaxed) == 0 &&
-      fifo_count_.load(std::memory_order_relaxed) == 0 && done_.count() == 0) {
+  if (n == 0 && nothing_can_arrive()) {
     return Status::Error(Errc::kShutdown,
                          "io_uring: engine shut down and nothing left to reap");
   }
@@ -1289,6 +1307,7 @@ Status IoUringEngine::Shutdown(std::chrono::nanoseconds timeout) {
             "them and their buffers; call Shutdown again (the destructor "
             "waits)");
   }
+  TsanRelease(&ring_mapping_sync);  // our last use of the rings is above
   io_uring_queue_exit(&ring_);
   ring_ready_ = false;
   destroyed_ = true;

@@ -66,6 +66,11 @@ static_assert(std::is_standard_layout_v<Request>,
 // stack).
 constexpr size_t kSubmitChunk = 128;
 
+// ThreadSanitizer's stand-in for the kernel's ordering of a completion ring's
+// unmap (io_destroy) before a later io_setup maps one at those addresses: it
+// sees neither. Only its address is used.
+char ring_mapping_sync;
+
 timespec ToTimespec(std::chrono::nanoseconds d) {
   if (d.count() < 0) d = std::chrono::nanoseconds(0);
   timespec ts;
@@ -232,6 +237,11 @@ Status LinuxAioEngine::Init() {
   // The context id is the address of the kernel's completion ring, mapped into
   // our address space.
   auto* ring = reinterpret_cast<AioRing*>(ctx_);
+  // The kernel may map it where a ring another engine destroyed (on another
+  // thread) was; it unmapped that one first, which orders that engine's last
+  // use of it before ours. ThreadSanitizer cannot see the kernel map and
+  // unmap, so say it (pairs with DestroyContext).
+  TsanAcquire(&ring_mapping_sync);
   if (AioRingUsable(ring)) ring_ = ring;
   events_.resize(ring_ != nullptr ? ring_->nr : 2 * static_cast<size_t>(nr));
 
@@ -561,6 +571,16 @@ Result<size_t> LinuxAioEngine::Reap(std::span<Request*> out, size_t min,
   const Clock::time_point deadline =
       forever ? Clock::time_point::max() : Clock::now() + timeout;
 
+  // Nothing more can arrive once the engine is shut down, no Submit that
+  // began before that is still underway (it may yet submit; seq_cst pairs
+  // with UserGuard's increment and Submit's look at shutdown_), and nothing is
+  // in the kernel or the done list.
+  auto nothing_can_arrive = [&] {
+    return shutdown_.load(std::memory_order_seq_cst) &&
+           users_.load(std::memory_order_seq_cst) == 0 &&
+           kernel_in_flight_.load(std::memory_order_relaxed) == 0 &&
+           done_.count() == 0;
+  };
   ReaperLock lock(&gate_, timeout, deadline);
   size_t n = done_.Take(out.data(), out.size());
   if (lock.owns_lock()) {
@@ -571,11 +591,7 @@ Result<size_t> LinuxAioEngine::Reap(std::span<Request*> out, size_t min,
       n += got;
     }
     while (n < min && !destroyed_) {
-      if (shutdown_.load(std::memory_order_acquire) &&
-          kernel_in_flight_.load(std::memory_order_relaxed) == 0 &&
-          done_.count() == 0) {
-        break;  // nothing more can arrive
-      }
+      if (nothing_can_arrive()) break;
       std::chrono::nanoseconds left = kForever;
       if (!forever) {
         left = deadline - Clock::now();
@@ -636,9 +652,7 @@ Result<size_t> LinuxAioEngine::Reap(std::span<Request*> out, size_t min,
     out[i]->engine_state.store(kCompleted, std::memory_order_relaxed);
   }
   completed_.fetch_add(n, std::memory_order_relaxed);
-  if (n == 0 && shutdown_.load(std::memory_order_acquire) &&
-      kernel_in_flight_.load(std::memory_order_relaxed) == 0 &&
-      done_.count() == 0) {
+  if (n == 0 && nothing_can_arrive()) {
     return Status::Error(
         Errc::kShutdown,
         "linux-aio: engine shut down and nothing left to reap");
@@ -742,6 +756,9 @@ void LinuxAioEngine::DestroyContext() {
   if (destroyed_) return;
   // Nothing is in flight, so io_destroy returns at once (it would otherwise
   // wait for the I/O).
+  // Our uses of the ring happen before its addresses are mapped again (pairs
+  // with Init's TsanAcquire).
+  TsanRelease(&ring_mapping_sync);
   (void)sys::IoDestroy(ctx_);
   ctx_ = 0;
   ring_ = nullptr;

@@ -39,6 +39,7 @@
 #include <bit>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -634,21 +635,37 @@ long ThreadsEngine::ReadWrite(Request* req, int flags, bool* stream) noexcept {
   return r;
 }
 
+namespace {
+// The most the kernel moves in one read or write (MAX_RW_COUNT: INT_MAX
+// rounded down to a page); it returns that count for a longer request.
+uint64_t MaxRwCount() noexcept {
+  static const uint64_t max =
+      static_cast<uint64_t>(INT_MAX) &
+      ~(static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)) - 1);
+  return max;
+}
+}  // namespace
+
 long ThreadsEngine::FinishShort(Request* req, long done, bool stream) noexcept {
   // What was transferred is kept: a stream cannot give it back, and a file
   // opened O_APPEND would get it twice. A read from a stream ends here (a pipe
   // returns what it has, as the kernel's would); anything else goes on,
-  // waiting this time, from where it stopped.
+  // waiting this time, from where it stopped, up to MAX_RW_COUNT in all (the
+  // kernel's one call would have stopped there too).
   const bool read = req->op == Op::kRead || req->op == Op::kReadv;
   if (read && stream) return done;
   IovecVector rest;
   auto skip = static_cast<uint64_t>(done);
+  uint64_t room = MaxRwCount() - static_cast<uint64_t>(done);
   for (const iovec& v : req->iov) {
     if (skip >= v.iov_len) {
       skip -= v.iov_len;
       continue;
     }
-    rest.push_back({static_cast<char*>(v.iov_base) + skip, v.iov_len - skip});
+    if (room == 0) break;
+    const uint64_t take = std::min<uint64_t>(v.iov_len - skip, room);
+    rest.push_back({static_cast<char*>(v.iov_base) + skip, take});
+    room -= take;
     skip = 0;
   }
   const int n = static_cast<int>(rest.size());
@@ -672,7 +689,7 @@ bool ThreadsEngine::WouldBlock(const Request& req, long r) noexcept {
 
 namespace {
 bool Short(const Request& req, long r) noexcept {
-  return r > 0 && static_cast<uint64_t>(r) < req.length;
+  return r > 0 && static_cast<uint64_t>(r) < std::min(req.length, MaxRwCount());
 }
 }  // namespace
 
@@ -1012,14 +1029,23 @@ Result<size_t> ThreadsEngine::Reap(std::span<Request*> out, size_t min,
   ReaperLock lock(&gate_, timeout, deadline);
   NoteReaperCpu();
   size_t n = done_.Take(out.data(), out.size());
+  // Whoever holds the gate may have completions in hand: taken from the ring
+  // (where in_flight_ no longer counts them) and not yet on the done list
+  // (MakeRoom). So "nothing left" is told only with the gate held.
+  // Nor while a Submit that began before Shutdown may still queue requests
+  // (Shutdown waits for it; seq_cst pairs with UserGuard's increment and
+  // Submit's look at shutdown_, so a later Submit sees the flag and refuses).
+  auto nothing_can_arrive = [&] {
+    return shutdown_.load(std::memory_order_seq_cst) &&
+           users_.load(std::memory_order_seq_cst) == 0 &&
+           in_flight_.load(std::memory_order_relaxed) == 0 &&
+           AioRingPending(ring_) == 0 && done_.count() == 0;
+  };
+  bool nothing_left = false;
   if (lock.owns_lock()) {
     n += DrainRing(out.data() + n, out.size() - n);
     while (n < min) {
-      if (shutdown_.load(std::memory_order_acquire) &&
-          in_flight_.load(std::memory_order_relaxed) == 0 &&
-          AioRingPending(ring_) == 0 && done_.count() == 0) {
-        break;  // nothing more can arrive
-      }
+      if (nothing_can_arrive()) break;
       std::chrono::nanoseconds left = kForever;
       if (!forever) {
         left = deadline - Clock::now();
@@ -1046,7 +1072,10 @@ Result<size_t> ThreadsEngine::Reap(std::span<Request*> out, size_t min,
         n += done_.Take(out.data() + n, out.size() - n);
         continue;
       }
-      if (AioRingPending(ring_) != 0) {
+      // Look again now that a wake-up would find us: Shutdown signals once
+      // the last Submit has left (after its flag), and that may have been
+      // between the look above and the announcement.
+      if (AioRingPending(ring_) != 0 || nothing_can_arrive()) {
         done_.RetireWaiter();
         n += DrainRing(out.data() + n, out.size() - n);
         continue;
@@ -1060,15 +1089,14 @@ Result<size_t> ThreadsEngine::Reap(std::span<Request*> out, size_t min,
       n += done_.Take(out.data() + n, out.size() - n);
       n += DrainRing(out.data() + n, out.size() - n);
     }
+    nothing_left = n == 0 && nothing_can_arrive();
     lock.Unlock();
   }
   for (size_t i = 0; i < n; ++i) {
     out[i]->engine_state.store(kCompleted, std::memory_order_relaxed);
   }
   completed_.fetch_add(n, std::memory_order_relaxed);
-  if (n == 0 && shutdown_.load(std::memory_order_acquire) &&
-      in_flight_.load(std::memory_order_relaxed) == 0 &&
-      AioRingPending(ring_) == 0 && done_.count() == 0) {
+  if (nothing_left) {
     return Status::Error(Errc::kShutdown,
                          "threads: engine shut down and nothing left to reap");
   }
