@@ -50,6 +50,17 @@ TEST(FileTest, OpenMissingFileSaysWhichPath) {
   EXPECT_NE(f.status().ToString().find("O_RDONLY"), std::string::npos);
 }
 
+TEST(FileTest, ODirectOnAFileSystemWithoutItSaysSo) {
+  // procfs has no O_DIRECT on any kernel: open(2) answers EINVAL.
+  Result<File> f = File::Open("/proc/self/status", O_RDONLY | O_DIRECT);
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status().Errno(), EINVAL) << f.status().ToString();
+  EXPECT_NE(f.status().ToString().find("the file system refuses O_DIRECT"),
+            std::string::npos)
+      << f.status().ToString();
+  EXPECT_NE(f.status().ToString().find("/proc/self/status"), std::string::npos);
+}
+
 TEST(FileTest, DirectFileKnowsItsAlignment) {
   Result<File> f = File::CreateTemporary(testing::TestDir(), O_DIRECT);
   if (!f.ok()) {

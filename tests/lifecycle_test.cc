@@ -612,7 +612,9 @@ TEST_P(LifecycleTest, AThousandCreateDestroyCyclesLeaveNoDescriptorOrThread) {
                   std::chrono::duration_cast<milliseconds>(took).count()),
               fds_before, fds_after, threads_before, threads_after);
   EXPECT_EQ(fds_after, fds_before);
-  EXPECT_EQ(threads_after, threads_before);
+  // At most as many: a kernel io_uring thread (iou-sqp, iou-wrk) of an earlier
+  // test may still have been exiting when the first count was taken.
+  EXPECT_LE(threads_after, threads_before);
 }
 
 // The engines and variants of the conformance suite.
