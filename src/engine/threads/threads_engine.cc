@@ -772,6 +772,23 @@ int64_t ThreadsEngine::Execute(Request* req, int* thread_prio) {
   return -EINVAL;
 }
 
+// Moves the calling thread off `cpu` (to any other CPU its affinity allows),
+// then gives it its affinity back, so that it stays free to go anywhere. False
+// when it cannot (pinned to that CPU, or the calls fail).
+bool StepAside(int cpu) noexcept {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return false;
+  if (cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &mask) || CPU_COUNT(&mask) < 2) {
+    return false;
+  }
+  cpu_set_t others = mask;
+  CPU_CLR(cpu, &others);
+  if (sched_setaffinity(0, sizeof(others), &others) != 0) return false;
+  (void)sched_setaffinity(0, sizeof(mask), &mask);
+  return true;
+}
+
 void ThreadsEngine::WorkerMain(size_t slot) {
   int thread_prio = 0;  // IOPRIO_CLASS_NONE: the thread's default
   std::unique_lock<std::mutex> lock(mu_);
@@ -794,11 +811,16 @@ void ThreadsEngine::WorkerMain(size_t slot) {
           if (!work) CpuRelax();
         }
         // Spinning on the CPU the reaper was put on keeps it off that CPU,
-        // and the work the worker waits for comes from it (a scheduler that
-        // placed both on one CPU of two halved the IOPS for whole runs).
-        if (!work &&
-            sched_getcpu() == reaper_cpu_.load(std::memory_order_relaxed)) {
-          sched_yield();
+        // and the work the worker waits for comes from it. The scheduler
+        // tends to keep them together (it wakes a worker next to the thread
+        // that woke it): whole runs went at half speed, or worse. Step to
+        // another CPU, or at least let the reaper run.
+        if (!work) {
+          const int cpu = sched_getcpu();
+          if (cpu >= 0 && cpu == reaper_cpu_.load(std::memory_order_relaxed) &&
+              !StepAside(cpu)) {
+            sched_yield();
+          }
         }
       } while (!work && Clock::now() < spin_until);
       lock.lock();
