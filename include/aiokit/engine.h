@@ -6,13 +6,15 @@
 // readable when completions are ready (NotifyFd, for epoll).
 //
 // Engines:
-//   linux-aio  the kernel's native AIO (io_setup/io_submit/io_getevents),
-//   completions read from the
-//              kernel's mmapped ring in user space; io_getevents only when the
-//              caller must wait.
-//   io_uring   liburing: one SQE per request, completions read from the CQ
-//              ring in user space; fixed buffers and files, SQPOLL, IOPOLL.
-//   threads    (not built yet)
+// - linux-aio: the kernel's native AIO (io_setup/io_submit/io_getevents);
+//   completions read from the kernel's mmapped ring in user space,
+//   io_getevents only when the caller must wait.
+// - io_uring: liburing, one SQE per request, completions read from the CQ
+//   ring in user space; fixed buffers and files, SQPOLL, IOPOLL.
+// - threads: a user-space AIO built like the kernel's: worker threads and a
+//   completion ring in the kernel's aio_ring layout; buffered I/O that does
+//   not block the submitter, any fd, priorities, cancel of queued requests.
+// aiokit/fault.h wraps any of them to inject faults.
 // MakeEngine() builds one from EngineOptions; where the caller leaves the kind
 // as kDefault, the environment variable AIOKIT_ENGINE (auto, linux-aio,
 // io_uring, threads) chooses, else auto.

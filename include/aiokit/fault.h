@@ -53,8 +53,10 @@ struct FaultSpec {
   std::chrono::microseconds reorder_for{1000};
   double stall = 0;
   std::chrono::microseconds stall_for{2000};
-  // Seed of the random choices; 0 picks one (FaultSpecString shows it, and the
-  // same seed with the same calls on one thread replays the same faults).
+  // Seed of the random choices; 0 picks one (FaultSpecString shows it). One
+  // generator serves every fault: the same seed and the same calls from one
+  // thread replay the same submission faults as long as nothing is drawn for
+  // completions (whose number depends on how the engine batches them).
   uint64_t seed = 0;
 
   [[nodiscard]] bool HoldsCompletions() const noexcept {

@@ -459,7 +459,7 @@ class Clone {
     if (fault_ != nullptr) {
       r_.faults = fault_->fault_stats();
       // Every request handed to the engine came back exactly once.
-      if (r_.reaped_twice != 0 && r_.first_error.empty()) {
+      if (r_.reaped_twice != 0) {
         r_.first_error = std::to_string(r_.reaped_twice) +
                          " requests were reaped while not in flight";
       } else if (r_.faults.accepted != r_.faults.completed &&
@@ -683,6 +683,7 @@ class Clone {
     while (off < batch_.size()) {
       const size_t n = std::min(per_call, batch_.size() - off);
       const Clock::time_point before = Clock::now();
+      const uint64_t eagain_before = InjectedEagains();
       SubmitResult sr =
           engine_->Submit(std::span<Request* const>(batch_.data() + off, n));
       ++r_.submit_calls;
@@ -702,7 +703,9 @@ class Clone {
           break;  // retried after the next reap
         }
         // An injected EAGAIN with nothing in flight: at once again.
-        if (sr.status.Is(Errc::kQueueFull) && fault_ != nullptr) continue;
+        if (sr.status.Is(Errc::kQueueFull) && InjectedEagain(eagain_before)) {
+          continue;
+        }
         if (r_.first_error.empty()) r_.first_error = sr.status.ToString();
         stop_ = true;
         break;
@@ -723,6 +726,50 @@ class Clone {
                  batch_.begin() + static_cast<std::ptrdiff_t>(off));
   }
 
+  // --inject: EAGAINs injected so far (0 without it).
+  uint64_t InjectedEagains() const {
+    return fault_ != nullptr ? fault_->fault_stats().eagain : 0;
+  }
+  // True when the Submit that began at `before` met an injected EAGAIN (a
+  // real, lasting kQueueFull with nothing in flight stays an error).
+  bool InjectedEagain(uint64_t before) const {
+    return fault_ != nullptr && InjectedEagains() > before;
+  }
+  // Without --inject, Reap waits as long as it takes; with it, a completion
+  // that never comes is what the run checks for: wait long past any injected
+  // delay or stall, then report it.
+  std::chrono::nanoseconds ReapTimeout() const {
+    if (fault_ == nullptr) return kForever;
+    const FaultSpec& f = fault_->spec();
+    return std::chrono::seconds(30) +
+           2 * (f.delay_for + f.reorder_for + f.stall_for);
+  }
+  void Lost() {
+    if (!r_.first_error.empty()) return;
+    r_.first_error =
+        "fault injection: " + std::to_string(in_flight_) +
+        " requests accepted and never completed (no completion for " +
+        std::to_string(
+            std::chrono::duration_cast<std::chrono::seconds>(ReapTimeout())
+                .count()) +
+        " s)";
+  }
+  // Drops from done_[0, n) any request that was not in flight (reaped twice,
+  // or never submitted: counted, never handled as a completion); returns how
+  // many are left, moved to the front.
+  size_t Fresh(size_t n) {
+    size_t kept = 0;
+    for (size_t k = 0; k < n; ++k) {
+      const auto i = static_cast<size_t>(done_[k] - reqs_.data());
+      if (i >= slots_.size() || !slots_[i].pending) {
+        ++r_.reaped_twice;
+        continue;
+      }
+      done_[kept++] = done_[k];
+    }
+    return kept;
+  }
+
   void Complete(size_t i, Clock::time_point now, bool measuring) {
     Slot& s = slots_[i];
     Request& r = reqs_[i];
@@ -734,7 +781,6 @@ class Clone {
       d.clat.Record(NsBetween(s.issued, now));
       d.lat.Record(NsBetween(s.submit_start, now));
     }
-    if (!s.pending) ++r_.reaped_twice;
     s.pending = false;
     const bool tracked = !busy_.empty() && s.kind != Kind::kSync;
     if (tracked) busy_[s.block] = 0;
@@ -825,10 +871,16 @@ class Clone {
           std::min<size_t>(o_.iodepth_batch_complete_min, in_flight_);
       Result<size_t> got = engine_->Reap(
           std::span<Request*>(done_.data(), std::min(cmax, done_.size())), min,
-          kForever);
+          ReapTimeout());
       ++r_.reap_calls;
       if (!got.ok()) {
         if (r_.first_error.empty()) r_.first_error = got.status().ToString();
+        break;
+      }
+      const size_t raw = *got;
+      got = Fresh(raw);
+      if (raw == 0 && min != 0 && fault_ != nullptr) {
+        Lost();
         break;
       }
       const Clock::time_point now = Clock::now();
@@ -910,6 +962,7 @@ class Clone {
       }
       size_t off = 0;
       while (off < batch_.size()) {
+        const uint64_t eagain_before = InjectedEagains();
         SubmitResult sr = engine_->Submit(std::span<Request* const>(
             batch_.data() + off, batch_.size() - off));
         for (size_t k = off; k < off + sr.accepted; ++k) {
@@ -919,7 +972,9 @@ class Clone {
         in_flight_ += sr.accepted;
         if (!sr.status.ok()) {
           if (sr.status.Is(Errc::kQueueFull) && in_flight_ != 0) break;
-          if (sr.status.Is(Errc::kQueueFull) && fault_ != nullptr) continue;
+          if (sr.status.Is(Errc::kQueueFull) && InjectedEagain(eagain_before)) {
+            continue;
+          }
           if (r_.first_error.empty()) {
             r_.first_error = "verify: " + sr.status.ToString();
           }
@@ -932,11 +987,17 @@ class Clone {
       batch_.erase(batch_.begin(),
                    batch_.begin() + static_cast<std::ptrdiff_t>(off));
       if (in_flight_ == 0) break;
-      Result<size_t> got = engine_->Reap(done_, 1, kForever);
+      Result<size_t> got = engine_->Reap(done_, 1, ReapTimeout());
       if (!got.ok()) {
         if (r_.first_error.empty()) {
           r_.first_error = "verify: " + got.status().ToString();
         }
+        return;
+      }
+      const size_t raw = *got;
+      got = Fresh(raw);
+      if (raw == 0 && fault_ != nullptr) {
+        Lost();
         return;
       }
       in_flight_ -= *got;
@@ -944,7 +1005,6 @@ class Clone {
         Request* r = done_[k];
         const auto i = static_cast<size_t>(r - reqs_.data());
         idle.push_back(i);
-        if (!slots_[i].pending) ++r_.reaped_twice;
         slots_[i].pending = false;
         if (r->rval < 0) {
           ++r_.errors[static_cast<int>(-r->rval)];

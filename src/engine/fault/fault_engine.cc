@@ -3,10 +3,11 @@
 // Submission faults cut the batch before it reaches the inner engine, so the
 // requests not taken are untouched, as SubmitResult promises. Completion
 // faults are applied to what the inner engine's Reap returns: the result is
-// replaced, or the request is held back in `held_` (marked in flight again, so
-// that it reads as not completed) and handed out later. Everything taken from
-// the inner engine goes to `ready_` or `held_` before anything else happens, so
-// a Reap that returns early (deadline, caller's array full) loses nothing.
+// replaced, or the request is held back in `held_` and handed out later.
+// Everything taken from the inner engine goes to `ready_` or `held_` before
+// anything else happens, so a Reap that returns early (deadline, caller's
+// array full) loses nothing, and is marked in flight again until Reap hands it
+// out (it reads as not completed; Cancel answers kNotCancellable).
 
 #include <algorithm>
 #include <atomic>
@@ -91,8 +92,15 @@ class FaultEngine final : public FaultInjectingEngine {
 
   ~FaultEngine() override {
     // The inner engine's destructor waits for what is in flight; what is held
-    // here has completed already.
+    // here has completed already, and is the caller's again.
     inner_.reset();
+    std::lock_guard<std::mutex> lock(held_mu_);
+    for (const Held& h : held_) {
+      h.req->engine_state.store(kCompleted, std::memory_order_relaxed);
+    }
+    for (Request* r : ready_) {
+      r->engine_state.store(kCompleted, std::memory_order_relaxed);
+    }
   }
 
   [[nodiscard]] EngineKind kind() const noexcept override {
@@ -106,10 +114,11 @@ class FaultEngine final : public FaultInjectingEngine {
   }
   [[nodiscard]] EngineStats Stats() const noexcept override {
     EngineStats s = inner_->Stats();
-    // Completions held here are in flight for the caller.
-    const uint64_t held = held_count_.load(std::memory_order_relaxed);
-    s.completed = s.completed >= held ? s.completed - held : 0;
-    s.in_flight += held;
+    // As the caller sees it: completed when Reap returned it here.
+    const uint64_t done = completed_.load(std::memory_order_relaxed);
+    const uint64_t taken = accepted_.load(std::memory_order_relaxed);
+    s.completed = done;
+    s.in_flight = taken >= done ? taken - done : 0;
     return s;
   }
   [[nodiscard]] FaultStats fault_stats() const noexcept override {
@@ -203,26 +212,34 @@ class FaultEngine final : public FaultInjectingEngine {
       }
     }
     size_t n = 0;
-    Status inner_status;
+    Status inner_status;  // kShutdown from the inner engine: nothing comes
+    Status other_error;   // any other: returned at once (unless n > 0)
     for (;;) {
       Clock::time_point now = Clock::now();
       const bool stalled = now < stall_until_;
       if (!stalled) {
         // Take what the inner engine has, without waiting.
         Status s = Pull(std::chrono::nanoseconds(0), 0);
+        if (!s.ok() && !s.Is(Errc::kShutdown)) {
+          other_error = s;
+          break;
+        }
         if (!s.ok()) inner_status = s;
         now = Clock::now();
         Release(now);
         n += Hand(out.subspan(n));
       }
       if (n >= min || n == out.size()) break;
-      if (!inner_status.ok() && held_.empty() && ready_.empty()) break;
+      if (!inner_status.ok() && Idle()) break;
       if (now >= deadline) break;
       // Wait: for the stall to end, for a held completion to come due, or
       // for the inner engine.
       Clock::time_point until = deadline;
       if (stalled) until = std::min(until, stall_until_);
-      for (const Held& h : held_) until = std::min(until, h.due);
+      {
+        std::lock_guard<std::mutex> lock(held_mu_);
+        for (const Held& h : held_) until = std::min(until, h.due);
+      }
       if (stalled) {
         std::this_thread::sleep_until(until);
         continue;
@@ -234,33 +251,31 @@ class FaultEngine final : public FaultInjectingEngine {
                          std::chrono::duration_cast<std::chrono::nanoseconds>(
                              until - now));
       Status s = Pull(wait, 1);
+      if (!s.ok() && !s.Is(Errc::kShutdown)) {
+        other_error = s;
+        break;
+      }
       if (!s.ok()) {
         inner_status = s;
-        if (held_.empty() && ready_.empty()) break;
+        if (Idle()) break;
         // Shut down: only held completions are left; sleep until one is due.
         std::this_thread::sleep_until(until);
       }
     }
     completed_.fetch_add(n, std::memory_order_relaxed);
-    if (n == 0 && !inner_status.ok() && held_.empty() && ready_.empty()) {
-      return inner_status;
-    }
+    if (n == 0 && !other_error.ok()) return other_error;
+    if (n == 0 && !inner_status.ok() && Idle()) return inner_status;
     return n;
   }
 
   Status Cancel(Request* req) override {
-    if (req != nullptr) {
-      std::lock_guard<std::mutex> lock(held_mu_);
-      for (const Held& h : held_) {
-        if (h.req == req) {
-          return Status::Error(Errc::kNotCancellable,
-                               "fault injection: " + DescribeAsked(*req) +
-                                   ": already completed (its completion is "
-                                   "held back)");
-        }
-      }
+    if (req != nullptr && Holds(req)) return HeldBack(req);
+    Status s = inner_->Cancel(req);
+    // Taken from the inner engine meanwhile: completed, not yet handed out.
+    if (s.Is(Errc::kInvalidArgument) && req != nullptr && Holds(req)) {
+      return HeldBack(req);
     }
-    return inner_->Cancel(req);
+    return s;
   }
 
   Result<int> NotifyFd() override {
@@ -288,7 +303,27 @@ class FaultEngine final : public FaultInjectingEngine {
     Request* req;
     Clock::time_point due;
     bool reordered;
+    uint64_t pull;  // the Pull that took it
   };
+
+  // Completed by the inner engine and not handed out yet.
+  bool Holds(const Request* req) {
+    std::lock_guard<std::mutex> lock(held_mu_);
+    for (const Held& h : held_) {
+      if (h.req == req) return true;
+    }
+    return std::find(ready_.begin(), ready_.end(), req) != ready_.end();
+  }
+  bool Idle() {
+    std::lock_guard<std::mutex> lock(held_mu_);
+    return held_.empty() && ready_.empty();
+  }
+  static Status HeldBack(const Request* req) {
+    return Status::Error(Errc::kNotCancellable,
+                         "fault injection: " + DescribeAsked(*req) +
+                             ": already completed (its completion is held "
+                             "back, or not handed out yet)");
+  }
 
   bool Chance(double p) {
     if (p <= 0) return false;
@@ -298,34 +333,38 @@ class FaultEngine final : public FaultInjectingEngine {
     return std::uniform_int_distribution<uint64_t>(0, n - 1)(rng_);
   }
 
-  // One inner Reap into ready_ / held_, with faults applied. Called under
-  // the reaper.
+  // One inner Reap into ready_ / held_, with faults applied. By the reaper.
+  // Every request taken is marked in flight again until Hand returns it.
   Status Pull(std::chrono::nanoseconds wait, size_t min) {
     Request* got[64];
     Result<size_t> r = inner_->Reap(std::span<Request*>(got, 64), min, wait);
     if (!r.ok()) return r.status();
+    if (*r == 0) return Status();
+    ++pulls_;
     bool fresh = false;
     const Clock::time_point now = Clock::now();
     std::lock_guard<std::mutex> g(rng_mu_);
+    std::lock_guard<std::mutex> lock(held_mu_);
     for (size_t i = 0; i < *r; ++i) {
       Request* req = got[i];
+      req->engine_state.store(kInFlight, std::memory_order_relaxed);
       Inject(req);
       if (Chance(spec_.delay)) {
         delayed_.fetch_add(1, std::memory_order_relaxed);
-        Hold(req, now + spec_.delay_for, false);
+        held_.push_back(Held{req, now + spec_.delay_for, false, pulls_});
       } else if (Chance(spec_.reorder)) {
         reordered_.fetch_add(1, std::memory_order_relaxed);
-        Hold(req, now + spec_.reorder_for, true);
+        held_.push_back(Held{req, now + spec_.reorder_for, true, pulls_});
       } else {
         ready_.push_back(req);
         fresh = true;
       }
     }
-    // A reordered completion goes out behind one that came after it.
+    // A completion held for reordering by an earlier Pull goes out now,
+    // behind these later ones.
     if (fresh) {
-      std::lock_guard<std::mutex> lock(held_mu_);
       for (Held& h : held_) {
-        if (h.reordered) h.due = now;
+        if (h.reordered && h.pull < pulls_) h.due = now;
       }
     }
     return Status();
@@ -357,34 +396,24 @@ class FaultEngine final : public FaultInjectingEngine {
     }
   }
 
-  void Hold(Request* req, Clock::time_point due, bool reordered) {
-    req->engine_state.store(kInFlight, std::memory_order_relaxed);
-    std::lock_guard<std::mutex> lock(held_mu_);
-    held_.push_back(Held{req, due, reordered});
-    held_count_.store(held_.size() + ready_.size(), std::memory_order_relaxed);
-  }
-
   // Moves held completions that are due to ready_. By the reaper.
   void Release(Clock::time_point now) {
     std::lock_guard<std::mutex> lock(held_mu_);
     auto it = std::stable_partition(held_.begin(), held_.end(),
                                     [&](const Held& h) { return h.due > now; });
-    for (auto i = it; i != held_.end(); ++i) {
-      i->req->engine_state.store(kCompleted, std::memory_order_relaxed);
-      ready_.push_back(i->req);
-    }
+    for (auto i = it; i != held_.end(); ++i) ready_.push_back(i->req);
     held_.erase(it, held_.end());
-    held_count_.store(held_.size() + ready_.size(), std::memory_order_relaxed);
   }
 
   size_t Hand(std::span<Request*> out) {
+    std::lock_guard<std::mutex> lock(held_mu_);
     size_t n = 0;
     while (n < out.size() && !ready_.empty()) {
-      out[n++] = ready_.front();
+      Request* r = ready_.front();
       ready_.pop_front();
+      r->engine_state.store(kCompleted, std::memory_order_relaxed);
+      out[n++] = r;
     }
-    std::lock_guard<std::mutex> lock(held_mu_);
-    held_count_.store(held_.size() + ready_.size(), std::memory_order_relaxed);
     return n;
   }
 
@@ -396,10 +425,10 @@ class FaultEngine final : public FaultInjectingEngine {
   std::condition_variable gate_cv_;
   bool reaping_ = false;
   Clock::time_point stall_until_{};  // the reaper's
-  std::deque<Request*> ready_;       // the reaper's
-  std::mutex held_mu_;               // held_ (Cancel reads it)
+  uint64_t pulls_ = 0;               // the reaper's
+  std::mutex held_mu_;               // ready_ and held_ (Cancel looks too)
+  std::deque<Request*> ready_;
   std::vector<Held> held_;
-  std::atomic<uint64_t> held_count_{0};
   std::atomic<uint64_t> submit_calls_{0}, accepted_{0}, completed_{0},
       eagain_{0}, partial_{0}, short_io_{0}, eio_{0}, enospc_{0}, delayed_{0},
       reordered_{0}, stalls_{0};

@@ -785,7 +785,12 @@ bool StepAside(int cpu) noexcept {
   cpu_set_t others = mask;
   CPU_CLR(cpu, &others);
   if (sched_setaffinity(0, sizeof(others), &others) != 0) return false;
-  (void)sched_setaffinity(0, sizeof(mask), &mask);
+  // (Not atomic: an affinity change made by someone else between these calls
+  // is undone. Kernels from 6.2 also remember the mask set here as the
+  // thread's own, so a later cpuset widening does not reach it.)
+  if (sched_setaffinity(0, sizeof(mask), &mask) != 0) {
+    (void)sched_setaffinity(0, sizeof(mask), &mask);  // once more
+  }
   return true;
 }
 
@@ -804,10 +809,14 @@ void ThreadsEngine::WorkerMain(size_t slot) {
       const Clock::time_point spin_until =
           Clock::now() + std::chrono::microseconds(20);
       bool work = false;
+      // Shutting down: no spin (nothing new comes); the wait below ends when
+      // Shutdown sets stopping_.
+      bool quit = false;
       do {
         for (int i = 0; i < 64 && !work; ++i) {
-          work = nonempty_relaxed_.load(std::memory_order_relaxed) != 0 ||
-                 shutdown_.load(std::memory_order_relaxed);
+          work = nonempty_relaxed_.load(std::memory_order_relaxed) != 0;
+          quit = shutdown_.load(std::memory_order_relaxed);
+          if (quit) break;
           if (!work) CpuRelax();
         }
         // Spinning on the CPU the reaper was put on keeps it off that CPU,
@@ -815,14 +824,14 @@ void ThreadsEngine::WorkerMain(size_t slot) {
         // tends to keep them together (it wakes a worker next to the thread
         // that woke it): whole runs went at half speed, or worse. Step to
         // another CPU, or at least let the reaper run.
-        if (!work) {
+        if (!work && !quit) {
           const int cpu = sched_getcpu();
           if (cpu >= 0 && cpu == reaper_cpu_.load(std::memory_order_relaxed) &&
               !StepAside(cpu)) {
             sched_yield();
           }
         }
-      } while (!work && Clock::now() < spin_until);
+      } while (!work && !quit && Clock::now() < spin_until);
       lock.lock();
       if (work) continue;
       ++idle_workers_;
@@ -1103,7 +1112,14 @@ Result<size_t> ThreadsEngine::Reap(std::span<Request*> out, size_t min,
         continue;
       }
       // Sleep until a completion bumps the sequence (FutexWait returns at
-      // once if it already did).
+      // once if it already did), for what is left after helping and spinning.
+      if (!forever) {
+        left = deadline - Clock::now();
+        if (left.count() <= 0) {
+          done_.RetireWaiter();
+          break;
+        }
+      }
       (void)sys::FutexWait(reinterpret_cast<const uint32_t*>(&event_seq_), seq,
                            left);
       wait_calls_.fetch_add(1, std::memory_order_relaxed);
