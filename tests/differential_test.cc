@@ -142,10 +142,7 @@ TEST_P(DifferentialTest, RandomIoFromSeveralThreadsMatchesTheModel) {
   EngineOptions opts;
   opts.queue_depth = kThreads * kSlots;
   Result<std::unique_ptr<Engine>> made = MakeNamedEngine(engine_name, opts);
-  if (!made.ok() &&
-      (made.status().Is(Errc::kUnsupported) ||
-       made.status().code() == std::errc::permission_denied ||
-       made.status().code() == std::errc::function_not_supported)) {
+  if (!made.ok() && testing::EngineRefusedHere(made.status())) {
     GTEST_SKIP() << made.status().ToString();
   }
   ASSERT_TRUE(made.ok()) << made.status().ToString();
@@ -400,12 +397,9 @@ TEST_P(DifferentialTest, RandomIoFromSeveralThreadsMatchesTheModel) {
 
 std::string ParamName(
     const ::testing::TestParamInfo<std::tuple<std::string, bool>>& info) {
-  std::string n = std::get<0>(info.param) +
-                  (std::get<1>(info.param) ? "_direct" : "_buffered");
-  for (char& c : n) {
-    if (c == '-' || c == '/') c = '_';
-  }
-  return n;
+  return testing::ParamName(std::get<0>(info.param) + (std::get<1>(info.param)
+                                                           ? "_direct"
+                                                           : "_buffered"));
 }
 
 const std::string kEngineNames[] = {"linux-aio", "io_uring", "threads"};

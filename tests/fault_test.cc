@@ -100,12 +100,7 @@ TEST_P(FaultTest, EveryRequestCompletesOnceWithItsRealOrInjectedResult) {
   opts.queue_depth = 64;
   opts.notify_fd = false;
   Result<std::unique_ptr<Engine>> inner = MakeNamedEngine(engine_name, opts);
-  if (!inner.ok() && inner.status().Is(Errc::kUnsupported)) {
-    GTEST_SKIP() << inner.status().ToString();
-  }
-  if (!inner.ok() &&
-      (inner.status().code() == std::errc::permission_denied ||
-       inner.status().code() == std::errc::function_not_supported)) {
+  if (!inner.ok() && testing::EngineRefusedHere(inner.status())) {
     GTEST_SKIP() << inner.status().ToString();
   }
   ASSERT_TRUE(inner.ok()) << inner.status().ToString();
@@ -334,11 +329,8 @@ TEST_P(FaultTest, EveryRequestCompletesOnceWithItsRealOrInjectedResult) {
 
 std::string ParamName(
     const ::testing::TestParamInfo<std::tuple<std::string, Mix>>& info) {
-  std::string n = std::get<0>(info.param) + "_" + std::get<1>(info.param).name;
-  for (char& c : n) {
-    if (c == '-' || c == '/') c = '_';
-  }
-  return n;
+  return testing::ParamName(std::get<0>(info.param) + "_" +
+                            std::get<1>(info.param).name);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, FaultTest,

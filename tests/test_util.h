@@ -115,6 +115,21 @@ inline Result<std::unique_ptr<Engine>> MakeNamedEngine(
   return MakeEngine(options);
 }
 
+// True when `s` (from making an engine) says this machine or process refuses
+// that engine (not built, a kernel without it, a policy): a test skips.
+inline bool EngineRefusedHere(const Status& s) {
+  return s.Is(Errc::kUnsupported) || s.code() == std::errc::permission_denied ||
+         s.code() == std::errc::function_not_supported;
+}
+
+// A test parameter as a gtest name: '-' and '/' become '_'.
+inline std::string ParamName(std::string name) {
+  for (char& c : name) {
+    if (c == '-' || c == '/') c = '_';
+  }
+  return name;
+}
+
 // Reaps until `expected` requests have come back or `timeout` passes. Counts
 // every return of every request, so that a test can check each came back
 // exactly once.
