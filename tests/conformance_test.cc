@@ -1450,20 +1450,12 @@ const std::vector<std::string> kEngines = {
 INSTANTIATE_TEST_SUITE_P(Engines, ConformanceTest,
                          ::testing::ValuesIn(kEngines),
                          [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string n = info.param;
-                           for (char& c : n) {
-                             if (c == '-' || c == '/') c = '_';
-                           }
-                           return n;
+                           return testing::ParamName(info.param);
                          });
 INSTANTIATE_TEST_SUITE_P(Engines, FaultedConformanceTest,
                          ::testing::ValuesIn(kEngines),
                          [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string n = info.param;
-                           for (char& c : n) {
-                             if (c == '-' || c == '/') c = '_';
-                           }
-                           return n;
+                           return testing::ParamName(info.param);
                          });
 
 }  // namespace
