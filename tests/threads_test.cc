@@ -128,6 +128,49 @@ TEST(ThreadsEngineTest, ARequestNotStartedIsCancelledAStartedOneIsNot) {
   EXPECT_TRUE(e->Cancel(&reqs[0]).Is(Errc::kInvalidArgument));
 }
 
+// A worker takes several queued requests at once when nothing blocks (one
+// lock of the queue and of the ring for all), and a reaping thread runs queued
+// requests itself; a request that would block (an empty pipe) goes back to
+// the queue for a worker, and neither of them waits behind it: with the one
+// worker blocked in it, the reaping thread runs every file read. Nothing is
+// lost, nothing completes twice.
+TEST(ThreadsEngineTest, ARequestThatWouldBlockHoldsUpNoOther) {
+  EngineOptions o;
+  o.threads_min = 1;
+  o.threads_max = 1;
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  File f = testing::ScratchFile(16 * 4096, 61);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  char byte = 0;
+  for (int round = 0; round < 20; ++round) {
+    std::vector<std::vector<char>> bufs(12, std::vector<char>(4096));
+    std::vector<Request> reqs(12);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      reqs[i].PrepRead(f.fd(), bufs[i].data(), 4096, i * 4096);
+    }
+    // Second in the queue: the batch that takes the first takes it too.
+    Request pipe_read;
+    pipe_read.PrepRead(p[0], &byte, 1, 0);
+    std::vector<Request*> batch = {&reqs[0], &pipe_read};
+    for (size_t i = 1; i < reqs.size(); ++i) batch.push_back(&reqs[i]);
+    SubmitAll(*e, batch);
+    // Every file read completes while the pipe read waits (the one worker
+    // blocks in it; the reaping thread runs the rest).
+    testing::Reaped got = testing::ReapAll(*e, reqs.size());
+    testing::ExpectExactlyOnce(got, testing::Pointers(reqs));
+    for (const Request& r : reqs) EXPECT_EQ(r.rval, 4096) << Describe(r);
+    ASSERT_EQ(::write(p[1], "x", 1), 1);
+    testing::ExpectExactlyOnce(testing::ReapAll(*e, 1), {&pipe_read});
+    EXPECT_EQ(pipe_read.rval, 1);
+    // Past the 100 ms after which a worker batches again.
+    std::this_thread::sleep_for(milliseconds(120));
+  }
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
 TEST(ThreadsEngineTest, HigherPriorityRequestsStartFirst) {
   EngineOptions o;
   o.threads_max = 1;  // one worker: start order is completion order

@@ -66,10 +66,16 @@ namespace {
 constexpr unsigned kBuckets = 24;
 constexpr unsigned kDefaultBucket = 8 + 4;
 
+// Requests a worker takes off the queue at once, at most (RunBatch).
+constexpr size_t kWorkerBatch = 8;
+
 // Request::iocb is this engine's scratch (the kernel never sees it):
 // aio_key says whether a worker has started the request.
 constexpr uint32_t kQueued = 0;
 constexpr uint32_t kStarted = 1;
+// Queued again after a try without blocking said it would block: for a
+// worker, which may wait (HelpOnce and a worker's batch pass it by).
+constexpr uint32_t kForWorker = 2;
 
 // The bucket of a valid ioprio, or -1 for a class the kernel refuses.
 int BucketOf(const Request& r) {
@@ -131,6 +137,17 @@ class ThreadsEngine final : public Engine {
   // ---- Queue (REQUIRES mu_). ----
   void Enqueue(Request* req, int bucket);
   Request* Dequeue();
+  // A request taken to run without blocking that would block: back at the
+  // front of its bucket, queued again, so it keeps its turn.
+  void RequeueFront(Request* req);
+  // Whether the most urgent queued request may be run with RWF_NOWAIT by a
+  // thread other than a worker set up for it: a plain read or write without
+  // an I/O priority (that needs the worker's ioprio_set) and not O_DIRECT.
+  [[nodiscard]] bool HeadRunsWithoutBlocking() const noexcept;
+  static bool RunsWithoutBlocking(const Request& req) noexcept;
+  // The most urgent queued request that RunsWithoutBlocking, past those
+  // left for workers; nullptr if none is near the front.
+  Request* TakeHelpable();
   bool RemoveQueued(Request* req);
 
   // Takes up to `want` ring slots; returns how many it got.
@@ -141,8 +158,17 @@ class ThreadsEngine final : public Engine {
   // Starts workers while queued requests outnumber idle ones. REQUIRES mu_.
   void GrowPoolLocked();
   void WorkerMain(size_t slot);
-  // Does the I/O of `req`; its result.
-  int64_t Execute(Request* req, int* thread_prio);
+  // Runs `first` (taken off the queue) and, when more wait and none of them
+  // blocks, up to kWorkerBatch - 1 more; completes them together. Called and
+  // returns with `lock` (on mu_) held.
+  void RunBatch(Request* first, std::unique_lock<AdaptiveMutex>* lock,
+                int* thread_prio, unsigned* executed);
+  // A plain read or write (TryWithoutBlocking) tried with RWF_NOWAIT: its
+  // result, or *would_block and nothing done. `executed` as for Execute.
+  long RunWithoutBlocking(Request* req, unsigned* executed, bool* would_block);
+  // Does the I/O of `req`; its result. `thread_prio` is the worker's I/O
+  // priority, `executed` its count of requests (both kept by the worker).
+  int64_t Execute(Request* req, int* thread_prio, unsigned* executed);
   // preadv2/pwritev2 of `req` with `flags` (the offset dropped for a pipe).
   long ReadWrite(Request* req, int flags, bool* stream = nullptr) noexcept;
   // A transfer tried without blocking moved `done` bytes of the request (0 <
@@ -154,7 +180,11 @@ class ThreadsEngine final : public Engine {
   void NoteBlocking();
   [[nodiscard]] bool BlockedRecently() const noexcept;
   // aio_complete: the event at the ring's tail, then the signals.
-  void CompleteToRing(Request* req, int64_t res);
+  void CompleteToRing(Request* req, int64_t res) {
+    CompleteToRing(&req, &res, 1);
+  }
+  // n of them at once: one lock of the ring, one tail, one round of signals.
+  void CompleteToRing(Request* const* reqs, const int64_t* res, size_t n);
   // A completion without a ring slot (noop, refusal, cancel): the done list.
   void CompleteLocally(Request* req, int64_t res, Origin origin);
   // With EngineOptions::on_complete: hands the completed request over.
@@ -192,14 +222,14 @@ class ThreadsEngine final : public Engine {
   // The completion ring, in the kernel's layout: header, then nr io_events.
   AioRing* ring_ = nullptr;
   unsigned nr_ = 0;
-  std::mutex ring_mu_;  // producers (workers) take it to write at the tail
+  AdaptiveMutex ring_mu_;  // producers (workers) take it to write at the tail
   // Slots neither holding an unreaped event nor promised to a request in
   // flight (the kernel's reqs_available): nr - 1 at first.
   std::atomic<int64_t> reqs_available_{0};
 
-  std::mutex mu_;  // the queue, the fd chains, the worker pool
-  std::condition_variable work_cv_;   // workers wait for work here
-  std::condition_variable drain_cv_;  // Shutdown waits for the queue here
+  AdaptiveMutex mu_;  // the queue, the fd chains, the worker pool
+  std::condition_variable_any work_cv_;   // workers wait for work here
+  std::condition_variable_any drain_cv_;  // Shutdown waits for the queue here
   Request* bucket_head_[kBuckets] = {};
   Request* bucket_tail_[kBuckets] = {};
   uint32_t nonempty_ = 0;  // bit b: bucket b has requests
@@ -297,7 +327,7 @@ Status ThreadsEngine::Init() {
     notify_fd_ = efd;
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<AdaptiveMutex> lock(mu_);
     for (unsigned i = 0; i < options_.threads_min; ++i) {
       worker_alive_[i] = true;
       ++live_workers_;
@@ -396,6 +426,48 @@ Request* ThreadsEngine::Dequeue() {
     nonempty_ &= ~(1U << b);
     nonempty_relaxed_.store(nonempty_, std::memory_order_relaxed);
   }
+  r->engine_next = nullptr;
+  --queued_;
+  return r;
+}
+
+void ThreadsEngine::RequeueFront(Request* req) {
+  --running_;
+  req->iocb.aio_key = kForWorker;
+  const auto b = static_cast<unsigned>(req->iocb.aio_reqprio);
+  req->engine_next = bucket_head_[b];
+  bucket_head_[b] = req;
+  if (bucket_tail_[b] == nullptr) bucket_tail_[b] = req;
+  nonempty_ |= 1U << b;
+  nonempty_relaxed_.store(nonempty_, std::memory_order_relaxed);
+  ++queued_;
+}
+
+bool ThreadsEngine::RunsWithoutBlocking(const Request& req) noexcept {
+  return req.iocb.aio_key != kForWorker && !req.has_ioprio &&
+         !req.align.known() && TryWithoutBlocking(req);
+}
+
+bool ThreadsEngine::HeadRunsWithoutBlocking() const noexcept {
+  if (nonempty_ == 0) return false;
+  return RunsWithoutBlocking(
+      *bucket_head_[static_cast<unsigned>(std::countr_zero(nonempty_))]);
+}
+
+Request* ThreadsEngine::TakeHelpable() {
+  if (nonempty_ == 0) return nullptr;
+  const auto b = static_cast<unsigned>(std::countr_zero(nonempty_));
+  // Past those left for workers (they would block), a few of them at most.
+  Request* prev = nullptr;
+  Request* r = bucket_head_[b];
+  for (int skipped = 0; r != nullptr && r->iocb.aio_key == kForWorker;
+       prev = r, r = r->engine_next) {
+    if (++skipped > static_cast<int>(kWorkerBatch)) return nullptr;
+  }
+  if (r == nullptr || !RunsWithoutBlocking(*r)) return nullptr;
+  if (prev == nullptr) return Dequeue();
+  prev->engine_next = r->engine_next;
+  if (bucket_tail_[b] == r) bucket_tail_[b] = prev;
   r->engine_next = nullptr;
   --queued_;
   return r;
@@ -502,7 +574,7 @@ void ThreadsEngine::QueueRequests(Request* const* reqs, size_t n) {
   }
   in_flight_.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
   submitted_.fetch_add(n, std::memory_order_relaxed);
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<AdaptiveMutex> lock(mu_);
   for (size_t i = 0; i < n; ++i) Enqueue(reqs[i], BucketOf(*reqs[i]));
   const size_t idle_before = idle_workers_;
   GrowPoolLocked();
@@ -705,7 +777,7 @@ bool ThreadsEngine::TryWithoutBlocking(const Request& req) noexcept {
 void ThreadsEngine::NoteBlocking() {
   last_block_ns_.store(Clock::now().time_since_epoch().count(),
                        std::memory_order_relaxed);
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<AdaptiveMutex> lock(mu_);
   GrowPoolLocked();  // others may go on while this one waits
 }
 
@@ -716,7 +788,34 @@ bool ThreadsEngine::BlockedRecently() const noexcept {
              std::chrono::nanoseconds(std::chrono::milliseconds(100)).count();
 }
 
-int64_t ThreadsEngine::Execute(Request* req, int* thread_prio) {
+long ThreadsEngine::RunWithoutBlocking(Request* req, unsigned* executed,
+                                       bool* would_block) {
+  // Timed one time in 16 (two clock reads per request were 4% of a worker's
+  // time on cached reads): a device behind an O_DIRECT fd shows on every
+  // request, so a sample finds it soon enough.
+  const bool timed = (++*executed & 15U) == 0;
+  const Clock::time_point t0 = timed ? Clock::now() : Clock::time_point{};
+  bool stream = false;
+  const long r = ReadWrite(req, RWF_NOWAIT, &stream);
+  if (Short(*req, r)) {
+    NoteBlocking();
+    return FinishShort(req, r, stream);
+  }
+  if (WouldBlock(*req, r)) {
+    *would_block = true;
+    return 0;
+  }
+  // Slow: a raw O_DIRECT fd (RWF_NOWAIT only avoids lock waits there), or
+  // just a preempted thread; fcntl tells which.
+  if (timed && Clock::now() - t0 > std::chrono::microseconds(50)) {
+    const int fl = sys::Fcntl(req->fd, F_GETFL);
+    if (fl >= 0 && (fl & O_DIRECT) != 0) NoteBlocking();
+  }
+  return r;
+}
+
+int64_t ThreadsEngine::Execute(Request* req, int* thread_prio,
+                               unsigned* executed) {
   // The worker takes the request's I/O priority (the kernel checks it, as it
   // does for an AIO iocb: an unprivileged realtime class fails with EPERM).
   const int want_prio = req->has_ioprio ? req->ioprio : 0;
@@ -738,22 +837,9 @@ int64_t ThreadsEngine::Execute(Request* req, int* thread_prio) {
       if (req->align.known()) {
         NoteBlocking();
       } else if (TryWithoutBlocking(*req)) {
-        const Clock::time_point t0 = Clock::now();
-        bool stream = false;
-        const long r = ReadWrite(req, RWF_NOWAIT, &stream);
-        if (Short(*req, r)) {
-          NoteBlocking();
-          return FinishShort(req, r, stream);
-        }
-        if (!WouldBlock(*req, r)) {
-          // Slow: a raw O_DIRECT fd (RWF_NOWAIT only avoids lock waits
-          // there), or just a preempted thread; fcntl tells which.
-          if (Clock::now() - t0 > std::chrono::microseconds(50)) {
-            const int fl = sys::Fcntl(req->fd, F_GETFL);
-            if (fl >= 0 && (fl & O_DIRECT) != 0) NoteBlocking();
-          }
-          return r;
-        }
+        bool would_block = false;
+        const long r = RunWithoutBlocking(req, executed, &would_block);
+        if (!would_block) return r;
         NoteBlocking();
       }
       // RWF_HIPRI asks for polled completion, which a thread does not do; it
@@ -794,9 +880,65 @@ bool StepAside(int cpu) noexcept {
   return true;
 }
 
+void ThreadsEngine::RunBatch(Request* first,
+                             std::unique_lock<AdaptiveMutex>* lock,
+                             int* thread_prio, unsigned* executed) {
+  Request* batch[kWorkerBatch];
+  int64_t res[kWorkerBatch];
+  batch[0] = first;
+  size_t n = 1;
+  // More when more wait than the other workers and the reaper would take
+  // each, while nothing blocks, and only requests that can be tried without
+  // blocking: one that would block goes back to the queue, for a worker that
+  // may wait, and the others run (none waits behind it).
+  if (*thread_prio == 0 && RunsWithoutBlocking(*first) && !BlockedRecently()) {
+    const size_t share = std::min<size_t>(
+        kWorkerBatch, 1 + queued_ / (live_workers_ - idle_workers_ + 1));
+    while (n < share && HeadRunsWithoutBlocking()) batch[n++] = Dequeue();
+  }
+  for (size_t i = 0; i < n; ++i) batch[i]->iocb.aio_key = kStarted;
+  running_ += n;
+  lock->unlock();
+  for (size_t i = 0; i < n; ++i) TsanAcquire(batch[i]);
+  size_t done = 0;
+  Request* back[kWorkerBatch];
+  size_t n_back = 0;
+  if (n == 1) {
+    res[0] = Execute(first, thread_prio, executed);
+    done = 1;
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      bool would_block = false;
+      const long r = RunWithoutBlocking(batch[i], executed, &would_block);
+      if (would_block) {
+        back[n_back++] = batch[i];
+      } else {
+        batch[done] = batch[i];
+        res[done++] = r;
+      }
+    }
+  }
+  if (n_back != 0) {
+    // Back to the queue, at the front, in order.
+    last_block_ns_.store(Clock::now().time_since_epoch().count(),
+                         std::memory_order_relaxed);
+    lock->lock();
+    for (size_t i = n_back; i-- > 0;) RequeueFront(back[i]);
+    GrowPoolLocked();
+    if (idle_workers_ != 0) work_cv_.notify_one();
+    lock->unlock();
+  }
+  // Completed together: one lock of the ring and one round of signals. Once
+  // completed, a request is the caller's: nothing of it is read after this.
+  if (done != 0) CompleteToRing(batch, res, done);
+  lock->lock();
+  running_ -= done;
+}
+
 void ThreadsEngine::WorkerMain(size_t slot) {
   int thread_prio = 0;  // IOPRIO_CLASS_NONE: the thread's default
-  std::unique_lock<std::mutex> lock(mu_);
+  unsigned executed = 0;
+  std::unique_lock<AdaptiveMutex> lock(mu_);
   --idle_workers_;  // counted idle by GrowPoolLocked until it got here
   for (;;) {
     Request* req = Dequeue();
@@ -842,13 +984,17 @@ void ThreadsEngine::WorkerMain(size_t slot) {
       if (!woken && live_workers_ > options_.threads_min) break;
       continue;
     }
+    if (!options_.threads_ordered_per_fd) {
+      RunBatch(req, &lock, &thread_prio, &executed);
+      req = nullptr;
+    }
     // Run it, then (per-fd order) the requests of its fd that waited for it.
     while (req != nullptr) {
       req->iocb.aio_key = kStarted;
       ++running_;
       lock.unlock();
       TsanAcquire(req);
-      const int64_t res = Execute(req, &thread_prio);
+      const int64_t res = Execute(req, &thread_prio, &executed);
       // Read before completing: once completed, the request is the caller's
       // (it may be reaped, prepared again or freed at once).
       const int fd = req->fd;
@@ -917,35 +1063,44 @@ void ThreadsEngine::Deliver(Request* req, int64_t res, Origin origin) {
   Signal();
 }
 
-void ThreadsEngine::CompleteToRing(Request* req, int64_t res) {
+void ThreadsEngine::CompleteToRing(Request* const* reqs, const int64_t* res,
+                                   size_t n) {
   if (options_.on_complete != nullptr) {
-    // No ring: the slot taken at submission is free at once.
-    ReturnSlots(1);
-    Deliver(req, res, Origin::kEngine);
+    for (size_t i = 0; i < n; ++i) {
+      // No ring: the slot taken at submission is free at once.
+      ReturnSlots(1);
+      Deliver(reqs[i], res[i], Origin::kEngine);
+    }
     return;
   }
-  req->rval = res;
-  req->origin = Origin::kEngine;
-  const int resfd = HoldEventfd(req->resfd);
-  {
-    std::lock_guard<std::mutex> lock(ring_mu_);
-    // Only producers, under this lock, write the tail.
-    const unsigned tail =
-        std::atomic_ref<unsigned>(ring_->tail).load(std::memory_order_relaxed);
-    io_event& ev = ring_->events()[tail];
-    ev.data = reinterpret_cast<uint64_t>(req);
-    ev.obj = reinterpret_cast<uint64_t>(&req->iocb);
-    ev.res = res;
-    ev.res2 = 0;
-    // Release: the event (and the request's rval) are written before the
-    // reaper can see the new tail (pairs with ConsumeAioRing's acquire). A slot
-    // was reserved at submission, so the ring cannot be full here.
-    std::atomic_ref<unsigned>(ring_->tail)
-        .store(tail + 1 == nr_ ? 0 : tail + 1, std::memory_order_release);
+  int held[kWorkerBatch];
+  for (size_t i = 0; i < n; ++i) {
+    reqs[i]->rval = res[i];
+    reqs[i]->origin = Origin::kEngine;
+    held[i] = HoldEventfd(reqs[i]->resfd);
   }
-  in_flight_.fetch_sub(1, std::memory_order_relaxed);
-  if (notify_fd_ >= 0) (void)sys::EventfdWrite(notify_fd_, 1);
-  SignalHeldEventfd(resfd);
+  {
+    std::lock_guard<AdaptiveMutex> lock(ring_mu_);
+    // Only producers, under this lock, write the tail.
+    unsigned tail =
+        std::atomic_ref<unsigned>(ring_->tail).load(std::memory_order_relaxed);
+    for (size_t i = 0; i < n; ++i) {
+      io_event& ev = ring_->events()[tail];
+      ev.data = reinterpret_cast<uint64_t>(reqs[i]);
+      ev.obj = reinterpret_cast<uint64_t>(&reqs[i]->iocb);
+      ev.res = res[i];
+      ev.res2 = 0;
+      tail = tail + 1 == nr_ ? 0 : tail + 1;
+    }
+    // Release: the events (and the requests' rval) are written before the
+    // reaper can see the new tail (pairs with ConsumeAioRing's acquire). A
+    // slot was reserved at submission, so the ring cannot be full here.
+    std::atomic_ref<unsigned>(ring_->tail)
+        .store(tail, std::memory_order_release);
+  }
+  in_flight_.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
+  if (notify_fd_ >= 0) (void)sys::EventfdWrite(notify_fd_, n);
+  for (size_t i = 0; i < n; ++i) SignalHeldEventfd(held[i]);
   Signal();
 }
 
@@ -979,56 +1134,48 @@ void ThreadsEngine::Signal() noexcept {
 }
 
 bool ThreadsEngine::HelpOnce() {
-  if (options_.threads_ordered_per_fd ||
-      nonempty_relaxed_.load(std::memory_order_relaxed) == 0) {
-    return false;
-  }
-  Request* req = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (nonempty_ == 0) return false;
-    // Only the most urgent request, and only a plain read or write: one with
-    // an I/O priority needs a worker's ioprio_set, an fsync may block.
-    const auto b = static_cast<unsigned>(std::countr_zero(nonempty_));
-    Request* head = bucket_head_[b];
-    if (head->has_ioprio || !TryWithoutBlocking(*head)) return false;
-    req = Dequeue();
-    req->iocb.aio_key = kStarted;
-    ++running_;
-  }
-  TsanAcquire(req);
-  bool stream = false;
-  long r = ReadWrite(req, RWF_NOWAIT, &stream);
-  // Part of it done: this thread finishes it (the part done cannot be
-  // handed back to a worker).
-  if (Short(*req, r)) r = FinishShort(req, r, stream);
-  if (WouldBlock(*req, r)) {
-    // A worker does it the ordinary way.
-    last_block_ns_.store(Clock::now().time_since_epoch().count(),
-                         std::memory_order_relaxed);
-    std::lock_guard<std::mutex> lock(mu_);
+  if (options_.threads_ordered_per_fd) return false;
+  // A request that would block goes to a worker, and the next is tried.
+  for (size_t tries = 0; tries < kWorkerBatch; ++tries) {
+    if (nonempty_relaxed_.load(std::memory_order_relaxed) == 0) return false;
+    Request* req = nullptr;
+    {
+      std::lock_guard<AdaptiveMutex> lock(mu_);
+      // Only the most urgent requests, and only a plain read or write: one
+      // with an I/O priority needs a worker's ioprio_set, an fsync may block.
+      // Those a try found would block are passed by: they wait for a worker,
+      // and the ones behind them need not.
+      req = TakeHelpable();
+      if (req == nullptr) return false;
+      req->iocb.aio_key = kStarted;
+      ++running_;
+    }
+    TsanAcquire(req);
+    bool stream = false;
+    long r = ReadWrite(req, RWF_NOWAIT, &stream);
+    // Part of it done: this thread finishes it (the part done cannot be
+    // handed back to a worker).
+    if (Short(*req, r)) r = FinishShort(req, r, stream);
+    if (WouldBlock(*req, r)) {
+      // A worker does it the ordinary way.
+      last_block_ns_.store(Clock::now().time_since_epoch().count(),
+                           std::memory_order_relaxed);
+      std::lock_guard<AdaptiveMutex> lock(mu_);
+      RequeueFront(req);
+      GrowPoolLocked();
+      if (idle_workers_ != 0) work_cv_.notify_one();
+      continue;
+    }
+    CompleteToRing(req, r);
+    std::lock_guard<AdaptiveMutex> lock(mu_);
     --running_;
-    req->iocb.aio_key = kQueued;
-    // Back at the front of its bucket: it keeps its turn.
-    const auto b = static_cast<unsigned>(req->iocb.aio_reqprio);
-    req->engine_next = bucket_head_[b];
-    bucket_head_[b] = req;
-    if (bucket_tail_[b] == nullptr) bucket_tail_[b] = req;
-    nonempty_ |= 1U << b;
-    nonempty_relaxed_.store(nonempty_, std::memory_order_relaxed);
-    ++queued_;
-    GrowPoolLocked();
-    if (idle_workers_ != 0) work_cv_.notify_one();
-    return false;
+    if (shutdown_.load(std::memory_order_relaxed) && queued_ == 0 &&
+        running_ == 0) {
+      drain_cv_.notify_all();
+    }
+    return true;
   }
-  CompleteToRing(req, r);
-  std::lock_guard<std::mutex> lock(mu_);
-  --running_;
-  if (shutdown_.load(std::memory_order_relaxed) && queued_ == 0 &&
-      running_ == 0) {
-    drain_cv_.notify_all();
-  }
-  return true;
+  return false;
 }
 
 // ---------------------------------------------------------------- Reap
@@ -1182,7 +1329,7 @@ Status ThreadsEngine::Cancel(Request* req) {
   bool removed = false;
   bool started = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<AdaptiveMutex> lock(mu_);
     removed = RemoveQueued(req);
     if (!removed) started = req->iocb.aio_key == kStarted;
   }
@@ -1231,7 +1378,7 @@ Status ThreadsEngine::Shutdown(std::chrono::nanoseconds timeout) {
                          "deadline; call Shutdown again");
   }
   if (dead_) return {};
-  std::unique_lock<std::mutex> lock(mu_);
+  std::unique_lock<AdaptiveMutex> lock(mu_);
   // Let the workers finish the queue (growing the pool if the queue is
   // longer than the workers), until the deadline.
   GrowPoolLocked();
