@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the same jobs with `aiokit bench` and with fio, alternating them (A B A B ...) in one run, and prints
+# Runs the same jobs with `aiokit bench` and with fio, alternating them (A B, B A, A B ...) in one run, and prints
 # the median IOPS of each, the median of the per-round ratios, p50 latency and CPU per I/O, as a Markdown
 # table for docs/benchmarks.md.
 #

@@ -87,6 +87,11 @@ for _name, _claim in (("dropin-ram-linux-aio-qd32", "drop-in on linux-aio costs 
                       ("dropin-pc-io_uring-qd32", "drop-in on io_uring >= 2x the system libaio (buffered)")):
     _target, (_, _engine, _opts) = ROWS[_name]
     ROWS[_name] = (_target, ("fio", _engine, _opts), _opts, _claim)
+# The ceiling of the io_uring row: fio's own io_uring engine (no drop-in, no libaio) against its libaio engine on
+# the same device. The drop-in cannot beat the kernel's io_uring path it submits through.
+ROWS["dropin-ram-ceiling-fio-io_uring"] = (
+    "ram", ("fio", "io_uring", [*RR4K, "--iodepth=32", "--ioengine=io_uring"]), [*RR4K, "--iodepth=32", *LIBAIO],
+    "the ceiling: fio's io_uring engine vs its libaio engine")
 DROPIN_ROWS = [r for r in ROWS if r.startswith("dropin-")]
 # Rows behind earlier claims (issues 2-4), run with --rows=claims.
 CLAIM_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
@@ -175,16 +180,37 @@ def main():
             ak_cmd = [a.aiokit, "bench", f"--filename={path}", *size, *ak_opts, *common]
         fio_cmd = ["fio", "--name=fio", f"--filename={path}", *size, *fio_opts, *common,
                    "--lat_percentiles=1"]
+        pingpong = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(a.aiokit)))),
+                                "bench", "cpu_pingpong")
+
+        def round_trip():
+            # The cross-CPU round trip of a cache line (bench/cpu_pingpong.cc): on this VM it moves between ~80 ns
+            # and ~400 ns with where the host runs the vCPUs, and an engine that hands requests to a worker pays
+            # it per I/O where two pread threads do not. Printed so that such a round can be told apart.
+            if not os.access(pingpong, os.X_OK) or (os.cpu_count() or 1) < 2:
+                return ""
+            r = subprocess.run([pingpong], capture_output=True, text=True)
+            return f"; CPU0-CPU1 round trip {float(r.stdout):.0f} ns" if r.returncode == 0 else ""
+
         rounds = []
         for i in range(a.rounds):
-            cached = warm()
-            ak = parse(run(ak_cmd, ak_env))
-            cached_fio = warm()
-            fo = parse(run(fio_cmd))
+            rtt = round_trip()
+            # Who goes first alternates (A B, B A, ...): a machine that speeds up or slows down within a round
+            # then favours neither tool.
+            if i % 2 == 0:
+                cached = warm()
+                ak = parse(run(ak_cmd, ak_env))
+                cached_fio = warm()
+                fo = parse(run(fio_cmd))
+            else:
+                cached_fio = warm()
+                fo = parse(run(fio_cmd))
+                cached = warm()
+                ak = parse(run(ak_cmd, ak_env))
             rounds.append((ak, fo))
             note = f"{cached}, {cached_fio.split(': ')[-1]})" if cached else ""
             print(f"# {name} round {i + 1}: aiokit {ak['iops']:.0f} IOPS, fio {fo['iops']:.0f} IOPS, "
-                  f"ratio {ak['iops'] / fo['iops']:.3f}{note}", file=sys.stderr, flush=True)
+                  f"ratio {ak['iops'] / fo['iops']:.3f}{note}{rtt}", file=sys.stderr, flush=True)
         results[name] = rounds
 
     def med(rounds, who, key):
@@ -201,7 +227,8 @@ def main():
               f"{med(rounds, 0, 'lat50') / 1000:.1f} / {med(rounds, 1, 'lat50') / 1000:.1f} | "
               f"{med(rounds, 0, 'cpu_us'):.2f} / {med(rounds, 1, 'cpu_us'):.2f} |")
     fio_version = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
-    print(f"\n{a.rounds} rounds of {a.runtime} s per tool and row, alternating aiokit and fio ({fio_version}); "
+    print(f"\n{a.rounds} rounds of {a.runtime} s per tool and row, alternating aiokit and fio, each first in "
+          f"every other round ({fio_version}); "
           f"kernel {os.uname().release}, {os.cpu_count()} CPUs. Command: scripts/compare-fio.sh "
           f"--rounds {a.rounds} --runtime {a.runtime} --rows {a.rows}")
 
