@@ -23,6 +23,7 @@
 #include <linux/aio_abi.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -324,6 +325,13 @@ long CheckIocb(const struct iocb* cb) {
     case IOCB_CMD_FDSYNC:
       if (cb->aio_buf != 0 || cb->aio_offset != 0 || cb->aio_nbytes != 0 ||
           cb->aio_rw_flags != 0) {
+        return -EINVAL;
+      }
+      // The kernel refuses a file without an fsync operation here: pipes and
+      // sockets among them. (Character devices vary by driver and are let
+      // through: their fsync fails in the completion if it fails.)
+      if (struct stat st{}; ::fstat(fd, &st) == 0 &&
+                            (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))) {
         return -EINVAL;
       }
       return 0;

@@ -138,6 +138,18 @@ int main(int argc, char** argv) {
   io_prep_fsync(&cb, rw);
   cb.aio_rw_flags = 2; /* RWF_DSYNC */
   one(ctx, "fsync with rw_flags", &cb);
+  int pfd[2];
+  if (pipe(pfd) == 0) {
+    /* A pipe has no fsync: the kernel refuses at io_submit. */
+    io_prep_fsync(&cb, pfd[0]);
+    one(ctx, "fsync on a pipe", &cb);
+    io_prep_fdsync(&cb, pfd[1]);
+    one(ctx, "fdatasync on a pipe", &cb);
+    close(pfd[0]);
+    close(pfd[1]);
+  } else {
+    expect(0, "pipe()");
+  }
   io_prep_pread(&cb, rw, buf, 4096, -4096);
   one(ctx, "pread at offset -4096", &cb);
   io_prep_pread(&cb, rw, buf, 4096, 0);
