@@ -171,6 +171,50 @@ TEST(ThreadsEngineTest, ARequestThatWouldBlockHoldsUpNoOther) {
   ::close(p[1]);
 }
 
+// Requests that a try found would block go back to the queue in their place:
+// two reads of the same empty pipe, passed over by the reaping thread (which
+// runs the file reads between them), still run in the order they were
+// submitted, and the first gets the first byte.
+TEST(ThreadsEngineTest, RequestsGivenBackKeepTheirOrder) {
+  EngineOptions o;
+  o.threads_max = 1;
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  Blocker b;
+  SubmitAll(*e, {&b.req});
+  WaitForRunning(*e, 1);
+  File f = testing::ScratchFile(8192, 62);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  char first = 0;
+  char second = 0;
+  std::vector<char> buf1(4096);
+  std::vector<char> buf2(4096);
+  Request p1;
+  Request f1;
+  Request p2;
+  Request f2;
+  p1.PrepRead(p[0], &first, 1, 0);
+  f1.PrepRead(f.fd(), buf1.data(), 4096, 0);
+  p2.PrepRead(p[0], &second, 1, 0);
+  f2.PrepRead(f.fd(), buf2.data(), 4096, 4096);
+  SubmitAll(*e, {&p1, &f1, &p2, &f2});
+  // The one worker is in the blocker: this thread runs the file reads and
+  // gives the pipe reads back, one after the other.
+  testing::Reaped files = testing::ReapAll(*e, 2);
+  testing::ExpectExactlyOnce(files, {&f1, &f2});
+  b.Release();
+  testing::ExpectExactlyOnce(testing::ReapAll(*e, 1), {&b.req});
+  ASSERT_EQ(::write(p[1], "ab", 2), 2);
+  testing::ExpectExactlyOnce(testing::ReapAll(*e, 2), {&p1, &p2});
+  EXPECT_EQ(p1.rval, 1);
+  EXPECT_EQ(p2.rval, 1);
+  EXPECT_EQ(first, 'a');
+  EXPECT_EQ(second, 'b');
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
 TEST(ThreadsEngineTest, HigherPriorityRequestsStartFirst) {
   EngineOptions o;
   o.threads_max = 1;  // one worker: start order is completion order

@@ -39,7 +39,9 @@ class AdaptiveMutex {
   AdaptiveMutex() noexcept {
     pthread_mutexattr_t attr;
     (void)pthread_mutexattr_init(&attr);
+#if defined(__GLIBC__)
     (void)pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif  // (elsewhere a normal mutex)
     (void)pthread_mutex_init(&mu_, &attr);
     (void)pthread_mutexattr_destroy(&attr);
   }

@@ -37,6 +37,7 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cassert>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -68,9 +69,13 @@ constexpr unsigned kDefaultBucket = 8 + 4;
 
 // Requests a worker takes off the queue at once, at most (RunBatch).
 constexpr size_t kWorkerBatch = 8;
+// A try without blocking that took longer than this may have waited for a
+// device (an O_DIRECT fd ignores RWF_NOWAIT's "no waiting for the device").
+constexpr std::chrono::microseconds kSlowTry{50};
 
 // Request::iocb is this engine's scratch (the kernel never sees it):
-// aio_key says whether a worker has started the request.
+// aio_key says whether a worker has started the request, aio_reqprio holds
+// its bucket, aio_data its ticket (submission order, for RequeueFront).
 constexpr uint32_t kQueued = 0;
 constexpr uint32_t kStarted = 1;
 // Queued again after a try without blocking said it would block: for a
@@ -137,9 +142,10 @@ class ThreadsEngine final : public Engine {
   // ---- Queue (REQUIRES mu_). ----
   void Enqueue(Request* req, int bucket);
   Request* Dequeue();
-  // A request taken to run without blocking that would block: back at the
-  // front of its bucket, queued again, so it keeps its turn.
-  void RequeueFront(Request* req);
+  // A request taken to run that goes back (it would block, or was not
+  // tried): queued again in its place, ahead of those queued after it, so it
+  // keeps its turn; marked for a worker when it would block.
+  void RequeueFront(Request* req, bool would_block);
   // Whether the most urgent queued request may be run with RWF_NOWAIT by a
   // thread other than a worker set up for it: a plain read or write without
   // an I/O priority (that needs the worker's ioprio_set) and not O_DIRECT.
@@ -163,9 +169,17 @@ class ThreadsEngine final : public Engine {
   // returns with `lock` (on mu_) held.
   void RunBatch(Request* first, std::unique_lock<AdaptiveMutex>* lock,
                 int* thread_prio, unsigned* executed);
-  // A plain read or write (TryWithoutBlocking) tried with RWF_NOWAIT: its
-  // result, or *would_block and nothing done. `executed` as for Execute.
-  long RunWithoutBlocking(Request* req, unsigned* executed, bool* would_block);
+  // How a try without blocking went: done (its result), would block
+  // (nothing done), or short (part done: the bytes moved; FinishShort, which
+  // may block, does the rest).
+  enum class Tried { kDone, kWouldBlock, kShort };
+  // A plain read or write (TryWithoutBlocking) tried with RWF_NOWAIT.
+  // `executed` as for Execute; *stream for FinishShort.
+  long RunWithoutBlocking(Request* req, unsigned* executed, Tried* tried,
+                          bool* stream);
+  // A try that took long: when `fd` is O_DIRECT, its requests wait for the
+  // device (RWF_NOWAIT does not stop that on a raw fd): NoteBlocking.
+  void NoteBlockingIfDirect(int fd);
   // Does the I/O of `req`; its result. `thread_prio` is the worker's I/O
   // priority, `executed` its count of requests (both kept by the worker).
   int64_t Execute(Request* req, int* thread_prio, unsigned* executed);
@@ -232,7 +246,8 @@ class ThreadsEngine final : public Engine {
   std::condition_variable_any drain_cv_;  // Shutdown waits for the queue here
   Request* bucket_head_[kBuckets] = {};
   Request* bucket_tail_[kBuckets] = {};
-  uint32_t nonempty_ = 0;  // bit b: bucket b has requests
+  uint32_t nonempty_ = 0;     // bit b: bucket b has requests
+  uint64_t next_ticket_ = 0;  // Request::iocb.aio_data: submission order
   // A copy of nonempty_ readable without mu_ (a hint: HelpOnce rechecks).
   std::atomic<uint32_t> nonempty_relaxed_{0};
   size_t queued_ = 0;
@@ -388,6 +403,7 @@ EngineStats ThreadsEngine::Stats() const noexcept {
 void ThreadsEngine::Enqueue(Request* req, int bucket) {
   req->engine_next = nullptr;
   req->iocb.aio_key = kQueued;
+  req->iocb.aio_data = ++next_ticket_;  // its place (RequeueFront)
   req->iocb.aio_reqprio = static_cast<int16_t>(bucket);
   if (options_.threads_ordered_per_fd && req->fd >= 0) {
     FdChain& c = chains_[req->fd];
@@ -431,13 +447,27 @@ Request* ThreadsEngine::Dequeue() {
   return r;
 }
 
-void ThreadsEngine::RequeueFront(Request* req) {
+void ThreadsEngine::RequeueFront(Request* req, bool would_block) {
   --running_;
-  req->iocb.aio_key = kForWorker;
+  req->iocb.aio_key = would_block ? kForWorker : kQueued;
+  // Back in its place: before the first request queued after it (tickets
+  // grow in submission order), so that requests taken and given back keep
+  // their order, whoever gives them back and in what order.
   const auto b = static_cast<unsigned>(req->iocb.aio_reqprio);
-  req->engine_next = bucket_head_[b];
-  bucket_head_[b] = req;
-  if (bucket_tail_[b] == nullptr) bucket_tail_[b] = req;
+  const uint64_t ticket = req->iocb.aio_data;
+  Request* prev = nullptr;
+  Request* next = bucket_head_[b];
+  while (next != nullptr && next->iocb.aio_data < ticket) {
+    prev = next;
+    next = next->engine_next;
+  }
+  req->engine_next = next;
+  if (prev != nullptr) {
+    prev->engine_next = req;
+  } else {
+    bucket_head_[b] = req;
+  }
+  if (next == nullptr) bucket_tail_[b] = req;
   nonempty_ |= 1U << b;
   nonempty_relaxed_.store(nonempty_, std::memory_order_relaxed);
   ++queued_;
@@ -789,29 +819,32 @@ bool ThreadsEngine::BlockedRecently() const noexcept {
 }
 
 long ThreadsEngine::RunWithoutBlocking(Request* req, unsigned* executed,
-                                       bool* would_block) {
+                                       Tried* tried, bool* stream) {
   // Timed one time in 16 (two clock reads per request were 4% of a worker's
   // time on cached reads): a device behind an O_DIRECT fd shows on every
   // request, so a sample finds it soon enough.
   const bool timed = (++*executed & 15U) == 0;
   const Clock::time_point t0 = timed ? Clock::now() : Clock::time_point{};
-  bool stream = false;
-  const long r = ReadWrite(req, RWF_NOWAIT, &stream);
+  *stream = false;
+  const long r = ReadWrite(req, RWF_NOWAIT, stream);
   if (Short(*req, r)) {
-    NoteBlocking();
-    return FinishShort(req, r, stream);
+    *tried = Tried::kShort;
+    return r;
   }
   if (WouldBlock(*req, r)) {
-    *would_block = true;
+    *tried = Tried::kWouldBlock;
     return 0;
   }
+  *tried = Tried::kDone;
   // Slow: a raw O_DIRECT fd (RWF_NOWAIT only avoids lock waits there), or
   // just a preempted thread; fcntl tells which.
-  if (timed && Clock::now() - t0 > std::chrono::microseconds(50)) {
-    const int fl = sys::Fcntl(req->fd, F_GETFL);
-    if (fl >= 0 && (fl & O_DIRECT) != 0) NoteBlocking();
-  }
+  if (timed && Clock::now() - t0 > kSlowTry) NoteBlockingIfDirect(req->fd);
   return r;
+}
+
+void ThreadsEngine::NoteBlockingIfDirect(int fd) {
+  const int fl = sys::Fcntl(fd, F_GETFL);
+  if (fl >= 0 && (fl & O_DIRECT) != 0) NoteBlocking();
 }
 
 int64_t ThreadsEngine::Execute(Request* req, int* thread_prio,
@@ -837,10 +870,12 @@ int64_t ThreadsEngine::Execute(Request* req, int* thread_prio,
       if (req->align.known()) {
         NoteBlocking();
       } else if (TryWithoutBlocking(*req)) {
-        bool would_block = false;
-        const long r = RunWithoutBlocking(req, executed, &would_block);
-        if (!would_block) return r;
+        Tried tried = Tried::kDone;
+        bool stream = false;
+        const long r = RunWithoutBlocking(req, executed, &tried, &stream);
+        if (tried == Tried::kDone) return r;
         NoteBlocking();
+        if (tried == Tried::kShort) return FinishShort(req, r, stream);
       }
       // RWF_HIPRI asks for polled completion, which a thread does not do; it
       // is ignored, as kernel AIO ignores it.
@@ -900,39 +935,75 @@ void ThreadsEngine::RunBatch(Request* first,
   running_ += n;
   lock->unlock();
   for (size_t i = 0; i < n; ++i) TsanAcquire(batch[i]);
-  size_t done = 0;
-  Request* back[kWorkerBatch];
-  size_t n_back = 0;
   if (n == 1) {
-    res[0] = Execute(first, thread_prio, executed);
-    done = 1;
-  } else {
-    for (size_t i = 0; i < n; ++i) {
-      bool would_block = false;
-      const long r = RunWithoutBlocking(batch[i], executed, &would_block);
-      if (would_block) {
-        back[n_back++] = batch[i];
-      } else {
-        batch[done] = batch[i];
-        res[done++] = r;
+    const int64_t r = Execute(first, thread_prio, executed);
+    CompleteToRing(first, r);
+    lock->lock();
+    --running_;
+    return;
+  }
+  size_t done = 0;  // batch[0, done) ran, results in res
+  size_t completed = 0;
+  Request* back[kWorkerBatch];  // to the queue again
+  bool back_would_block[kWorkerBatch];
+  size_t n_back = 0;
+  // Hands back what goes back and completes what ran, before this worker may
+  // block (a short transfer) and at the end: nothing waits behind a
+  // blocking one. Once completed, a request is the caller's.
+  auto flush = [&] {
+    if (n_back != 0) {
+      lock->lock();
+      for (size_t i = n_back; i-- > 0;) {
+        RequeueFront(back[i], back_would_block[i]);
       }
+      GrowPoolLocked();
+      for (size_t i = 0; i < std::min(n_back, idle_workers_); ++i) {
+        work_cv_.notify_one();
+      }
+      lock->unlock();
+      n_back = 0;
+    }
+    if (done != 0) {
+      CompleteToRing(batch, res, done);
+      completed += done;
+      done = 0;
+    }
+  };
+  const Clock::time_point t0 = Clock::now();
+  for (size_t i = 0; i < n; ++i) {
+    Request* r = batch[i];
+    Tried tried = Tried::kDone;
+    bool stream = false;
+    const long v = RunWithoutBlocking(r, executed, &tried, &stream);
+    if (tried == Tried::kWouldBlock) {
+      last_block_ns_.store(Clock::now().time_since_epoch().count(),
+                           std::memory_order_relaxed);
+      back_would_block[n_back] = true;
+      back[n_back++] = r;
+    } else if (tried == Tried::kShort) {
+      // The rest may block: the others first.
+      flush();
+      NoteBlocking();
+      CompleteToRing(r, FinishShort(r, v, stream));
+      ++completed;
+    } else {
+      batch[done] = r;
+      res[done++] = v;
+    }
+    if (i == 0 && Clock::now() - t0 > kSlowTry) {
+      // The first took long (a device behind an O_DIRECT fd, or this thread
+      // was preempted): the others go back, untried, for whoever is free.
+      NoteBlockingIfDirect(r->fd);
+      for (size_t j = 1; j < n; ++j) {
+        back_would_block[n_back] = false;
+        back[n_back++] = batch[j];
+      }
+      break;
     }
   }
-  if (n_back != 0) {
-    // Back to the queue, at the front, in order.
-    last_block_ns_.store(Clock::now().time_since_epoch().count(),
-                         std::memory_order_relaxed);
-    lock->lock();
-    for (size_t i = n_back; i-- > 0;) RequeueFront(back[i]);
-    GrowPoolLocked();
-    if (idle_workers_ != 0) work_cv_.notify_one();
-    lock->unlock();
-  }
-  // Completed together: one lock of the ring and one round of signals. Once
-  // completed, a request is the caller's: nothing of it is read after this.
-  if (done != 0) CompleteToRing(batch, res, done);
+  flush();
   lock->lock();
-  running_ -= done;
+  running_ -= completed;
 }
 
 void ThreadsEngine::WorkerMain(size_t slot) {
@@ -1073,6 +1144,7 @@ void ThreadsEngine::CompleteToRing(Request* const* reqs, const int64_t* res,
     }
     return;
   }
+  assert(n <= kWorkerBatch);
   int held[kWorkerBatch];
   for (size_t i = 0; i < n; ++i) {
     reqs[i]->rval = res[i];
@@ -1161,7 +1233,7 @@ bool ThreadsEngine::HelpOnce() {
       last_block_ns_.store(Clock::now().time_since_epoch().count(),
                            std::memory_order_relaxed);
       std::lock_guard<AdaptiveMutex> lock(mu_);
-      RequeueFront(req);
+      RequeueFront(req, /*would_block=*/true);
       GrowPoolLocked();
       if (idle_workers_ != 0) work_cv_.notify_one();
       continue;
@@ -1332,6 +1404,12 @@ Status ThreadsEngine::Cancel(Request* req) {
     std::lock_guard<AdaptiveMutex> lock(mu_);
     removed = RemoveQueued(req);
     if (!removed) started = req->iocb.aio_key == kStarted;
+    // Shutdown may be waiting for the queue to drain, and this was its last
+    // request: no worker will finish one to tell it.
+    if (removed && shutdown_.load(std::memory_order_relaxed) && queued_ == 0 &&
+        running_ == 0) {
+      drain_cv_.notify_all();
+    }
   }
   if (removed) {
     // It never started: its ring slot goes back, and it completes cancelled.
