@@ -46,6 +46,7 @@
 #include "aiokit/engine.h"
 #include "aiokit/request.h"
 #include "engine/aio_ring.h"
+#include "engine/common.h"
 #include "sys/syscalls.h"
 
 // libaio's handle: a pointer to the context's ring.
@@ -84,7 +85,10 @@ struct Context {
   unsigned ring_nr = 0;    // slots in `ring`
 
   unsigned nr = 0;  // requests the context holds (>= maxevents asked for)
-  std::mutex mu;    // the pool
+  // Both locks are held for a few instructions by the program's threads and
+  // the engine's workers at once: adaptive (spin, then sleep), as the
+  // engine's own (see internal::AdaptiveMutex).
+  internal::AdaptiveMutex mu;  // the pool
   std::vector<Request> reqs;
   std::vector<Request*> free_reqs;
   // Per request (by index): the caller's iocb and its aio_data at submission.
@@ -108,8 +112,8 @@ struct Context {
   }
 
   // user_ring: producers (OnComplete) and io_getevents under ring_mu.
-  std::mutex ring_mu;
-  std::condition_variable ring_cv;
+  internal::AdaptiveMutex ring_mu;
+  std::condition_variable_any ring_cv;
   unsigned ring_waiters = 0;
   bool dead = false;  // io_destroy was called: waiters return
   std::atomic<unsigned> in_flight{0};
@@ -405,7 +409,7 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
   // submitters racing each other or a completion cannot overfill it.
   long room = nr;
   if (c.user_ring) {
-    std::lock_guard<std::mutex> lock(c.ring_mu);
+    std::lock_guard<internal::AdaptiveMutex> lock(c.ring_mu);
     room = std::clamp<long>(
         static_cast<long>(c.ring_nr) - 1 -
             static_cast<long>(c.RingOccupancy()) -
@@ -415,7 +419,7 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
                           std::memory_order_relaxed);
   }
   {
-    std::lock_guard<std::mutex> lock(c.mu);
+    std::lock_guard<internal::AdaptiveMutex> lock(c.mu);
     for (long i = 0; i < nr; ++i) {
       struct iocb* cb = iocbs[i];
       if (cb == nullptr) {
@@ -462,7 +466,7 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
       c.in_flight.fetch_sub(static_cast<unsigned>(batch.size() - accepted),
                             std::memory_order_relaxed);
     }
-    std::lock_guard<std::mutex> lock(c.mu);
+    std::lock_guard<internal::AdaptiveMutex> lock(c.mu);
     for (size_t i = accepted; i < batch.size(); ++i) {
       c.user_iocb[c.IndexOf(batch[i])] = nullptr;
       c.free_reqs.push_back(batch[i]);
@@ -484,30 +488,27 @@ void OnComplete(void* arg, Request* r) {
   auto* c = static_cast<Context*>(arg);
   const size_t k = c->IndexOf(r);
   io_event ev{};
-  struct iocb* cb = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(c->mu);
-    cb = c->user_iocb[k];
-    ev.data = c->user_data[k];
-  }
-  ev.obj = reinterpret_cast<uint64_t>(cb);
   ev.res = r->rval;
   ev.res2 = 0;
   if (r->rval == -EBADF) Facts().Forget(r->fd);
   {
-    std::lock_guard<std::mutex> lock(c->ring_mu);
-    const unsigned tail = std::atomic_ref<unsigned>(c->ring->tail)
-                              .load(std::memory_order_relaxed);
-    c->ring->events()[tail] = ev;
-    std::atomic_ref<unsigned>(c->ring->tail)
-        .store(tail + 1 == c->ring_nr ? 0 : tail + 1,
-               std::memory_order_release);
-    // The ring holds it now; it no longer counts as in flight.
-    c->in_flight.fetch_sub(1, std::memory_order_acq_rel);
-    if (c->ring_waiters != 0) c->ring_cv.notify_all();
+    // The request goes back to the pool at once (its event is copied out):
+    // one lock of the pool per completion. A submission that takes it now
+    // still counts this event as in flight (room is never overstated).
+    std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->mu);
+    ev.obj = reinterpret_cast<uint64_t>(c->user_iocb[k]);
+    ev.data = c->user_data[k];
+    c->Release(r);
   }
-  std::lock_guard<std::mutex> lock(c->mu);
-  c->Release(r);
+  std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->ring_mu);
+  const unsigned tail =
+      std::atomic_ref<unsigned>(c->ring->tail).load(std::memory_order_relaxed);
+  c->ring->events()[tail] = ev;
+  std::atomic_ref<unsigned>(c->ring->tail)
+      .store(tail + 1 == c->ring_nr ? 0 : tail + 1, std::memory_order_release);
+  // The ring holds it now; it no longer counts as in flight.
+  c->in_flight.fetch_sub(1, std::memory_order_acq_rel);
+  if (c->ring_waiters != 0) c->ring_cv.notify_all();
 }
 
 // io_getevents on a threads context: the kernel's read_events, from the ring.
@@ -519,7 +520,7 @@ long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
   const auto deadline =
       forever ? std::chrono::steady_clock::time_point::max()
               : std::chrono::steady_clock::now() + TimeoutOf(timeout);
-  std::unique_lock<std::mutex> lock(c.ring_mu);
+  std::unique_lock<internal::AdaptiveMutex> lock(c.ring_mu);
   size_t n = 0;
   for (;;) {
     (void)internal::ConsumeAioRing(
@@ -564,7 +565,7 @@ long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
     // nothing is in flight (with requests in flight either answer is one the
     // kernel could give).
     if (timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0) {
-      std::lock_guard<std::mutex> lock(c.mu);
+      std::lock_guard<internal::AdaptiveMutex> lock(c.mu);
       if (c.free_reqs.size() == c.nr &&
           (!c.user_ring || c.RingOccupancy() == 0)) {
         return 0;
@@ -592,7 +593,7 @@ long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
   if (!got.ok()) {
     return got.status().Is(Errc::kShutdown) ? -EINVAL : -got.status().Errno();
   }
-  std::lock_guard<std::mutex> lock(c.mu);
+  std::lock_guard<internal::AdaptiveMutex> lock(c.mu);
   for (size_t i = 0; i < *got; ++i) {
     Request* r = out[i];
     const size_t k = c.IndexOf(r);
@@ -669,7 +670,7 @@ __attribute__((visibility("default"))) int io_destroy(io_context_t ctx) {
   // and a thread waiting in io_getevents returns.
   (void)c->engine->Shutdown(aiokit::kForever);
   {
-    std::lock_guard<std::mutex> lock(c->ring_mu);
+    std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->ring_mu);
     c->dead = true;
     c->ring_cv.notify_all();
   }
@@ -753,7 +754,7 @@ __attribute__((visibility("default"))) int aiokit_io_cancel_0_4(
   if (iocb->aio_key != 0) return -EINVAL;  // the kernel's KIOCB_KEY
   aiokit::Request* req = nullptr;
   {
-    std::lock_guard<std::mutex> lock(c->mu);
+    std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->mu);
     for (size_t k = 0; k < c->nr; ++k) {
       if (c->user_iocb[k] == iocb) {
         req = &c->reqs[k];
@@ -765,7 +766,7 @@ __attribute__((visibility("default"))) int aiokit_io_cancel_0_4(
   if (req == nullptr) return -EINVAL;
   aiokit::Status s = c->engine->Cancel(req);
   {
-    std::lock_guard<std::mutex> lock(c->mu);
+    std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->mu);
     const size_t k = c->IndexOf(req);
     if (--c->pinned[k] == 0 && c->free_deferred[k] != 0) {
       c->free_deferred[k] = 0;
