@@ -216,32 +216,59 @@ class ThreadsEngine final : public Engine {
   }
   // The CPU the reaping thread last ran on, for a worker's spin (WorkerMain).
   void NoteReaperCpu() noexcept {
-    reaper_cpu_.store(sched_getcpu(), std::memory_order_relaxed);
+    const int cpu = sched_getcpu();
+    // Written only when it changes: spinning workers read the line.
+    if (reaper_cpu_.load(std::memory_order_relaxed) != cpu) {
+      reaper_cpu_.store(cpu, std::memory_order_relaxed);
+    }
+  }
+  // Requests queued to workers or running there, not yet completed. The
+  // finished count is read first (acquire: every request it counts was
+  // counted added before), so the result is never below what was in flight
+  // when finished_ was read; it may still count one that finished since.
+  [[nodiscard]] int64_t InFlight() const noexcept {
+    const int64_t finished = finished_.load(std::memory_order_acquire);
+    return added_.load(std::memory_order_acquire) - finished;
   }
 
   // EAGAIN: reap the ring into the done list so that slots come back.
   bool MakeRoom(std::chrono::microseconds delay);
   size_t DrainRing(Request** out, size_t max);
 
+  // Members are grouped by the thread that writes them for each request, each
+  // group on cache lines of its own: a line written by both the submitting
+  // thread and a worker moves between their CPUs at every write, a few
+  // hundred nanoseconds each when the host puts the two CPUs apart
+  // (bench/cpu_pingpong), and a locked add waits for it.
+
+  // ---- Set up by Init, read by all (written rarely).
   EngineOptions options_;
   Capabilities caps_;
-  AdaptiveSpin spin_;  // guarded by the reaper gate
   unsigned max_workers_ = 0;
   // Workers while nothing blocks: the CPUs less one (the reaper helps), at
   // most threads_max.
   unsigned cpu_workers_ = 0;
-  // When a worker last found that its I/O would block (steady clock ns).
-  std::atomic<int64_t> last_block_ns_{0};
-
   // The completion ring, in the kernel's layout: header, then nr io_events.
   AioRing* ring_ = nullptr;
   unsigned nr_ = 0;
-  AdaptiveMutex ring_mu_;  // producers (workers) take it to write at the tail
-  // Slots neither holding an unreaped event nor promised to a request in
-  // flight (the kernel's reqs_available): nr - 1 at first.
-  std::atomic<int64_t> reqs_available_{0};
+  int notify_fd_ = -1;
+  std::atomic<bool> shutdown_{false};
+  // The CPU the reaping thread last ran on (NoteReaperCpu writes it when it
+  // changes; spinning workers read it).
+  std::atomic<int> reaper_cpu_{-1};
+  std::atomic<uint64_t> live_workers_stat_{0};
 
-  AdaptiveMutex mu_;  // the queue, the fd chains, the worker pool
+  // ---- Written by workers as they complete requests.
+  alignas(kCacheLine) AdaptiveMutex ring_mu_;  // producers write at the tail
+  // Requests no longer in flight (in_flight is added_ - finished_).
+  std::atomic<int64_t> finished_{0};
+  // When a worker last found that its I/O would block (steady clock ns).
+  std::atomic<int64_t> last_block_ns_{0};
+  // Bumped after a completion when a reaper waits; it sleeps on it (futex).
+  std::atomic<uint32_t> event_seq_{0};
+
+  // ---- The queue and the worker pool: shared, under mu_.
+  alignas(kCacheLine) AdaptiveMutex mu_;
   std::condition_variable_any work_cv_;   // workers wait for work here
   std::condition_variable_any drain_cv_;  // Shutdown waits for the queue here
   Request* bucket_head_[kBuckets] = {};
@@ -259,17 +286,20 @@ class ThreadsEngine final : public Engine {
   size_t idle_workers_ = 0;
   bool stopping_ = false;  // workers exit once the queue is empty
 
+  // ---- Completions done here (refused, cancelled, no-ops): written by the
+  // thread that submits or cancels, read by workers only to see waiters.
+  alignas(kCacheLine) DoneList done_;
+
+  // ---- Written by the submitting and reaping threads.
+  alignas(kCacheLine) AdaptiveSpin spin_;  // guarded by the reaper gate
   ReaperGate gate_;
-  DoneList done_;
-  // Bumped after every completion; a reaper sleeps on it with a futex.
-  std::atomic<uint32_t> event_seq_{0};
-  int notify_fd_ = -1;
-
-  std::atomic<int64_t> in_flight_{0};  // queued or running (not local)
-  std::atomic<int> users_{0};
-  std::atomic<bool> shutdown_{false};
   bool dead_ = false;  // workers joined; guarded by the reaper gate
-
+  // Requests queued to workers (in_flight is added_ - finished_).
+  std::atomic<int64_t> added_{0};
+  // Slots neither holding an unreaped event nor promised to a request in
+  // flight (the kernel's reqs_available): nr - 1 at first.
+  std::atomic<int64_t> reqs_available_{0};
+  std::atomic<int> users_{0};
   std::atomic<uint64_t> submitted_{0};
   std::atomic<uint64_t> completed_{0};
   std::atomic<uint64_t> refused_{0};
@@ -277,9 +307,7 @@ class ThreadsEngine final : public Engine {
   std::atomic<uint64_t> partial_submits_{0};
   std::atomic<uint64_t> submit_calls_{0};
   std::atomic<uint64_t> wait_calls_{0};
-  std::atomic<int> reaper_cpu_{-1};
   std::atomic<uint64_t> ring_reaped_{0};
-  std::atomic<uint64_t> live_workers_stat_{0};
 };
 
 // ---------------------------------------------------------------- Init
@@ -436,7 +464,11 @@ Request* ThreadsEngine::Dequeue() {
   if (nonempty_ == 0) return nullptr;
   const auto b = static_cast<unsigned>(std::countr_zero(nonempty_));
   Request* r = bucket_head_[b];
+  // The submitter wrote it last: its lines on their way together, and the
+  // next one's while this one runs (a batch takes it next).
+  PrefetchLines(r, true);
   bucket_head_[b] = r->engine_next;
+  if (bucket_head_[b] != nullptr) PrefetchLines(bucket_head_[b], false);
   if (bucket_head_[b] == nullptr) {
     bucket_tail_[b] = nullptr;
     nonempty_ &= ~(1U << b);
@@ -602,7 +634,7 @@ void ThreadsEngine::QueueRequests(Request* const* reqs, size_t n) {
     r->origin = Origin::kNone;
     TsanRelease(r);
   }
-  in_flight_.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
+  added_.fetch_add(static_cast<int64_t>(n), std::memory_order_release);
   submitted_.fetch_add(n, std::memory_order_relaxed);
   std::lock_guard<AdaptiveMutex> lock(mu_);
   for (size_t i = 0; i < n; ++i) Enqueue(reqs[i], BucketOf(*reqs[i]));
@@ -1125,7 +1157,7 @@ void ThreadsEngine::Deliver(Request* req, int64_t res, Origin origin) {
   const int resfd = HoldEventfd(req->resfd);
   req->engine_state.store(kCompleted, std::memory_order_relaxed);
   completed_.fetch_add(1, std::memory_order_relaxed);
-  in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  finished_.fetch_add(1, std::memory_order_release);
   TsanRelease(req);
   // From here on the request is the caller's.
   options_.on_complete(options_.on_complete_arg, req);
@@ -1170,7 +1202,7 @@ void ThreadsEngine::CompleteToRing(Request* const* reqs, const int64_t* res,
     std::atomic_ref<unsigned>(ring_->tail)
         .store(tail, std::memory_order_release);
   }
-  in_flight_.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
+  finished_.fetch_add(static_cast<int64_t>(n), std::memory_order_release);
   if (notify_fd_ >= 0) (void)sys::EventfdWrite(notify_fd_, n);
   for (size_t i = 0; i < n; ++i) SignalHeldEventfd(held[i]);
   Signal();
@@ -1178,7 +1210,7 @@ void ThreadsEngine::CompleteToRing(Request* const* reqs, const int64_t* res,
 
 void ThreadsEngine::CompleteLocally(Request* req, int64_t res, Origin origin) {
   if (options_.on_complete != nullptr) {
-    in_flight_.fetch_add(1, std::memory_order_relaxed);  // Deliver takes it
+    added_.fetch_add(1, std::memory_order_release);  // Deliver takes it
     Deliver(req, res, origin);
     return;
   }
@@ -1280,15 +1312,14 @@ Result<size_t> ThreadsEngine::Reap(std::span<Request*> out, size_t min,
   NoteReaperCpu();
   size_t n = done_.Take(out.data(), out.size());
   // Whoever holds the gate may have completions in hand: taken from the ring
-  // (where in_flight_ no longer counts them) and not yet on the done list
+  // (where InFlight() no longer counts them) and not yet on the done list
   // (MakeRoom). So "nothing left" is told only with the gate held.
   // Nor while a Submit that began before Shutdown may still queue requests
   // (Shutdown waits for it; seq_cst pairs with UserGuard's increment and
   // Submit's look at shutdown_, so a later Submit sees the flag and refuses).
   auto nothing_can_arrive = [&] {
     return shutdown_.load(std::memory_order_seq_cst) &&
-           users_.load(std::memory_order_seq_cst) == 0 &&
-           in_flight_.load(std::memory_order_relaxed) == 0 &&
+           users_.load(std::memory_order_seq_cst) == 0 && InFlight() == 0 &&
            AioRingPending(ring_) == 0 && done_.count() == 0;
   };
   bool nothing_left = false;
@@ -1309,8 +1340,7 @@ Result<size_t> ThreadsEngine::Reap(std::span<Request*> out, size_t min,
         n += DrainRing(out.data() + n, out.size() - n);
         continue;
       }
-      if (in_flight_.load(std::memory_order_relaxed) > 0 &&
-          spin_.Spin(deadline, [&] {
+      if (InFlight() > 0 && spin_.Spin(deadline, [&] {
             return AioRingPending(ring_) != 0 || done_.count_relaxed() != 0;
           })) {
         n += done_.Take(out.data() + n, out.size() - n);
@@ -1372,7 +1402,7 @@ bool ThreadsEngine::MakeRoom(std::chrono::microseconds delay) {
     (void)done_.Push(got[0], got[n - 1], n);
     total += n;
   }
-  if (total == 0 && in_flight_.load(std::memory_order_relaxed) > 0) {
+  if (total == 0 && InFlight() > 0) {
     // Wait up to the delay for a completion to collect.
     const uint32_t seq = event_seq_.load(std::memory_order_seq_cst);
     if (AioRingPending(ring_) == 0) {
@@ -1414,7 +1444,7 @@ Status ThreadsEngine::Cancel(Request* req) {
   if (removed) {
     // It never started: its ring slot goes back, and it completes cancelled.
     ReturnSlots(1);
-    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    finished_.fetch_add(1, std::memory_order_release);
     CompleteLocally(req, -ECANCELED, Origin::kEngine);
     return {};
   }
@@ -1484,7 +1514,7 @@ Status ThreadsEngine::Shutdown(std::chrono::nanoseconds timeout) {
     lock.unlock();
     for (Request* r : cancelled) {
       ReturnSlots(1);
-      in_flight_.fetch_sub(1, std::memory_order_relaxed);
+      finished_.fetch_add(1, std::memory_order_release);
       CompleteLocally(r, -ECANCELED, Origin::kEngine);
     }
     if (still_running != 0) {
