@@ -128,6 +128,50 @@ TEST(ThreadsEngineTest, ARequestNotStartedIsCancelledAStartedOneIsNot) {
   EXPECT_TRUE(e->Cancel(&reqs[0]).Is(Errc::kInvalidArgument));
 }
 
+// Submit with every completion slot taken waits for a completion, and the
+// first one ends the wait: before, the wait lasted the whole retry delay
+// (here 10 s), as completions woke only reapers.
+TEST(ThreadsEngineTest, ASubmitWaitingForRoomWakesAtTheFirstCompletion) {
+  EngineOptions o;
+  o.queue_depth = 1;  // a ring of 65 events: 64 requests in flight
+  o.threads_max = 1;
+  o.eagain.max_retries = 2;
+  o.eagain.initial_delay = std::chrono::seconds(10);
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  Blocker b;
+  SubmitAll(*e, {&b.req});
+  WaitForRunning(*e, 1);
+  // The other slots: reads queued behind the blocked worker.
+  File f = testing::ScratchFile(4096, 61);
+  std::vector<char> buf(4096);
+  std::vector<Request> queued(63);
+  for (Request& r : queued) r.PrepRead(f.fd(), buf.data(), 4096, 0);
+  SubmitAll(*e, testing::Pointers(queued));
+  Request read;
+  read.PrepRead(f.fd(), buf.data(), 4096, 0);
+  std::thread release([&] {
+    std::this_thread::sleep_for(milliseconds(100));
+    b.Release();
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  Request* one[] = {&read};
+  SubmitResult sr = e->Submit(one);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  release.join();
+  ASSERT_EQ(sr.accepted, 1U) << sr.status.ToString();
+  EXPECT_GE(sr.retries, 1U);
+  EXPECT_LT(waited, std::chrono::seconds(5))
+      << "Submit slept out its retry delay instead of waking at the completion";
+  std::vector<Request*> all = testing::Pointers(queued);
+  all.push_back(&b.req);
+  all.push_back(&read);
+  testing::ExpectExactlyOnce(testing::ReapAll(*e, all.size()), all);
+  EXPECT_EQ(b.req.rval, 1);
+  for (const Request& r : queued) EXPECT_EQ(r.rval, 4096) << Describe(r);
+  EXPECT_EQ(read.rval, 4096) << Describe(read);
+}
+
 // A worker takes several queued requests at once when nothing blocks (one
 // lock of the queue and of the ring for all), and a reaping thread runs queued
 // requests itself; a request that would block (an empty pipe) goes back to

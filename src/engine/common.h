@@ -120,6 +120,12 @@ class DoneList {
     }
     return false;
   }
+  // A waiter for something other than this list (the threads engine's
+  // MakeRoom waits for ring events): counted, so that Signal wakes it, whatever
+  // the list holds.
+  void AddWaiter() noexcept {
+    waiters_.fetch_add(1, std::memory_order_seq_cst);
+  }
   void RetireWaiter() noexcept {
     waiters_.fetch_sub(1, std::memory_order_relaxed);
   }

@@ -1394,23 +1394,32 @@ bool ThreadsEngine::MakeRoom(std::chrono::microseconds delay) {
   if (!gate_.TryAcquire()) return false;  // a reaper frees slots as it reaps
   constexpr size_t kBatch = 256;
   Request* got[kBatch];
-  size_t total = 0;
-  for (;;) {
-    const size_t n = DrainRing(got, kBatch);
-    if (n == 0) break;
-    for (size_t i = 1; i < n; ++i) got[i - 1]->engine_next = got[i];
-    (void)done_.Push(got[0], got[n - 1], n);
-    total += n;
-  }
+  auto collect = [&] {
+    size_t total = 0;
+    for (;;) {
+      const size_t n = DrainRing(got, kBatch);
+      if (n == 0) return total;
+      for (size_t i = 1; i < n; ++i) got[i - 1]->engine_next = got[i];
+      (void)done_.Push(got[0], got[n - 1], n);
+      total += n;
+    }
+  };
+  const size_t total = collect();
   if (total == 0 && InFlight() > 0) {
-    // Wait up to the delay for a completion to collect.
+    // Wait up to the delay for a completion to collect, announced as a
+    // waiter (Signal wakes only those): the first completion ends the wait,
+    // not the delay, which grows to seconds after a few retries.
+    // (Not AnnounceWaiter: requests on the done list hold no slot.)
     const uint32_t seq = event_seq_.load(std::memory_order_seq_cst);
+    done_.AddWaiter();
     if (AioRingPending(ring_) == 0) {
       (void)sys::FutexWait(reinterpret_cast<const uint32_t*>(&event_seq_), seq,
                            delay);
     }
+    done_.RetireWaiter();
+    (void)collect();
     gate_.Release();
-    return true;  // the delay was spent waiting
+    return true;  // the delay was spent waiting, or ended by a completion
   }
   gate_.Release();
   return total != 0;
