@@ -161,6 +161,9 @@ TEST(ThreadsEngineTest, ASubmitWaitingForRoomWakesAtTheFirstCompletion) {
   release.join();
   ASSERT_EQ(sr.accepted, 1U) << sr.status.ToString();
   EXPECT_GE(sr.retries, 1U);
+  // It waited for the blocker (every slot was taken until then)...
+  EXPECT_GE(waited, milliseconds(50));
+  // ...and no longer.
   EXPECT_LT(waited, std::chrono::seconds(5))
       << "Submit slept out its retry delay instead of waking at the completion";
   std::vector<Request*> all = testing::Pointers(queued);

@@ -219,7 +219,8 @@ inline void CpuRelax() noexcept {
 template <typename T>
 inline void PrefetchLines(const T* p, bool write) noexcept {
   const auto begin = reinterpret_cast<uintptr_t>(p);
-  for (uintptr_t a = begin & ~uintptr_t{63}; a < begin + sizeof(T); a += 64) {
+  for (uintptr_t a = begin & ~uintptr_t{kCacheLine - 1}; a < begin + sizeof(T);
+       a += kCacheLine) {
     const auto* line = reinterpret_cast<const void*>(a);
     if (write) {
       __builtin_prefetch(line, 1);

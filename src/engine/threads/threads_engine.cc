@@ -231,7 +231,8 @@ class ThreadsEngine final : public Engine {
     return added_.load(std::memory_order_acquire) - finished;
   }
 
-  // EAGAIN: reap the ring into the done list so that slots come back.
+  // EAGAIN: reap the ring into the done list so that slots come back, or
+  // wait up to `delay` for room. False: a reaper holds the gate.
   bool MakeRoom(std::chrono::microseconds delay);
   size_t DrainRing(Request** out, size_t max);
 
@@ -624,7 +625,11 @@ void ThreadsEngine::GrowPoolLocked() {
     ++idle_workers_;  // it looks for work as soon as it starts
     workers_[slot] = std::thread(&ThreadsEngine::WorkerMain, this, slot);
   }
-  live_workers_stat_.store(live_workers_, std::memory_order_relaxed);
+  // Called for every Submit: written only when it changes (spinning workers
+  // read its line).
+  if (live_workers_stat_.load(std::memory_order_relaxed) != live_workers_) {
+    live_workers_stat_.store(live_workers_, std::memory_order_relaxed);
+  }
 }
 
 void ThreadsEngine::QueueRequests(Request* const* reqs, size_t n) {
@@ -1313,7 +1318,7 @@ Result<size_t> ThreadsEngine::Reap(std::span<Request*> out, size_t min,
   size_t n = done_.Take(out.data(), out.size());
   // Whoever holds the gate may have completions in hand: taken from the ring
   // (where InFlight() no longer counts them) and not yet on the done list
-  // (MakeRoom). So "nothing left" is told only with the gate held.
+  // (MakeRoom's collect). So "nothing left" is told only with the gate held.
   // Nor while a Submit that began before Shutdown may still queue requests
   // (Shutdown waits for it; seq_cst pairs with UserGuard's increment and
   // Submit's look at shutdown_, so a later Submit sees the flag and refuses).
@@ -1409,17 +1414,29 @@ bool ThreadsEngine::MakeRoom(std::chrono::microseconds delay) {
     // Wait up to the delay for a completion to collect, announced as a
     // waiter (Signal wakes only those): the first completion ends the wait,
     // not the delay, which grows to seconds after a few retries.
-    // (Not AnnounceWaiter: requests on the done list hold no slot.)
-    const uint32_t seq = event_seq_.load(std::memory_order_seq_cst);
-    done_.AddWaiter();
-    if (AioRingPending(ring_) == 0) {
-      (void)sys::FutexWait(reinterpret_cast<const uint32_t*>(&event_seq_), seq,
-                           delay);
+    // (Not AnnounceWaiter: requests on the done list hold no slot.) Until
+    // there is room: an event to collect (this thread holds the gate), or a
+    // slot given back without one (a cancel, a completion callback; both
+    // signal after giving it back). A wake-up for anything else (a no-op
+    // completing) waits on.
+    const Clock::time_point deadline = Clock::now() + delay;
+    for (;;) {
+      const uint32_t seq = event_seq_.load(std::memory_order_seq_cst);
+      done_.AddWaiter();
+      const bool room = AioRingPending(ring_) != 0 ||
+                        reqs_available_.load(std::memory_order_seq_cst) > 0 ||
+                        shutdown_.load(std::memory_order_seq_cst);
+      const auto left = deadline - Clock::now();
+      if (!room && left.count() > 0) {
+        (void)sys::FutexWait(reinterpret_cast<const uint32_t*>(&event_seq_),
+                             seq, left);
+      }
+      done_.RetireWaiter();
+      if (room || left.count() <= 0) break;
     }
-    done_.RetireWaiter();
     (void)collect();
     gate_.Release();
-    return true;  // the delay was spent waiting, or ended by a completion
+    return true;  // room, or the delay spent waiting for it
   }
   gate_.Release();
   return total != 0;
