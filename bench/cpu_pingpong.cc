@@ -20,7 +20,11 @@
 #include <cstdlib>
 #include <thread>
 
+#include "parse_count.h"
+
 namespace {
+
+using aiokit::bench::ParseCount;
 
 struct alignas(64) Line {
   std::atomic<long> value{0};
@@ -39,15 +43,6 @@ bool Pin(int cpu) {
     return false;
   }
   return true;
-}
-
-// A whole decimal number in [0, LONG_MAX], or -1.
-long ParseCount(const char* s) {
-  char* end = nullptr;
-  errno = 0;
-  const long v = std::strtol(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || v < 0) return -1;
-  return v;
 }
 
 }  // namespace

@@ -30,7 +30,11 @@
 #include <random>
 #include <thread>
 
+#include "parse_count.h"
+
 namespace {
+
+using aiokit::bench::ParseCount;
 
 constexpr size_t kBlock = 4096;
 constexpr uint64_t kBlocks = (uint64_t{1} << 30) / kBlock;
@@ -170,15 +174,6 @@ double Handoff(const char* path, long seconds, unsigned share, double* worker) {
                 ? 0
                 : static_cast<double>(by_worker) / static_cast<double>(done);
   return static_cast<double>(done) / static_cast<double>(seconds);
-}
-
-// A whole decimal number in [0, LONG_MAX], or -1.
-long ParseCount(const char* s) {
-  char* end = nullptr;
-  errno = 0;
-  const long v = std::strtol(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || v < 0) return -1;
-  return v;
 }
 
 }  // namespace
