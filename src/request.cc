@@ -95,43 +95,126 @@ const char* OpName(Op op) noexcept {
   return "unknown-op";
 }
 
+const char* OriginName(Origin origin) noexcept {
+  switch (origin) {
+    case Origin::kNone:
+      return "none";
+    case Origin::kEngine:
+      return "engine";
+    case Origin::kLocal:
+      return "local";
+    case Origin::kRefused:
+      return "refused";
+    case Origin::kCancelled:
+      return "cancelled";
+  }
+  return "unknown-origin";
+}
+
 Request::Request(const Request& other)
-    : iocb(other.iocb),
-      priv(other.priv),
+    : priv(other.priv),
       fd(other.fd),
       iov(other.iov),
       offset(other.offset),
       length(other.length),
-      rval(other.rval),
       op(other.op),
-      origin(other.origin),
       rw_flags(other.rw_flags),
       ioprio(other.ioprio),
       has_ioprio(other.has_ioprio),
       resfd(other.resfd),
       align(other.align),
-      buf_index(other.buf_index) {}
+      buf_index(other.buf_index) {
+  iocb.aio_data = other.iocb.aio_data;
+  FillIocb();
+}
 
 Request& Request::operator=(const Request& other) {
   if (this == &other) return *this;
-  iocb = other.iocb;
   priv = other.priv;
   fd = other.fd;
   iov = other.iov;
   offset = other.offset;
   length = other.length;
-  rval = other.rval;
+  rval = kNotCompleted;
   op = other.op;
-  origin = other.origin;
+  origin = Origin::kNone;
   rw_flags = other.rw_flags;
   ioprio = other.ioprio;
   has_ioprio = other.has_ioprio;
   resfd = other.resfd;
   align = other.align;
   buf_index = other.buf_index;
-  engine_state.store(0, std::memory_order_relaxed);
+  engine_state.store(request_state::kIdle, std::memory_order_relaxed);
   engine_next = nullptr;
+  iocb.aio_data = other.iocb.aio_data;
+  FillIocb();
   return *this;
+}
+
+void Request::FillIocb() noexcept {
+  const uint64_t data = iocb.aio_data;
+  iocb = {};
+  iocb.aio_data = data;
+  iocb.aio_fildes = static_cast<uint32_t>(fd);
+  iocb.aio_rw_flags = static_cast<__kernel_rwf_t>(rw_flags);
+  switch (op) {
+    case Op::kRead:
+    case Op::kWrite:
+      iocb.aio_lio_opcode = op == Op::kRead ? IOCB_CMD_PREAD : IOCB_CMD_PWRITE;
+      iocb.aio_buf =
+          iov.empty() ? 0 : reinterpret_cast<uint64_t>(iov[0].iov_base);
+      iocb.aio_nbytes = length;
+      iocb.aio_offset = static_cast<int64_t>(offset);
+      break;
+    case Op::kReadv:
+    case Op::kWritev:
+      iocb.aio_lio_opcode =
+          op == Op::kReadv ? IOCB_CMD_PREADV : IOCB_CMD_PWRITEV;
+      iocb.aio_buf = reinterpret_cast<uint64_t>(iov.data());
+      iocb.aio_nbytes = iov.size();
+      iocb.aio_offset = static_cast<int64_t>(offset);
+      break;
+    case Op::kFsync:
+      iocb.aio_lio_opcode = IOCB_CMD_FSYNC;
+      break;
+    case Op::kFdatasync:
+      iocb.aio_lio_opcode = IOCB_CMD_FDSYNC;
+      break;
+    case Op::kNoop:
+      iocb.aio_lio_opcode = IOCB_CMD_NOOP;
+      break;
+  }
+  if (has_ioprio) {
+    iocb.aio_flags |= IOCB_FLAG_IOPRIO;
+    iocb.aio_reqprio = static_cast<int16_t>(ioprio);
+  }
+  if (resfd >= 0) {
+    iocb.aio_flags |= IOCB_FLAG_RESFD;
+    iocb.aio_resfd = static_cast<uint32_t>(resfd);
+  }
+}
+
+void Request::SetRwFlags(uint32_t flags) noexcept {
+  rw_flags = flags;
+  iocb.aio_rw_flags = static_cast<__kernel_rwf_t>(flags);
+}
+
+void Request::SetIoPriority(uint16_t prio) noexcept {
+  ioprio = prio;
+  has_ioprio = true;
+  iocb.aio_flags |= IOCB_FLAG_IOPRIO;
+  iocb.aio_reqprio = static_cast<int16_t>(prio);
+}
+
+void Request::SetEventFd(int efd) noexcept {
+  resfd = efd;
+  if (efd >= 0) {
+    iocb.aio_flags |= IOCB_FLAG_RESFD;
+    iocb.aio_resfd = static_cast<uint32_t>(efd);
+  } else {
+    iocb.aio_flags &= ~static_cast<uint32_t>(IOCB_FLAG_RESFD);
+    iocb.aio_resfd = 0;
+  }
 }
 
 void Request::Reset(Op new_op, int new_fd, uint64_t off) noexcept {
@@ -148,14 +231,16 @@ void Request::Reset(Op new_op, int new_fd, uint64_t off) noexcept {
   resfd = -1;
   align = {};
   buf_index = -1;
-  engine_state.store(0, std::memory_order_relaxed);
+  engine_state.store(request_state::kIdle, std::memory_order_relaxed);
   engine_next = nullptr;
+  iocb = {};
 }
 
 void Request::PrepRead(int f, void* buf, size_t len, uint64_t off) {
   Reset(Op::kRead, f, off);
   iov.emplace_back(buf, len);
   length = len;
+  FillIocb();
 }
 
 void Request::PrepWrite(int f, const void* buf, size_t len, uint64_t off) {
@@ -163,23 +248,35 @@ void Request::PrepWrite(int f, const void* buf, size_t len, uint64_t off) {
   // iovec has a non-const base; the kernel only reads it for a write.
   iov.emplace_back(const_cast<void*>(buf), len);
   length = len;
+  FillIocb();
 }
 
 void Request::PrepReadv(int f, const iovec* iovs, size_t n, uint64_t off) {
   Reset(Op::kReadv, f, off);
   iov.assign(iovs, n);
   length = iov.total_bytes();
+  FillIocb();
 }
 
 void Request::PrepWritev(int f, const iovec* iovs, size_t n, uint64_t off) {
   Reset(Op::kWritev, f, off);
   iov.assign(iovs, n);
   length = iov.total_bytes();
+  FillIocb();
 }
 
-void Request::PrepFsync(int f) { Reset(Op::kFsync, f, 0); }
-void Request::PrepFdatasync(int f) { Reset(Op::kFdatasync, f, 0); }
-void Request::PrepNoop() { Reset(Op::kNoop, -1, 0); }
+void Request::PrepFsync(int f) {
+  Reset(Op::kFsync, f, 0);
+  FillIocb();
+}
+void Request::PrepFdatasync(int f) {
+  Reset(Op::kFdatasync, f, 0);
+  FillIocb();
+}
+void Request::PrepNoop() {
+  Reset(Op::kNoop, -1, 0);
+  FillIocb();
+}
 
 void Request::PrepRead(const File& f, void* buf, size_t len, uint64_t off) {
   PrepRead(f.fd(), buf, len, off);
@@ -300,6 +397,15 @@ Status Request::Validate() const {
                          Context(*this) + ": unknown RWF_* bits " +
                              util::Hex(rw_flags & ~rwf::kAll));
   }
+  if (has_ioprio && (ioprio >> 13U) > 3) {
+    // The kernel's answer at submission for a class it does not have; the
+    // threads and sync engines could not apply it either.
+    return Status::Error(
+        Errc::kInvalidArgument,
+        Context(*this) + ": I/O priority class " +
+            std::to_string(ioprio >> 13U) +
+            " does not exist (0 none, 1 realtime, 2 best-effort, 3 idle)");
+  }
   if (Status s = CheckBuffers(*this, align); !s.ok()) {
     return {s.code(), Context(*this) + ": " + s.context()};
   }
@@ -311,10 +417,10 @@ std::string DescribeAsked(const Request& req) { return Context(req); }
 std::string Describe(const Request& req) {
   std::string out = Context(req);
   switch (req.engine_state.load(std::memory_order_relaxed)) {
-    case 0:
+    case request_state::kIdle:
       if (req.rval == kNotCompleted) return out + ": not submitted";
       break;
-    case 1:
+    case request_state::kInFlight:
       return out + ": in flight";
     default:
       break;
@@ -331,6 +437,7 @@ std::string Describe(const Request& req) {
   const int err = static_cast<int>(-req.rval);
   out += ": " + util::ErrnoText(err);
   if (req.origin == Origin::kRefused) out += ", refused at submission";
+  if (req.origin == Origin::kCancelled) out += ", taken back before it started";
   if (err == EINVAL && req.op != Op::kNoop) {
     // Explain an EINVAL by the O_DIRECT rules: the alignment the request
     // carried, else the one the file has now (this runs on the error path

@@ -613,19 +613,6 @@ TEST(ThreadsEngineTest, ACancelledRequestReachesTheCallback) {
   ::close(p[1]);
 }
 
-TEST(ThreadsEngineTest, OtherEnginesRefuseCompletionCallbacks) {
-  for (EngineKind k : {EngineKind::kLinuxAio, EngineKind::kIoUring}) {
-    EngineOptions o;
-    o.kind = k;
-    o.on_complete = &Collect;
-    Result<std::unique_ptr<Engine>> e = MakeEngine(o);
-    ASSERT_FALSE(e.ok());
-    EXPECT_NE(e.status().ToString().find("threads engine only"),
-              std::string::npos)
-        << e.status().ToString();
-  }
-}
-
 // A read from a pipe that holds less than asked returns what it has, and a
 // read tried without blocking that moved part of the data is never redone
 // from the start (which would lose what the first part took from the pipe).

@@ -1,9 +1,11 @@
 // aiokit: the engine interface (BlueStore's aio_queue_t).
 //
 // An Engine runs Requests asynchronously. It submits them in batches and hands
-// back their completions, through any of: polling (Reap with min 0), a blocking
-// wait with a minimum count and a deadline (Reap), and an eventfd that becomes
-// readable when completions are ready (NotifyFd, for epoll).
+// back their completions, through any of: polling (Poll, or Reap with min 0),
+// a blocking wait with a minimum count and a deadline (Reap), an eventfd that
+// becomes readable when completions are ready (NotifyFd, for epoll), and
+// completion callbacks (EngineOptions::on_complete), called by the thread that
+// reaps or by a completion thread the engine owns.
 //
 // Engines:
 // - linux-aio: the kernel's native AIO (io_setup/io_submit/io_getevents);
@@ -14,23 +16,25 @@
 // - threads: a user-space AIO built like the kernel's: worker threads and a
 //   completion ring in the kernel's aio_ring layout; buffered I/O that does
 //   not block the submitter, any fd, priorities, cancel of queued requests.
-// aiokit/fault.h wraps any of them to inject faults.
-// MakeEngine() builds one from EngineOptions; where the caller leaves the kind
-// as kDefault, the environment variable AIOKIT_ENGINE (auto, linux-aio,
-// io_uring, threads) chooses, else auto.
+// - sync: the I/O runs inside Submit, one request after another (fio's psync):
+//   for debugging, deterministic tests and as a baseline.
+// aiokit/fault.h wraps any of them to inject faults; aiokit/engine_wrapper.h
+// is the base for such wrappers. MakeEngine() builds one from EngineOptions;
+// where the caller leaves the kind as kDefault, the environment variable
+// AIOKIT_ENGINE (auto, linux-aio, io_uring, threads, sync) chooses, else auto.
 //
-// The contract every engine keeps:
-//  - Every request that Submit accepts completes exactly once: one Reap returns
-//  it, with rval set.
+// The contract every engine keeps (src/engine/core/ keeps it once for all):
+//  - Every request that Submit accepts completes exactly once: one Reap
+//    returns it (or the completion callback is called once), with rval set.
 //    That holds through partial submissions, EAGAIN retries, refusals,
 //    cancellation and Shutdown.
-//  - A request the kernel (or the library) refuses at submission completes with
-//  that -errno like any
-//    other, and the requests after it in the batch are still submitted.
+//  - A request the kernel (or the library) refuses at submission completes
+//    with that -errno like any other, and the requests after it in the batch
+//    are still submitted.
 //  - Buffers stay the caller's to keep alive until the request is reaped.
-//  Destroying an engine with
-//    requests in flight waits for them; it never frees or returns memory the
-//    kernel may still write.
+//    Shutdown never cancels a request it accepted unless asked to
+//    (ShutdownMode); destroying an engine with requests in flight waits for
+//    them; it never frees or returns memory the kernel may still write.
 //
 // Thread safety: Submit may be called from several threads at once, and
 // concurrently with Reap. Reap calls are serialised internally (one reaper at a
@@ -61,8 +65,9 @@ enum class EngineKind : uint8_t {
   kLinuxAio,
   kIoUring,
   kThreads,
+  kSync,  // never chosen by kAuto
 };
-// "default", "auto", "linux-aio", "io_uring", "threads".
+// "default", "auto", "linux-aio", "io_uring", "threads", "sync".
 const char* EngineKindName(EngineKind kind) noexcept;
 // Accepts the names above (and "libaio", "aio", "uring", "io-uring" as
 // aliases).
@@ -105,15 +110,26 @@ struct EngineOptions {
   // Also set by AIOKIT_ENGINE_FALLBACK=0.
   bool allow_fallback = true;
 
-  // Completion callbacks (the threads engine only; the others refuse them).
-  // When set, each completed request is handed to on_complete(arg, req) on the
-  // thread that completed it (a worker, or the thread calling Cancel) instead
-  // of to Reap; req->rval is set and the engine no longer touches the request
-  // (it may be prepared and submitted again at once). The request's eventfd
-  // and NotifyFd are still signalled, after the call. It must not block for
-  // long nor call this engine's Shutdown or destructor.
+  // Completion callbacks, on every engine. When set, each completed request is
+  // handed to on_complete(arg, req) instead of being returned by Reap:
+  // req->rval and req->origin are set, the request reads as completed, and the
+  // engine no longer touches it (the callback may prepare and submit it again
+  // at once). Who calls it:
+  //  - the threads engine: the thread that completed the request (a worker, or
+  //    the thread in Submit, Cancel, Shutdown or Reap that completed it
+  //    without I/O or ran it while waiting);
+  //  - linux-aio, io_uring and sync: the thread in Reap/Poll, which delivers
+  //    what has completed and returns how many it delivered; or, with
+  //    completion_thread, a thread of the engine's own.
+  // The request's eventfd and NotifyFd are still signalled. The callback must
+  // not block for long, nor call this engine's Reap, Shutdown or destructor.
   void (*on_complete)(void* arg, Request* req) = nullptr;
   void* on_complete_arg = nullptr;
+  // With on_complete: the engine starts one thread that reaps in a loop and
+  // calls on_complete for every completion (BlueStore's aio thread), until
+  // Shutdown has waited for the last request. REQUIRES on_complete; not with
+  // io_uring's single_thread (that promises no other thread enters the ring).
+  bool completion_thread = false;
 
   // ---- io_uring ----
   // The caller promises that one thread, the one that creates the engine, makes
@@ -208,7 +224,23 @@ struct EngineStats {
   uint64_t wait_calls = 0;    // system calls made to wait for completions
   // Completions read from a ring in user space with no system call.
   uint64_t ring_reaped = 0;
+  // Requests taken back before they started (-ECANCELED, Origin::kCancelled):
+  // by Cancel, or by Shutdown with ShutdownMode::kCancelNotStarted.
+  uint64_t cancelled = 0;
   uint64_t workers = 0;  // threads engine: worker threads alive now
+};
+
+// What Shutdown does with requests it accepted that have not started yet.
+enum class ShutdownMode : uint8_t {
+  // Wait for every accepted request to complete, whatever it takes; none is
+  // cancelled.
+  kFinish = 0,
+  // Cancel what has not started: requests still queued inside aiokit (the
+  // threads engine's queue, io_uring's overflow queue) complete with
+  // -ECANCELED (Origin::kCancelled); what the kernel or a worker holds is
+  // waited for. linux-aio hands every request to the kernel at once, so there
+  // it is kFinish.
+  kCancelNotStarted,
 };
 
 // The outcome of a Submit call.
@@ -230,6 +262,8 @@ inline constexpr std::chrono::nanoseconds kForever{-1};
 
 class Engine {
  public:
+  // Waits for requests in flight (Shutdown(kForever)): never frees memory the
+  // kernel may still write. Completed requests nobody reaped read as completed.
   virtual ~Engine() = default;
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -241,18 +275,40 @@ class Engine {
   [[nodiscard]] virtual const Capabilities& GetCapabilities()
       const noexcept = 0;
   [[nodiscard]] virtual unsigned queue_depth() const noexcept = 0;
+  // Thread safety: any thread, any time.
   [[nodiscard]] virtual EngineStats Stats() const noexcept = 0;
 
-  // Submits the batch in order. REQUIRES: every request was prepared (Prep*)
-  // and is not in flight. Returns how many were accepted; see SubmitResult.
+  // Submits the batch in order.
+  // On success (status OK): every request was accepted and will complete
+  //   exactly once; those the kernel or the library refused complete with
+  //   their -errno (Origin::kRefused) like any other.
+  // On failure: batch[0, accepted) were accepted; batch[accepted] and the
+  //   rest were not and are untouched, idle and still the caller's. status
+  //   says why: kQueueFull (no room after the retry policy), kShutdown,
+  //   kInvalidArgument (a null request, or one still in flight), or an errno
+  //   of the ring itself.
+  // Blocking: returns once the requests are handed over, except when the
+  //   engine is full: then it reaps to make room and retries with
+  //   EngineOptions::eagain (by default up to 16 retries, sleeping 125 us
+  //   doubling: about 8 s in the worst case).
+  // REQUIRES: every request was prepared (Prep*).
+  // Thread safety: any number of threads at once, and concurrently with Reap.
   virtual SubmitResult Submit(std::span<Request* const> batch) = 0;
 
   // Waits until at least `min` completed requests are available or `timeout`
   // has passed (kForever: no limit; 0: do not wait), then stores up to
-  // out.size() of them in `out` and returns how many. Each returned request has
-  // rval set and is no longer in flight. `min` is clipped to out.size().
-  // Errors: kShutdown when the engine is shut down and nothing is left to reap;
-  // an errno from the wait.
+  // out.size() of them in `out`. `min` is clipped to out.size().
+  // On success: how many were stored, each with rval set and read as
+  //   completed. Fewer than `min` (perhaps 0) when the timeout passed first:
+  //   that is not an error.
+  // With EngineOptions::on_complete: the completions go to the callback
+  //   instead (`out` is not used and may be empty; `min` is not clipped); the
+  //   count is how many this call delivered, and it waits until `min` were
+  //   delivered during the call (by it, or by the engine's own threads).
+  // On failure: kShutdown when the engine is shut down and nothing is left to
+  //   reap; an errno from the wait (with nothing stored).
+  // Thread safety: one reaper at a time; a second one waits for the first, at
+  //   most its own timeout.
   virtual Result<size_t> Reap(std::span<Request*> out, size_t min,
                               std::chrono::nanoseconds timeout) = 0;
 
@@ -264,16 +320,24 @@ class Engine {
     return Reap(out, 0, std::chrono::nanoseconds(0));
   }
 
-  // Asks the engine to cancel `req`. OK: the request will complete with
-  // -ECANCELED (or its real result, if it finished first) and is reaped as
-  // usual. kNotCancellable: the engine cannot stop it; it completes normally.
-  // kInvalidArgument: req is not in flight on this engine.
+  // Asks the engine to cancel `req`.
+  // On success: the request will complete with -ECANCELED (or with its real
+  //   result, if it finished first) and is reaped as usual: at once with
+  //   Origin::kCancelled when aiokit still held it, later when the kernel
+  //   carries the cancel out.
+  // On failure: kNotCancellable when the engine cannot stop it (it started,
+  //   or kernel AIO on a regular file): it completes normally.
+  //   kInvalidArgument when req is not in flight on this engine. kShutdown
+  //   after Shutdown began (use ShutdownMode::kCancelNotStarted).
+  // Thread safety: any thread.
   virtual Status Cancel(Request* req) = 0;
 
   // An eventfd that becomes readable when completions are ready (counter += 1
-  // per completion). Reading it is the caller's business; Reap does not read
-  // it. Errc::kUnsupported when EngineOptions::notify_fd was false. Valid until
-  // the engine is destroyed.
+  // per completion; on linux-aio a request with its own eventfd signals only
+  // that one, as the kernel takes one per request). Non-blocking
+  // (EFD_NONBLOCK) and close-on-exec. Reading it is the caller's business;
+  // Reap does not read it. kUnsupported when EngineOptions::notify_fd was
+  // false. Valid until the engine is destroyed.
   virtual Result<int> NotifyFd() = 0;
 
   // Registers buffers with the kernel so that requests whose buf_index names
@@ -295,12 +359,20 @@ class Engine {
   virtual bool RunQueuedOnce() { return false; }
 
   // Stops accepting submissions and waits up to `timeout` for the requests in
-  // flight, keeping their completions for Reap. OK when nothing is left in
-  // flight (kernel resources are then released); kTimedOut when some are: they
-  // still belong to the kernel, and Shutdown may be called again. The
-  // destructor calls Shutdown(kForever): it waits as long as the kernel takes,
-  // because freeing memory the kernel may still write is never safe.
-  virtual Status Shutdown(std::chrono::nanoseconds timeout) = 0;
+  // flight, keeping their completions for Reap (or delivering them to the
+  // callback). With kCancelNotStarted, first cancels what has not started
+  // (see ShutdownMode).
+  // On success: nothing is left in flight; kernel resources are released.
+  //   Reap still returns what completed and was not reaped, then kShutdown.
+  // On failure: kTimedOut when requests are still in flight at the deadline
+  //   (the message says how many, and how many were cancelled): they still
+  //   belong to the kernel; Reap them, or call Shutdown again.
+  // Thread safety: not concurrently with another Shutdown or the destructor.
+  virtual Status Shutdown(std::chrono::nanoseconds timeout,
+                          ShutdownMode mode) = 0;
+  Status Shutdown(std::chrono::nanoseconds timeout) {
+    return Shutdown(timeout, ShutdownMode::kFinish);
+  }
 
  protected:
   Engine() = default;

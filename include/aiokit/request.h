@@ -8,17 +8,25 @@
 // Life cycle:  idle --Engine::Submit--> in flight --Engine::Reap--> completed
 // --Prep*/Submit--> ...
 //  - The caller fills a request with one of the Prep* functions (and optional
-//  flags), then submits it.
-//  - From submission until Reap returns it, the request, its iovec array and
-//  its buffers belong to the
-//    engine and the kernel: do not touch, move or free them.
-//  - Every submitted request completes exactly once: Reap returns it once, with
-//  `rval` set to the bytes
-//    transferred or to -errno. A request refused at submission (bad fd,
-//    misaligned O_DIRECT, ...) is completed with that error like any other,
-//    never dropped.
+//    Set* options), then submits it.
+//  - From submission until Reap returns it (or the completion callback gets
+//    it), the request, its iovec array and its buffers belong to the engine
+//    and the kernel: do not touch, move or free them.
+//  - Every submitted request completes exactly once: Reap returns it once (or
+//    the callback is called once), with `rval` set to the bytes transferred or
+//    to -errno. A request refused at submission (bad fd, misaligned O_DIRECT,
+//    ...) is completed with that error like any other, never dropped.
 //  - `rval` is kNotCompleted (-1000, BlueStore's value) until the request
-//  completes.
+//    completes.
+//
+// The `iocb` is the caller's, as libaio's: Prep* fill it as io_prep_* do
+// (opcode, fd, buffer, length, offset) and Set* add the RWF flags, priority and
+// eventfd. Every engine writes it again at submission from the fields below
+// (FillIocb, so that a field changed after Prep* shows there too); while the
+// request is in flight linux-aio may add its NotifyFd eventfd to it, and after
+// completion it describes the request as it was submitted, on every engine.
+// Prep* clears `iocb.aio_data` (as io_prep_* do); after that it is the
+// caller's cookie and no engine touches it.
 //
 // Thread safety: a Request is used by one thread at a time, except that
 // Engine::Reap may run on another thread than Engine::Submit.
@@ -132,17 +140,29 @@ inline constexpr int64_t kNotCompleted = -1000;
 
 // How a completed request came to complete.
 enum class Origin : uint8_t {
-  kNone = 0,  // not completed yet
-  kEngine,    // the engine did the I/O (the kernel, or a worker thread)
-  kLocal,     // the engine completed it without I/O (noop)
-  kRefused,   // refused at submission: rval is the kernel's or the library's
-              // -errno
+  kNone = 0,   // not completed yet
+  kEngine,     // the engine did the I/O (the kernel, or a worker thread)
+  kLocal,      // the engine completed it without I/O (noop)
+  kRefused,    // refused at submission: rval is the kernel's or the library's
+               // -errno
+  kCancelled,  // taken back by aiokit before it started (Engine::Cancel, or
+               // Shutdown with ShutdownMode::kCancelNotStarted): -ECANCELED.
+               // A cancel the kernel carries out completes as kEngine.
 };
+// "engine", "local", "refused", "cancelled" ("none" before completion).
+const char* OriginName(Origin origin) noexcept;
+
+// Request::engine_state values: what Request::in_flight() and completed()
+// read. Engines and EngineWrapper subclasses set them; callers only read.
+namespace request_state {
+inline constexpr uint8_t kIdle = 0;
+inline constexpr uint8_t kInFlight = 1;
+inline constexpr uint8_t kCompleted = 2;
+}  // namespace request_state
 
 struct Request {
-  // The kernel's control block. MUST stay the first member: io_event.obj points
-  // here. The linux-aio engine fills it at submission from the fields below;
-  // other engines leave it alone.
+  // The kernel's control block, in libaio's shape (see the file comment). MUST
+  // stay the first member: io_event.obj points here.
   struct iocb iocb = {};
   // The caller's cookie; never touched by aiokit (BlueStore sets it to the
   // IOContext).
@@ -175,15 +195,23 @@ struct Request {
   int16_t buf_index = -1;
 
   // ---- Engine-private: do not touch. ----
-  // 0 idle, 1 in flight, 2 completed. Atomic so that a reaper thread and a
-  // submitting thread may inspect it without a data race; relaxed is enough, as
-  // the handover itself is ordered by the engine.
-  std::atomic<uint8_t> engine_state{0};
-  // Intrusive link for the engine's lists of completed requests.
+  // request_state::k*. Atomic so that a reaper thread and a submitting thread
+  // may inspect it without a data race; relaxed is enough, as the handover
+  // itself is ordered by the engine.
+  std::atomic<uint8_t> engine_state{request_state::kIdle};
+  // An engine's scratch (the threads engine: queue state and priority bucket).
+  uint8_t engine_mark = 0;
+  uint8_t engine_bucket = 0;
+  // An engine's scratch (the threads engine: the queue ticket; io_uring: the
+  // submission run).
+  uint64_t engine_seq = 0;
+  // Intrusive link for the engine's lists.
   Request* engine_next = nullptr;
 
   Request() = default;
-  // Copies the description; the copy is idle. REQUIRES: other is not in flight.
+  // Copies what is asked (op, fd, buffers, offset, length, options, priv):
+  // the copy is idle, with rval kNotCompleted and origin kNone, and its iocb
+  // describes it (its own iovec array). REQUIRES: other is not in flight.
   Request(const Request& other);
   Request& operator=(const Request& other);
   ~Request() = default;
@@ -204,21 +232,25 @@ struct Request {
   void PrepReadv(const File& f, const iovec* iovs, size_t n, uint64_t off);
   void PrepWritev(const File& f, const iovec* iovs, size_t n, uint64_t off);
 
-  // ---- Options, after Prep*. ----
-  void SetRwFlags(uint32_t flags) noexcept { rw_flags = flags; }
-  void SetIoPriority(uint16_t prio) noexcept {
-    ioprio = prio;
-    has_ioprio = true;
-  }
-  void SetEventFd(int efd) noexcept { resfd = efd; }
+  // ---- Options, after Prep*; each also sets the iocb as libaio does. ----
+  void SetRwFlags(uint32_t flags) noexcept;
+  void SetIoPriority(uint16_t prio) noexcept;
+  // An eventfd signalled when this request completes; -1 for none.
+  void SetEventFd(int efd) noexcept;
   void SetAlignment(Alignment a) noexcept { align = a; }
   void SetFixedBuffer(int16_t index) noexcept { buf_index = index; }
 
+  // Writes `iocb` from the fields above, as Prep* and Set* leave it; keeps
+  // iocb.aio_data. Engines call it at submission.
+  void FillIocb() noexcept;
+
   [[nodiscard]] bool in_flight() const noexcept {
-    return engine_state.load(std::memory_order_relaxed) == 1;
+    return engine_state.load(std::memory_order_relaxed) ==
+           request_state::kInFlight;
   }
   [[nodiscard]] bool completed() const noexcept {
-    return engine_state.load(std::memory_order_relaxed) == 2;
+    return engine_state.load(std::memory_order_relaxed) ==
+           request_state::kCompleted;
   }
   // BlueStore's accessor: rval, which is kNotCompleted until the request
   // completes.

@@ -22,10 +22,6 @@ namespace aiokit::internal {
 
 using Clock = std::chrono::steady_clock;
 
-// Request::engine_state values.
-inline constexpr uint8_t kIdle = 0;
-inline constexpr uint8_t kInFlight = 1;
-inline constexpr uint8_t kCompleted = 2;
 
 // A mutex that spins a little (glibc's PTHREAD_MUTEX_ADAPTIVE_NP) before it
 // sleeps in the kernel. For locks held for a few instructions by threads on

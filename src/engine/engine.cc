@@ -22,6 +22,8 @@ const char* EngineKindName(EngineKind kind) noexcept {
       return "io_uring";
     case EngineKind::kThreads:
       return "threads";
+    case EngineKind::kSync:
+      return "sync";
   }
   return "unknown";
 }
@@ -36,9 +38,11 @@ Result<EngineKind> ParseEngineKind(std::string_view name) {
   if (name == "io_uring" || name == "io-uring" || name == "uring")
     return EngineKind::kIoUring;
   if (name == "threads" || name == "thread") return EngineKind::kThreads;
-  return Status::Error(Errc::kInvalidArgument,
-                       "unknown engine \"" + std::string(name) +
-                           "\": expected auto, linux-aio, io_uring or threads");
+  if (name == "sync" || name == "psync") return EngineKind::kSync;
+  return Status::Error(
+      Errc::kInvalidArgument,
+      "unknown engine \"" + std::string(name) +
+          "\": expected auto, linux-aio, io_uring, threads or sync");
 }
 
 Result<EngineKind> ResolveEngineKind(const EngineOptions& options) {
@@ -71,14 +75,6 @@ bool AllowFallback(const EngineOptions& options) {
 
 Result<std::unique_ptr<Engine>> MakeOne(EngineKind kind,
                                         const EngineOptions& options) {
-  if (options.on_complete != nullptr && kind != EngineKind::kThreads &&
-      kind != EngineKind::kDefault && kind != EngineKind::kAuto) {
-    return Status::Error(
-        Errc::kUnsupported,
-        std::string("engine ") + EngineKindName(kind) +
-            ": EngineOptions::on_complete (completion "
-            "callbacks) is offered by the threads engine only");
-  }
   switch (kind) {
     case EngineKind::kLinuxAio:
       return internal::MakeLinuxAioEngine(options);
@@ -92,6 +88,8 @@ Result<std::unique_ptr<Engine>> MakeOne(EngineKind kind,
 #endif
     case EngineKind::kThreads:
       return internal::MakeThreadsEngine(options);
+    case EngineKind::kSync:
+      return internal::MakeSyncEngine(options);
     case EngineKind::kDefault:
     case EngineKind::kAuto:
       break;

@@ -19,6 +19,9 @@ Result<std::unique_ptr<Engine>> MakeLinuxAioEngine(
 // src/engine/threads/threads_engine.cc.
 Result<std::unique_ptr<Engine>> MakeThreadsEngine(const EngineOptions& options);
 
+// The I/O inside Submit; see src/engine/sync/sync_engine.cc.
+Result<std::unique_ptr<Engine>> MakeSyncEngine(const EngineOptions& options);
+
 #if AIOKIT_HAVE_IO_URING
 // liburing; see src/engine/io_uring/io_uring_engine.cc.
 Result<std::unique_ptr<Engine>> MakeIoUringEngine(const EngineOptions& options);

@@ -146,6 +146,10 @@ int IoprioSetThread(int prio) noexcept {
   return static_cast<int>(
       Ret(syscall(SYS_ioprio_set, kIoprioWhoProcess, 0, prio)));
 }
+int IoprioGetThread() noexcept {
+  constexpr int kIoprioWhoProcess = 1;
+  return static_cast<int>(Ret(syscall(SYS_ioprio_get, kIoprioWhoProcess, 0)));
+}
 int FutexWait(const uint32_t* addr, uint32_t expected,
               std::chrono::nanoseconds timeout) noexcept {
   timespec ts;

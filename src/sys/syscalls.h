@@ -164,6 +164,9 @@ int Fsync(int fd) noexcept;
 int Fdatasync(int fd) noexcept;
 // ioprio_set(IOPRIO_WHO_PROCESS, 0 = the calling thread, prio).
 int IoprioSetThread(int prio) noexcept;
+// ioprio_get(IOPRIO_WHO_PROCESS, 0): the calling thread's I/O priority, or
+// -errno.
+int IoprioGetThread() noexcept;
 // FUTEX_WAIT_PRIVATE on *addr while it holds `expected`, up to `timeout`
 // (negative: no limit): 0, or -errno (EAGAIN: the value differed; ETIMEDOUT).
 int FutexWait(const uint32_t* addr, uint32_t expected,

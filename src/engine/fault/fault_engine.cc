@@ -37,8 +37,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr uint8_t kInFlight = 1;
-constexpr uint8_t kCompleted = 2;
+using request_state::kCompleted;
+using request_state::kInFlight;
 
 Status SpecError(std::string_view item, const std::string& rule) {
   return Status::Error(Errc::kInvalidArgument,
@@ -294,8 +294,10 @@ class FaultEngine final : public FaultInjectingEngine {
     return inner_->RegisterFiles(fds);
   }
   bool RunQueuedOnce() override { return inner_->RunQueuedOnce(); }
-  Status Shutdown(std::chrono::nanoseconds timeout) override {
-    return inner_->Shutdown(timeout);
+  using Engine::Shutdown;
+  Status Shutdown(std::chrono::nanoseconds timeout,
+                  ShutdownMode mode) override {
+    return inner_->Shutdown(timeout, mode);
   }
 
  private:

@@ -1,37 +1,33 @@
 // The linux-aio engine: the kernel's native AIO through raw system calls
-// (<linux/aio_abi.h>; libaio is not needed).
+// (<linux/aio_abi.h>; libaio is not needed). A backend of EngineCore
+// (src/engine/core/), which keeps the engine contract; this file is what is
+// particular to kernel AIO:
 //
 //   Init      io_setup(queue_depth + 1): one slot more than asked, for the
 //             wake-up request below.
-//   Submit    io_submit of the iocbs, in order. A partial submission is counted
-//             and the rest sent again; EAGAIN is retried with the RetryPolicy,
-//             reaping completions first to make room (they wait on the done
-//             list for the caller's next Reap); a request the kernel refuses
-//             completes with that -errno through the done list, and the
-//             requests after it are still submitted.
-//   Reap      the done list first, then the kernel's mmapped completion ring,
-//             read in user space; only when fewer than `min` are there does it
-//             spin briefly (EngineOptions::spin_before_wait) and then sleep in
-//             io_getevents.
-//   Cancel    io_cancel; the kernel can cancel only requests whose driver has a
-//             cancel method (not regular files or block devices), so those are
-//             reported as kNotCancellable.
-//   Shutdown  waits for what is in flight (collecting the completions for
-//             Reap), then io_destroy.
+//   Offer     io_submit of the iocbs (filled from the requests' fields by the
+//             core, with NotifyFd's eventfd added here while in flight). The
+//             kernel may take a prefix; its error belongs to the first iocb
+//             it did not take.
+//   Drain     the kernel's mmapped completion ring, read in user space.
+//   Sleep     io_getevents, for one event at a time (min_nr 1), so that the
+//             wake-up event ends the sleep whatever the caller's minimum.
+//   Cancel    io_cancel; the kernel can cancel only requests whose driver has
+//             a cancel method (not regular files or block devices), so those
+//             are reported as kNotCancellable.
+//   Destroy   io_destroy, once nothing is in flight.
 //
 // Wake-ups. A reaper sleeping in io_getevents wakes only for a kernel event.
 // When another thread completes a request without the kernel (a noop, a
-// refusal) or shuts the engine down, it submits the engine's own wake-up
+// refusal) or shuts the engine down, Wake submits the engine's own wake-up
 // request, a zero-length read from a pipe that the kernel completes at once,
-// and the reaper discards that event. The reaper always sleeps for one event at
-// a time (min_nr 1), so the wake-up event ends the sleep whatever `min` is. If
-// the wake-up cannot be submitted (the kernel's slots are all taken), requests
-// are in flight and their completions end the sleep instead.
+// and Drain discards that event. If the wake-up cannot be submitted (the
+// kernel's slots are all taken), requests are in flight and their completions
+// end the sleep instead.
 
 #include <fcntl.h>
 #include <linux/aio_abi.h>
 #include <linux/fs.h>
-#include <sys/eventfd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -40,12 +36,13 @@
 #include <cstring>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "aiokit/engine.h"
 #include "engine/aio_ring.h"
 #include "engine/common.h"
+#include "engine/core/backend.h"
+#include "engine/core/engine_core.h"
 #include "engine/engines.h"
 #include "sys/syscalls.h"
 #include "util/strings.h"
@@ -61,10 +58,6 @@ static_assert(offsetof(Request, iocb) == 0,
               "io_event.obj must point at the Request");
 static_assert(std::is_standard_layout_v<Request>,
               "a Request must be standard-layout so that &req.iocb == &req");
-
-// Requests handed to one io_submit call at most (the pointer array is on the
-// stack).
-constexpr size_t kSubmitChunk = 128;
 
 // ThreadSanitizer's stand-in for the kernel's ordering of a completion ring's
 // unmap (io_destroy) before a later io_setup maps one at those addresses: it
@@ -84,105 +77,75 @@ std::string ReadSysctl(const char* path) {
   return v.empty() ? "unreadable" : v;
 }
 
-class LinuxAioEngine final : public Engine {
+class LinuxAioBackend final : public BackendBase {
  public:
-  explicit LinuxAioEngine(const EngineOptions& options)
-      : options_(options),
-        spin_(options.spin_before_wait, options.adaptive_spin) {}
-  ~LinuxAioEngine() override;
-  LinuxAioEngine(const LinuxAioEngine&) = delete;
-  LinuxAioEngine& operator=(const LinuxAioEngine&) = delete;
+  static constexpr EngineKind kKind = EngineKind::kLinuxAio;
+  explicit LinuxAioBackend(CoreState* core) : core_(core) {}
+  ~LinuxAioBackend();
+  LinuxAioBackend(const LinuxAioBackend&) = delete;
+  LinuxAioBackend& operator=(const LinuxAioBackend&) = delete;
 
-  Status Init();
-
-  [[nodiscard]] EngineKind kind() const noexcept override {
-    return EngineKind::kLinuxAio;
+  Status Init(Capabilities* caps);
+  OfferResult Offer(Request* const* reqs, size_t n);
+  size_t Drain(Request** out, size_t max);
+  [[nodiscard]] bool Ready() const noexcept {
+    return ring_ != nullptr && AioRingPending(ring_) != 0;
   }
-  [[nodiscard]] const Capabilities& GetCapabilities() const noexcept override {
-    return caps_;
+  [[nodiscard]] bool Busy() const noexcept {
+    return kernel_in_flight_.load(std::memory_order_relaxed) > 0;
   }
-  [[nodiscard]] unsigned queue_depth() const noexcept override {
-    return options_.queue_depth;
+  [[nodiscard]] bool CanSpin() const noexcept { return ring_ != nullptr; }
+  [[nodiscard]] int64_t InFlightCount() const noexcept {
+    return kernel_in_flight_.load(std::memory_order_relaxed);
   }
-  [[nodiscard]] EngineStats Stats() const noexcept override;
-
-  SubmitResult Submit(std::span<Request* const> batch) override;
-  Result<size_t> Reap(std::span<Request*> out, size_t min,
-                      std::chrono::nanoseconds timeout) override;
-  Status Cancel(Request* req) override;
-  Result<int> NotifyFd() override;
-  Status Shutdown(std::chrono::nanoseconds timeout) override;
+  Result<size_t> Sleep(uint32_t token, Request** out, size_t max,
+                       std::chrono::nanoseconds timeout);
+  void Wake() noexcept;
+  CancelOutcome Cancel(Request* req);
+  void Destroy();
+  [[nodiscard]] const char* AgainText() const noexcept {
+    return "io_submit still returned EAGAIN";
+  }
 
  private:
-  // Fills req->iocb from the request's fields.
-  void FillIocb(Request* req) const noexcept;
-  // Sends iocbs[0, n) to the kernel. Returns how many were taken care of
-  // (submitted, or refused and completed); the rest could not be submitted
-  // within the retry policy (or the engine is shutting down).
-  size_t SubmitToKernel(struct iocb** iocbs, size_t n, SubmitResult* result);
-  // Completes `req` without the kernel: sets rval, queues it for Reap and
-  // signals the eventfd the kernel would have.
-  void CompleteLocally(Request* req, int64_t res, Origin origin);
-  // EAGAIN: collect completions so the kernel has room, waiting up to `delay`
-  // for one. False when it could not (another thread is reaping, or nothing is
-  // in flight): the caller then sleeps `delay` itself.
-  bool MakeRoom(std::chrono::microseconds delay);
-  // Wakes a reaper sleeping in io_getevents (see the file comment).
-  void WakeReaper() noexcept;
-
-  // Turns a kernel event into its Request (nullptr for the wake-up event);
-  // the caller then lowers kernel_in_flight_ by the requests it got.
+  // While in flight the iocb also signals NotifyFd (the kernel takes one
+  // eventfd per iocb: a request with its own signals only that one).
+  void AddNotify(Request* req) const noexcept {
+    if (req->resfd < 0 && core_->notify_fd() >= 0) {
+      req->iocb.aio_flags |= IOCB_FLAG_RESFD;
+      req->iocb.aio_resfd = static_cast<uint32_t>(core_->notify_fd());
+    }
+  }
+  void RemoveNotify(Request* req) const noexcept {
+    if (req->resfd < 0 && core_->notify_fd() >= 0) {
+      req->iocb.aio_flags &= ~static_cast<uint32_t>(IOCB_FLAG_RESFD);
+      req->iocb.aio_resfd = 0;
+    }
+  }
+  // Turns a kernel event into its Request (nullptr for the wake-up event).
   Request* OnEvent(const io_event& ev) noexcept;
-  // REQUIRES the reaper gate. Reads the ring (no syscall) into out[0, max).
-  size_t DrainRing(Request** out, size_t max);
-  // REQUIRES the reaper gate. Moves what the kernel has completed onto the done
-  // list, waiting up to `timeout` for one event when the ring is empty and
-  // something is in flight. Returns how many it moved (-1: it slept in vain).
-  long CollectToDone(std::chrono::nanoseconds timeout);
-  // REQUIRES the reaper gate, nothing in flight. Releases the kernel context.
-  void DestroyContext();
 
-  EngineOptions options_;
-  Capabilities caps_;
-  AdaptiveSpin spin_;  // guarded by the reaper gate
-
+  CoreState* core_;
   aio_context_t ctx_ = 0;
   // Null when the ring's layout is not one we know: always io_getevents.
   AioRing* ring_ = nullptr;
-  bool destroyed_ =
-      true;  // guarded by the reaper gate; false once Init is done
+  std::vector<io_event> events_;  // io_getevents buffer, for the reaper
 
-  int notify_fd_ = -1;
   int wake_pipe_[2] = {-1, -1};
   bool wake_ok_ = false;
   struct iocb wake_iocb_ = {};
   char wake_byte_ = 0;
   std::atomic<bool> wake_in_flight_{false};
 
-  ReaperGate gate_;               // one reaper: the ring and io_getevents
-  std::vector<io_event> events_;  // io_getevents buffer, guarded by the gate
-  DoneList done_;
-
   // Requests the kernel owns (io_submit took them, their event not yet
   // consumed), excluding the wake-up request. Raised before each io_submit by
   // what it offers, lowered after by what it did not take, so a completion
   // reaped on another thread in between never drives it negative.
   std::atomic<int64_t> kernel_in_flight_{0};
-  std::atomic<int> users_{0};  // threads inside Submit or Cancel
-  std::atomic<bool> shutdown_{false};
-
-  std::atomic<uint64_t> submitted_{0};
-  std::atomic<uint64_t> completed_{0};
-  std::atomic<uint64_t> refused_{0};
-  std::atomic<uint64_t> eagain_retries_{0};
-  std::atomic<uint64_t> partial_submits_{0};
-  std::atomic<uint64_t> submit_calls_{0};
-  std::atomic<uint64_t> wait_calls_{0};
-  std::atomic<uint64_t> ring_reaped_{0};
 };
 
-Status LinuxAioEngine::Init() {
-  const unsigned depth = options_.queue_depth;
+Status LinuxAioBackend::Init(Capabilities* caps) {
+  const unsigned depth = core_->options().queue_depth;
   if (depth == 0) {
     return Status::Error(Errc::kInvalidArgument,
                          "linux-aio: queue_depth 0: a context needs at least "
@@ -232,7 +195,6 @@ Status LinuxAioEngine::Init() {
     return Status::FromErrno(err, std::move(msg));
   }
   ctx_ = ctx;
-  destroyed_ = false;
 
   // The context id is the address of the kernel's completion ring, mapped into
   // our address space.
@@ -244,14 +206,6 @@ Status LinuxAioEngine::Init() {
   TsanAcquire(&ring_mapping_sync);
   if (AioRingUsable(ring)) ring_ = ring;
   events_.resize(ring_ != nullptr ? ring_->nr : 2 * static_cast<size_t>(nr));
-
-  if (options_.notify_fd) {
-    const int efd = sys::Eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (efd < 0) {
-      return Status::FromErrno(-efd, "linux-aio: eventfd() for NotifyFd");
-    }
-    notify_fd_ = efd;
-  }
 
   // The wake-up request: a zero-length read from a pipe completes at once with
   // 0. Check that this kernel does so; if not, waits fall back to short slices.
@@ -269,264 +223,57 @@ Status LinuxAioEngine::Init() {
     }
   }
   if (!wake_ok_) {
-    caps_.fallbacks.emplace_back(
+    caps->fallbacks.emplace_back(
         "wake-up request: a zero-length pipe read does not complete at once "
         "here; a sleeping reaper rechecks every 10 ms");
   }
 
   const sys::KernelVersion kv = sys::RunningKernel();
-  caps_.user_space_reap = ring_ != nullptr;
-  caps_.cancel_regular_files = false;
-  caps_.async_buffered_io = false;  // buffered I/O runs inside io_submit
-  caps_.fsync = kv.AtLeast(4, 18);
-  caps_.rw_flags = kv.AtLeast(4, 13);
-  caps_.ioprio = kv.AtLeast(5, 0);
-  caps_.request_eventfd = true;
-  caps_.notify_fd = notify_fd_ >= 0;
-  caps_.ring_entries = ring_ != nullptr ? ring_->nr : nr;
+  caps->user_space_reap = ring_ != nullptr;
+  caps->cancel_regular_files = false;
+  caps->async_buffered_io = false;  // buffered I/O runs inside io_submit
+  caps->fsync = kv.AtLeast(4, 18);
+  caps->rw_flags = kv.AtLeast(4, 13);
+  caps->ioprio = kv.AtLeast(5, 0);
+  caps->ring_entries = ring_ != nullptr ? ring_->nr : nr;
   return {};
 }
 
-LinuxAioEngine::~LinuxAioEngine() {
-  // Waits as long as the kernel takes: the buffers of requests in flight must
-  // not be freed under it.
-  (void)Shutdown(kForever);
-  // Completed requests nobody reaped are the caller's again, and may be
-  // submitted elsewhere.
-  Request* left[64];
-  while (size_t n = done_.Take(left, 64)) {
-    for (size_t i = 0; i < n; ++i) {
-      left[i]->engine_state.store(kCompleted, std::memory_order_relaxed);
-    }
-  }
-  if (notify_fd_ >= 0) sys::Close(notify_fd_);
+LinuxAioBackend::~LinuxAioBackend() {
   for (int& fd : wake_pipe_) {
-    if (fd >= 0) sys::Close(fd);
+    if (fd >= 0) (void)sys::Close(fd);
   }
 }
 
-EngineStats LinuxAioEngine::Stats() const noexcept {
-  EngineStats s;
-  s.submitted = submitted_.load(std::memory_order_relaxed);
-  s.completed = completed_.load(std::memory_order_relaxed);
-  s.in_flight = s.submitted >= s.completed ? s.submitted - s.completed : 0;
-  s.refused = refused_.load(std::memory_order_relaxed);
-  s.eagain_retries = eagain_retries_.load(std::memory_order_relaxed);
-  s.partial_submits = partial_submits_.load(std::memory_order_relaxed);
-  s.submit_calls = submit_calls_.load(std::memory_order_relaxed);
-  s.wait_calls = wait_calls_.load(std::memory_order_relaxed);
-  s.ring_reaped = ring_reaped_.load(std::memory_order_relaxed);
-  return s;
-}
-
-void LinuxAioEngine::FillIocb(Request* req) const noexcept {
-  struct iocb& cb = req->iocb;
-  cb.aio_data = reinterpret_cast<uint64_t>(req);
-  cb.aio_key = 0;
-  cb.aio_rw_flags = static_cast<__kernel_rwf_t>(req->rw_flags);
-  cb.aio_reqprio = static_cast<int16_t>(req->has_ioprio ? req->ioprio : 0);
-  cb.aio_fildes = static_cast<uint32_t>(req->fd);
-  cb.aio_reserved2 = 0;
-  cb.aio_flags = 0;
-  cb.aio_resfd = 0;
-  switch (req->op) {
-    case Op::kRead:
-    case Op::kWrite:
-      cb.aio_lio_opcode =
-          req->op == Op::kRead ? IOCB_CMD_PREAD : IOCB_CMD_PWRITE;
-      cb.aio_buf = reinterpret_cast<uint64_t>(req->iov[0].iov_base);
-      cb.aio_nbytes = req->length;
-      cb.aio_offset = static_cast<int64_t>(req->offset);
-      break;
-    case Op::kReadv:
-    case Op::kWritev:
-      cb.aio_lio_opcode =
-          req->op == Op::kReadv ? IOCB_CMD_PREADV : IOCB_CMD_PWRITEV;
-      cb.aio_buf = reinterpret_cast<uint64_t>(req->iov.data());
-      cb.aio_nbytes = req->iov.size();
-      cb.aio_offset = static_cast<int64_t>(req->offset);
-      break;
-    case Op::kFsync:
-    case Op::kFdatasync:
-    case Op::kNoop:
-      // The kernel requires buf, nbytes, offset and rw_flags to be 0 for fsync.
-      cb.aio_lio_opcode =
-          req->op == Op::kFdatasync ? IOCB_CMD_FDSYNC : IOCB_CMD_FSYNC;
-      cb.aio_buf = 0;
-      cb.aio_nbytes = 0;
-      cb.aio_offset = 0;
-      cb.aio_rw_flags = 0;
-      break;
+OfferResult LinuxAioBackend::Offer(Request* const* reqs, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    AddNotify(reqs[i]);
+    TsanRelease(reqs[i]);
   }
-  if (req->has_ioprio) cb.aio_flags |= IOCB_FLAG_IOPRIO;
-  if (req->resfd >= 0) {
-    cb.aio_flags |= IOCB_FLAG_RESFD;
-    cb.aio_resfd = static_cast<uint32_t>(req->resfd);
-  } else if (notify_fd_ >= 0) {
-    cb.aio_flags |= IOCB_FLAG_RESFD;
-    cb.aio_resfd = static_cast<uint32_t>(notify_fd_);
+  // The iocb is each Request's first member (the static_asserts above): the
+  // kernel reads the array as struct iocb pointers.
+  auto** iocbs = reinterpret_cast<struct iocb**>(const_cast<Request**>(reqs));
+  const auto offered = static_cast<int64_t>(n);
+  kernel_in_flight_.fetch_add(offered, std::memory_order_relaxed);
+  const long r = sys::IoSubmit(ctx_, static_cast<long>(offered), iocbs);
+  core_->counters().submit_calls.fetch_add(1, std::memory_order_relaxed);
+  const int64_t took = r > 0 ? r : 0;
+  kernel_in_flight_.fetch_sub(offered - took, std::memory_order_relaxed);
+  for (auto i = static_cast<size_t>(took); i < n; ++i) RemoveNotify(reqs[i]);
+  OfferResult result;
+  result.taken = static_cast<size_t>(took);
+  if (r > 0) return result;
+  if (r == -EAGAIN || r == -EINTR || r == 0) {
+    result.kind = OfferResult::kAgain;
+  } else {
+    // EBADF, EINVAL, EFAULT, ...: the kernel refused reqs[0].
+    result.kind = OfferResult::kRefused;
+    result.error = static_cast<int>(-r);
   }
-}
-
-SubmitResult LinuxAioEngine::Submit(std::span<Request* const> batch) {
-  SubmitResult result;
-  UserGuard guard(&users_);
-  if (shutdown_.load(std::memory_order_seq_cst)) {
-    result.status =
-        Status::Error(Errc::kShutdown, "linux-aio: Submit after Shutdown");
-    return result;
-  }
-
-  struct iocb* chunk[kSubmitChunk];
-  size_t nchunk = 0;
-  // Sends the chunk, which holds batch[i - nchunk, i). False when not all of it
-  // went (the retry policy ran out, or Shutdown began).
-  auto flush = [&](size_t i) -> bool {
-    if (nchunk == 0) return true;
-    const size_t want = nchunk;
-    const size_t first = i - want;
-    const size_t done = SubmitToKernel(chunk, want, &result);
-    nchunk = 0;
-    if (done == want) return true;
-    result.accepted = first + done;
-    if (shutdown_.load(std::memory_order_acquire)) {
-      result.status =
-          Status::Error(Errc::kShutdown,
-                        "linux-aio: Shutdown began while io_submit was "
-                        "retrying EAGAIN; " +
-                            std::to_string(batch.size() - first - done) +
-                            " requests were not submitted");
-    } else {
-      result.status = Status::Error(
-          Errc::kQueueFull,
-          "linux-aio: io_submit still returned EAGAIN after " +
-              std::to_string(options_.eagain.max_retries) + " retries; " +
-              std::to_string(batch.size() - first - done) +
-              " requests (from batch[" + std::to_string(first + done) +
-              "]) were not submitted");
-    }
-    return false;
-  };
-
-  for (size_t i = 0; i < batch.size(); ++i) {
-    Request* req = batch[i];
-    if (req == nullptr ||
-        req->engine_state.load(std::memory_order_relaxed) == kInFlight) {
-      if (!flush(i)) return result;
-      result.accepted = i;
-      result.status = Status::Error(
-          Errc::kInvalidArgument,
-          "linux-aio: batch[" + std::to_string(i) + "]: " +
-              (req == nullptr ? std::string("null request")
-                              : DescribeAsked(*req) +
-                                    ": submitted again before it was reaped"));
-      return result;
-    }
-    if (req->op == Op::kNoop) {
-      if (!flush(i)) return result;
-      req->engine_state.store(kInFlight, std::memory_order_relaxed);
-      submitted_.fetch_add(1, std::memory_order_relaxed);
-      CompleteLocally(req, 0, Origin::kLocal);
-      continue;
-    }
-    Status valid = req->Validate();
-    if (!valid.ok() &&
-        (options_.check_alignment || !valid.Is(Errc::kMisaligned))) {
-      if (!flush(i)) return result;
-      req->engine_state.store(kInFlight, std::memory_order_relaxed);
-      submitted_.fetch_add(1, std::memory_order_relaxed);
-      refused_.fetch_add(1, std::memory_order_relaxed);
-      CompleteLocally(req, -EINVAL, Origin::kRefused);
-      continue;
-    }
-    // Marked now, so that the same request twice in one batch is caught above.
-    req->engine_state.store(kInFlight, std::memory_order_relaxed);
-    chunk[nchunk++] = &req->iocb;
-    if (nchunk == kSubmitChunk && !flush(i + 1)) return result;
-  }
-  if (!flush(batch.size())) return result;
-  result.accepted = batch.size();
   return result;
 }
 
-size_t LinuxAioEngine::SubmitToKernel(struct iocb** iocbs, size_t n,
-                                      SubmitResult* result) {
-  for (size_t i = 0; i < n; ++i) {
-    auto* req = reinterpret_cast<Request*>(iocbs[i]);
-    FillIocb(req);
-    req->rval = kNotCompleted;
-    req->origin = Origin::kNone;
-    // Before io_submit: its completion may be reaped on another thread before
-    // io_submit returns.
-    req->engine_state.store(kInFlight, std::memory_order_relaxed);
-    TsanRelease(req);
-  }
-  size_t done = 0;
-  unsigned attempts = 0;
-  std::chrono::microseconds delay = options_.eagain.initial_delay;
-  while (done < n) {
-    const auto offered = static_cast<int64_t>(n - done);
-    kernel_in_flight_.fetch_add(offered, std::memory_order_relaxed);
-    const long r =
-        sys::IoSubmit(ctx_, static_cast<long>(offered), iocbs + done);
-    submit_calls_.fetch_add(1, std::memory_order_relaxed);
-    const int64_t took = r > 0 ? r : 0;
-    kernel_in_flight_.fetch_sub(offered - took, std::memory_order_relaxed);
-    if (r > 0) {
-      if (took < offered) {
-        partial_submits_.fetch_add(1, std::memory_order_relaxed);
-      }
-      submitted_.fetch_add(static_cast<uint64_t>(took),
-                           std::memory_order_relaxed);
-      done += static_cast<size_t>(took);
-      // As BlueStore does: progress restarts the retry budget.
-      attempts = 0;
-      delay = options_.eagain.initial_delay;
-      continue;
-    }
-    if (r == -EAGAIN || r == -EINTR || r == 0) {
-      // No room (or nothing taken): make room and retry, within the policy,
-      // unless the engine is shutting down.
-      if (attempts >= options_.eagain.max_retries ||
-          shutdown_.load(std::memory_order_acquire)) {
-        break;
-      }
-      ++attempts;
-      ++result->retries;
-      eagain_retries_.fetch_add(1, std::memory_order_relaxed);
-      if (!MakeRoom(delay)) std::this_thread::sleep_for(delay);
-      delay = NextDelay(delay);
-      continue;
-    }
-    // The kernel refused iocbs[done] (EBADF, EINVAL, EFAULT, ...): it completes
-    // with that error, and the requests after it are still submitted.
-    auto* req = reinterpret_cast<Request*>(iocbs[done]);
-    submitted_.fetch_add(1, std::memory_order_relaxed);
-    refused_.fetch_add(1, std::memory_order_relaxed);
-    CompleteLocally(req, r, Origin::kRefused);
-    ++done;
-  }
-  // Not submitted: back to the caller, idle and not completed; what it asks
-  // (fd, buffers, offset, length) is as the caller left it.
-  for (size_t i = done; i < n; ++i) {
-    auto* req = reinterpret_cast<Request*>(iocbs[i]);
-    req->engine_state.store(kIdle, std::memory_order_relaxed);
-    req->rval = kNotCompleted;
-  }
-  return done;
-}
-
-void LinuxAioEngine::CompleteLocally(Request* req, int64_t res, Origin origin) {
-  req->rval = res;
-  req->origin = origin;
-  // As the kernel would: the request's own eventfd, else the engine's.
-  const int efd = req->resfd >= 0 ? req->resfd : notify_fd_;
-  const bool wake = done_.Push(req);
-  if (efd >= 0) (void)sys::EventfdWrite(efd, 1);
-  if (wake) WakeReaper();
-}
-
-void LinuxAioEngine::WakeReaper() noexcept {
+void LinuxAioBackend::Wake() noexcept {
   if (!wake_ok_ || wake_in_flight_.exchange(true, std::memory_order_acq_rel)) {
     return;
   }
@@ -539,7 +286,7 @@ void LinuxAioEngine::WakeReaper() noexcept {
   }
 }
 
-Request* LinuxAioEngine::OnEvent(const io_event& ev) noexcept {
+Request* LinuxAioBackend::OnEvent(const io_event& ev) noexcept {
   if (ev.obj == reinterpret_cast<uint64_t>(&wake_iocb_)) {
     wake_in_flight_.store(false, std::memory_order_release);
     return nullptr;
@@ -548,189 +295,65 @@ Request* LinuxAioEngine::OnEvent(const io_event& ev) noexcept {
   TsanAcquire(req);
   req->rval = ev.res;
   req->origin = Origin::kEngine;
-  // kernel_in_flight_ is lowered by the caller once the request is where a
-  // reaper finds it (the caller's `out`, or the done list).
+  RemoveNotify(req);
   return req;
 }
 
-size_t LinuxAioEngine::DrainRing(Request** out, size_t max) {
+size_t LinuxAioBackend::Drain(Request** out, size_t max) {
   if (ring_ == nullptr || max == 0) return 0;
   size_t n = 0;
   const size_t consumed = ConsumeAioRing(ring_, max, [&](const io_event& ev) {
     if (Request* r = OnEvent(ev); r != nullptr) out[n++] = r;
   });
-  ring_reaped_.fetch_add(consumed, std::memory_order_relaxed);
+  core_->counters().ring_reaped.fetch_add(consumed, std::memory_order_relaxed);
+  kernel_in_flight_.fetch_sub(static_cast<int64_t>(n),
+                              std::memory_order_relaxed);
   return n;
 }
 
-Result<size_t> LinuxAioEngine::Reap(std::span<Request*> out, size_t min,
-                                    std::chrono::nanoseconds timeout) {
-  if (out.empty()) return size_t{0};
-  min = std::min(min, out.size());
-  const bool forever = timeout.count() < 0;
-  const Clock::time_point deadline =
-      forever ? Clock::time_point::max() : Clock::now() + timeout;
-
-  // Nothing more can arrive once the engine is shut down, no Submit that
-  // began before that is still underway (it may yet submit; seq_cst pairs
-  // with UserGuard's increment and Submit's look at shutdown_), and nothing is
-  // in the kernel or the done list.
-  auto nothing_can_arrive = [&] {
-    return shutdown_.load(std::memory_order_seq_cst) &&
-           users_.load(std::memory_order_seq_cst) == 0 &&
-           kernel_in_flight_.load(std::memory_order_relaxed) == 0 &&
-           done_.count() == 0;
-  };
-  ReaperLock lock(&gate_, timeout, deadline);
-  size_t n = done_.Take(out.data(), out.size());
-  if (lock.owns_lock()) {
-    if (!destroyed_) {
-      const size_t got = DrainRing(out.data() + n, out.size() - n);
-      kernel_in_flight_.fetch_sub(static_cast<int64_t>(got),
-                                  std::memory_order_relaxed);
-      n += got;
-    }
-    while (n < min && !destroyed_) {
-      if (nothing_can_arrive()) break;
-      std::chrono::nanoseconds left = kForever;
-      if (!forever) {
-        left = deadline - Clock::now();
-        if (left.count() <= 0) break;
-      }
-      // Announce the wait, then look once more (see DoneList).
-      if (done_.AnnounceWaiter()) {
-        n += done_.Take(out.data() + n, out.size() - n);
-        continue;
-      }
-      if (ring_ != nullptr &&
-          kernel_in_flight_.load(std::memory_order_relaxed) > 0 &&
-          spin_.Spin(deadline, [&] {
-            return AioRingPending(ring_) != 0 || done_.count_relaxed() != 0;
-          })) {
-        done_.RetireWaiter();
-        n += done_.Take(out.data() + n, out.size() - n);
-        const size_t got = DrainRing(out.data() + n, out.size() - n);
-        kernel_in_flight_.fetch_sub(static_cast<int64_t>(got),
-                                    std::memory_order_relaxed);
-        n += got;
-        continue;
-      }
-      if (!wake_ok_ && (forever || left > std::chrono::milliseconds(10))) {
-        // No wake-up request here: wait in slices.
-        left = std::chrono::milliseconds(10);
-      }
-      timespec ts = ToTimespec(left);
-      const size_t want = std::min(out.size() - n, events_.size());
-      // min_nr 1: the wake-up event must end the sleep whatever `min` is.
-      const long r =
-          sys::IoGetevents(ctx_, 1, static_cast<long>(want), events_.data(),
-                           left.count() < 0 ? nullptr : &ts);
-      done_.RetireWaiter();
-      wait_calls_.fetch_add(1, std::memory_order_relaxed);
-      if (r == -EINTR) continue;
-      if (r < 0) {
-        if (n != 0) break;  // hand over what we have; the error will show again
-        return Status::FromErrno(static_cast<int>(-r),
-                                 "linux-aio: io_getevents(min_nr=1, nr=" +
-                                     std::to_string(want) + ")");
-      }
-      int64_t got = 0;
-      for (long i = 0; i < r; ++i) {
-        if (Request* req = OnEvent(events_[static_cast<size_t>(i)]);
-            req != nullptr) {
-          out[n++] = req;
-          ++got;
-        }
-      }
-      kernel_in_flight_.fetch_sub(got, std::memory_order_relaxed);
-      n += done_.Take(out.data() + n, out.size() - n);
-    }
-    lock.Unlock();
-  }
-
-  for (size_t i = 0; i < n; ++i) {
-    out[i]->engine_state.store(kCompleted, std::memory_order_relaxed);
-  }
-  completed_.fetch_add(n, std::memory_order_relaxed);
-  if (n == 0 && nothing_can_arrive()) {
-    return Status::Error(
-        Errc::kShutdown,
-        "linux-aio: engine shut down and nothing left to reap");
-  }
-  return n;
-}
-
-bool LinuxAioEngine::MakeRoom(std::chrono::microseconds delay) {
-  if (!gate_.TryAcquire()) return false;  // a reaper frees slots as it reaps
-  const long got = CollectToDone(delay);
-  gate_.Release();
-  // Room was made, or the delay was spent waiting for it.
-  return got != 0;
-}
-
-long LinuxAioEngine::CollectToDone(std::chrono::nanoseconds timeout) {
-  if (destroyed_) return 0;
-  // Kept for the caller's next Reap. The kernel already signalled their
-  // eventfds, so they are not signalled again.
-  constexpr size_t kBatch = 256;
-  Request* got[kBatch];
-  long total = 0;
-  auto push = [&](size_t n) {
-    if (n == 0) return;
-    for (size_t i = 1; i < n; ++i) got[i - 1]->engine_next = got[i];
-    (void)done_.Push(got[0], got[n - 1], n);
-    // Only now: until the push, a reaper would find them nowhere.
-    kernel_in_flight_.fetch_sub(static_cast<int64_t>(n),
-                                std::memory_order_relaxed);
-    total += static_cast<long>(n);
-  };
-  for (;;) {
-    const size_t n = DrainRing(got, kBatch);
-    push(n);
-    if (n < kBatch) break;
-  }
-  if (total != 0) return total;
-  if (kernel_in_flight_.load(std::memory_order_relaxed) <= 0 &&
-      !wake_in_flight_.load(std::memory_order_acquire)) {
-    return 0;  // nothing can complete: do not sleep
+Result<size_t> LinuxAioBackend::Sleep(uint32_t /*token*/, Request** out,
+                                      size_t max,
+                                      std::chrono::nanoseconds timeout) {
+  if (!wake_ok_ &&
+      (timeout.count() < 0 || timeout > std::chrono::milliseconds(10))) {
+    // No wake-up request here: wait in slices.
+    timeout = std::chrono::milliseconds(10);
   }
   timespec ts = ToTimespec(timeout);
-  const size_t want = std::min(kBatch, events_.size());
+  const size_t want = std::min(max, events_.size());
+  // min_nr 1: the wake-up event must end the sleep whatever the caller's
+  // minimum.
   const long r =
       sys::IoGetevents(ctx_, 1, static_cast<long>(want), events_.data(),
                        timeout.count() < 0 ? nullptr : &ts);
-  wait_calls_.fetch_add(1, std::memory_order_relaxed);
+  core_->counters().wait_calls.fetch_add(1, std::memory_order_relaxed);
+  if (r == -EINTR) return size_t{0};
+  if (r < 0) {
+    return Status::FromErrno(
+        static_cast<int>(-r),
+        "linux-aio: io_getevents(min_nr=1, nr=" + std::to_string(want) + ")");
+  }
   size_t n = 0;
   for (long i = 0; i < r; ++i) {
     if (Request* req = OnEvent(events_[static_cast<size_t>(i)]);
         req != nullptr) {
-      got[n++] = req;
+      out[n++] = req;
     }
   }
-  push(n);
-  return total != 0 ? total : -1;
+  kernel_in_flight_.fetch_sub(static_cast<int64_t>(n),
+                              std::memory_order_relaxed);
+  return n;
 }
 
-Status LinuxAioEngine::Cancel(Request* req) {
-  if (req == nullptr ||
-      req->engine_state.load(std::memory_order_relaxed) != kInFlight) {
-    return Status::Error(
-        Errc::kInvalidArgument,
-        "linux-aio: Cancel: " +
-            (req == nullptr ? std::string("null request")
-                            : DescribeAsked(*req) + " is not in flight"));
-  }
-  UserGuard guard(&users_);
-  if (shutdown_.load(std::memory_order_seq_cst)) {
-    return Status::Error(Errc::kShutdown, "linux-aio: Cancel after Shutdown");
-  }
+CancelOutcome LinuxAioBackend::Cancel(Request* req) {
   io_event ev = {};
   const long r = sys::IoCancel(ctx_, &req->iocb, &ev);
+  CancelOutcome o;
   // Since 3.11 io_cancel answers -EINPROGRESS when it cancelled and delivers
   // the event through the ring, never in `ev`; 0 is treated alike.
-  if (r == -EINPROGRESS || r == 0) return {};
+  if (r == -EINPROGRESS || r == 0) return o;
   if (r == -EINVAL || r == -EAGAIN) {
-    return Status::Error(
+    o.status = Status::Error(
         Errc::kNotCancellable,
         "linux-aio: io_cancel(" + DescribeAsked(*req) + ") returned " +
             util::ErrnoText(static_cast<int>(-r)) +
@@ -738,95 +361,31 @@ Status LinuxAioEngine::Cancel(Request* req) {
             "method (such as USB gadget endpoints), never regular files or "
             "block devices, and not a request that already completed; it will "
             "complete normally");
+    return o;
   }
-  return Status::FromErrno(static_cast<int>(-r),
-                           "linux-aio: io_cancel(" + DescribeAsked(*req) + ")");
+  o.status =
+      Status::FromErrno(static_cast<int>(-r),
+                        "linux-aio: io_cancel(" + DescribeAsked(*req) + ")");
+  return o;
 }
 
-Result<int> LinuxAioEngine::NotifyFd() {
-  if (notify_fd_ < 0) {
-    return Status::Error(Errc::kUnsupported,
-                         "linux-aio: NotifyFd: the engine was created with "
-                         "notify_fd = false");
-  }
-  return notify_fd_;
-}
-
-void LinuxAioEngine::DestroyContext() {
-  if (destroyed_) return;
-  // Nothing is in flight, so io_destroy does not wait for I/O (it still
-  // waits for an RCU grace period: about 33 ms on this VM).
-  // Our uses of the ring happen before its addresses are mapped again (pairs
-  // with Init's TsanAcquire).
+void LinuxAioBackend::Destroy() {
+  // Nothing is in flight but perhaps the wake-up read of a pipe, which
+  // completes at once: io_destroy waits for it (and for an RCU grace period,
+  // about 33 ms on this VM). Our uses of the ring happen before its addresses
+  // are mapped again (pairs with Init's TsanAcquire).
   TsanRelease(&ring_mapping_sync);
   (void)sys::IoDestroy(ctx_);
   ctx_ = 0;
   ring_ = nullptr;
-  destroyed_ = true;
   wake_ok_ = false;
-}
-
-Status LinuxAioEngine::Shutdown(std::chrono::nanoseconds timeout) {
-  const bool forever = timeout.count() < 0;
-  const Clock::time_point deadline =
-      forever ? Clock::time_point::max() : Clock::now() + timeout;
-  shutdown_.store(true, std::memory_order_seq_cst);
-  // Let submitters and cancellers that got in before the flag finish (a
-  // submitter retrying EAGAIN sees the flag and stops).
-  while (users_.load(std::memory_order_acquire) != 0) {
-    if (!forever && Clock::now() >= deadline) {
-      return Status::Error(
-          Errc::kTimedOut,
-          "linux-aio: Shutdown: a Submit or Cancel call was "
-          "still running at the deadline; call Shutdown again");
-    }
-    std::this_thread::yield();
-  }
-  // A reaper sleeping in io_getevents with nothing in flight would keep the
-  // gate forever.
-  WakeReaper();
-
-  ReaperLock lock(&gate_, timeout, deadline);
-  if (!lock.owns_lock()) {
-    return Status::Error(Errc::kTimedOut,
-                         "linux-aio: Shutdown: a reaper held the ring past the "
-                         "deadline; call Shutdown again");
-  }
-  if (destroyed_) return {};
-  while (kernel_in_flight_.load(std::memory_order_relaxed) > 0 ||
-         wake_in_flight_.load(std::memory_order_acquire)) {
-    std::chrono::nanoseconds left = kForever;
-    if (!forever) {
-      left = deadline - Clock::now();
-      if (left.count() <= 0) break;
-    }
-    // Wait in slices so that a stalled wake-up request cannot stall Shutdown.
-    if (left.count() < 0 || left > std::chrono::milliseconds(100)) {
-      left = std::chrono::milliseconds(100);
-    }
-    (void)CollectToDone(left);
-  }
-  const int64_t left_in_flight =
-      kernel_in_flight_.load(std::memory_order_relaxed);
-  if (left_in_flight > 0) {
-    return Status::Error(
-        Errc::kTimedOut,
-        "linux-aio: Shutdown: " + std::to_string(left_in_flight) +
-            " requests still in flight at the deadline; the kernel still owns "
-            "them and their buffers; call Shutdown again (the destructor waits "
-            "for them)");
-  }
-  DestroyContext();
-  return {};
 }
 
 }  // namespace
 
 Result<std::unique_ptr<Engine>> MakeLinuxAioEngine(
     const EngineOptions& options) {
-  auto engine = std::make_unique<LinuxAioEngine>(options);
-  if (Status s = engine->Init(); !s.ok()) return s;
-  return std::unique_ptr<Engine>(std::move(engine));
+  return MakeEngineOn<LinuxAioBackend>(options);
 }
 
 }  // namespace aiokit::internal
