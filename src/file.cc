@@ -222,6 +222,8 @@ Result<File> File::CreateTemporary(const std::string& dir, int flags) {
 }
 
 Result<AlignedBuffer> AlignedBuffer::Allocate(size_t size, size_t alignment) {
+  // 0 is what a buffered file's Alignment says: nothing is required.
+  if (alignment == 0) alignment = kDefaultBufferAlignment;
   if (!IsPowerOfTwo(alignment)) {
     return Status::Error(Errc::kInvalidArgument,
                          "AlignedBuffer::Allocate(size " +
@@ -271,6 +273,7 @@ Result<BufferPool> BufferPool::Create(size_t count, size_t size,
                              ", size " + std::to_string(size) +
                              "): count and size must be at least 1");
   }
+  if (alignment == 0) alignment = kDefaultBufferAlignment;
   if (!IsPowerOfTwo(alignment)) {
     return Status::Error(Errc::kInvalidArgument,
                          "BufferPool::Create(alignment " +

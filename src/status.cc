@@ -1,11 +1,22 @@
 #include "aiokit/status.h"
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "util/strings.h"
 
 namespace aiokit {
+
+namespace internal {
+void DieOnResultValue(const Status& status) noexcept {
+  std::fprintf(stderr, "aiokit: Result::value() on an error: %s\n",
+               status.ToString().c_str());
+  std::abort();
+}
+}  // namespace internal
+
 namespace {
 
 class AiokitCategory final : public std::error_category {

@@ -127,5 +127,23 @@ TEST(AlignedBufferTest, RefusesAnAlignmentThatIsNotAPowerOfTwo) {
   EXPECT_NE(b.status().ToString().find("power of two"), std::string::npos);
 }
 
+// README's pattern: a buffer aligned as the file says, for a buffered file
+// whose alignment is 0 ("not known, nothing is checked").
+TEST(AlignedBufferTest, AlignmentZeroOfABufferedFileGivesAUsableBuffer) {
+  Result<File> f = File::CreateTemporary(testing::TestDir(), 0);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  ASSERT_EQ(f->alignment().memory, 0U);
+  Result<AlignedBuffer> b =
+      AlignedBuffer::Allocate(4096, f->alignment().memory);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b->data()) % kDefaultBufferAlignment,
+            0U);
+  Result<BufferPool> pool = BufferPool::Create(2, 4096, 0);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  EXPECT_EQ(
+      reinterpret_cast<uintptr_t>(pool->buffer(1)) % kDefaultBufferAlignment,
+      0U);
+}
+
 }  // namespace
 }  // namespace aiokit

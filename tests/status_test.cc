@@ -54,5 +54,14 @@ TEST(ResultTest, HoldsAValueOrAnError) {
   EXPECT_EQ(*p, 7);
 }
 
+// value() on an error is a programming error: it ends the process with the
+// error's message, never throws (nothing in aiokit's API does).
+TEST(ResultDeathTest, ValueOfAnErrorEndsTheProcessWithTheMessage) {
+  Result<int> e = Status::Error(Errc::kInvalidArgument, "queue depth 0");
+  EXPECT_DEATH((void)e.value(),
+               "Result::value\\(\\) on an error: queue depth 0");
+  EXPECT_DEATH((void)*e, "queue depth 0");
+}
+
 }  // namespace
 }  // namespace aiokit

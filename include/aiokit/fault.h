@@ -16,10 +16,13 @@
 // once, through Reap. FaultStats counts what was injected, so that a test can
 // check that every fault it saw was injected and every injected fault seen.
 //
-// Not wrapped: completion callbacks (EngineOptions::on_complete) bypass Reap;
-// the inner engine must not use them. NotifyFd is refused when completions may
-// be held back (delay, reorder, stall): the eventfd would announce completions
-// Reap does not return yet, and say nothing when they are released.
+// Completion callbacks: the wrapper delivers them itself (CompletionDelivery,
+// given to MakeFaultInjectingEngine), from its Reap or from a completion thread
+// of its own, after the faults; the inner engine must have none of its own
+// (its callbacks would bypass the faults). NotifyFd is refused when
+// completions may be held back (delay, reorder, stall): the eventfd would
+// announce completions Reap does not return yet, and say nothing when they are
+// released.
 //
 // From the command line: `aiokit bench --inject=SPEC` (see ParseFaultSpec).
 
@@ -33,6 +36,7 @@
 #include <string_view>
 
 #include "aiokit/engine.h"
+#include "aiokit/engine_wrapper.h"
 #include "aiokit/status.h"
 
 namespace aiokit {
@@ -86,16 +90,22 @@ struct FaultStats {
   uint64_t stalls = 0;
 };
 
-class FaultInjectingEngine : public Engine {
+class FaultInjectingEngine : public EngineWrapper {
  public:
+  using EngineWrapper::EngineWrapper;
   [[nodiscard]] virtual FaultStats fault_stats() const noexcept = 0;
   [[nodiscard]] virtual const FaultSpec& spec() const noexcept = 0;
-  [[nodiscard]] virtual Engine& inner() noexcept = 0;
+  // The wrapped engine.
+  Engine& inner() noexcept { return target(); }
 };
 
-// Wraps `inner` (not null, without completion callbacks).
+// Wraps `inner`, which must not be null nor deliver completions to callbacks
+// of its own (kInvalidArgument). With delivery.on_complete, completions are
+// handed to it instead of being returned by Reap, as EngineOptions::on_complete
+// says (by the thread in Reap, or by a completion thread of the wrapper's).
 Result<std::unique_ptr<FaultInjectingEngine>> MakeFaultInjectingEngine(
-    std::unique_ptr<Engine> inner, const FaultSpec& spec);
+    std::unique_ptr<Engine> inner, const FaultSpec& spec,
+    const CompletionDelivery& delivery = {});
 
 }  // namespace aiokit
 

@@ -112,11 +112,19 @@ class File {
   AlignmentSource alignment_source_ = AlignmentSource::kDefault;
 };
 
+// What AlignedBuffer and BufferPool align to when the caller's alignment is 0
+// ("not known": a buffered file), so that the buffer also suits O_DIRECT on
+// most devices.
+inline constexpr size_t kDefaultBufferAlignment = 4096;
+
 // A heap buffer whose address is a multiple of `alignment`, zero-filled.
 // Move-only.
 class AlignedBuffer {
  public:
-  // REQUIRES: alignment is a power of two. size 0 gives an empty buffer.
+  // On success: a buffer of `size` bytes (size 0 gives an empty one) aligned
+  //   to `alignment`, or to kDefaultBufferAlignment when alignment is 0 (as
+  //   File::alignment().memory is for a buffered file).
+  // On failure: kInvalidArgument when alignment is not a power of two; ENOMEM.
   static Result<AlignedBuffer> Allocate(size_t size, size_t alignment = 4096);
 
   AlignedBuffer() = default;
@@ -142,7 +150,8 @@ class AlignedBuffer {
 // Move-only.
 class BufferPool {
  public:
-  // REQUIRES: alignment is a power of two; count and size are not 0.
+  // On failure: kInvalidArgument when count or size is 0 or alignment is not
+  // a power of two (0 means kDefaultBufferAlignment); ENOMEM.
   static Result<BufferPool> Create(size_t count, size_t size,
                                    size_t alignment = 4096);
 

@@ -65,6 +65,11 @@ std::error_code make_error_code(
     Errc e) noexcept;  // NOLINT(readability-identifier-naming)
 
 class Status;
+namespace internal {
+// Prints "aiokit: Result::value() on an error: <status>" and aborts.
+[[noreturn]] void DieOnResultValue(const Status& status) noexcept;
+}  // namespace internal
+
 // The status as a negative errno for C-style interfaces (0 when OK): the errno
 // itself for system codes; for aiokit codes EINVAL (kInvalidArgument,
 // kMisaligned), EOPNOTSUPP (kUnsupported), EAGAIN (kQueueFull), ETIMEDOUT
@@ -126,10 +131,21 @@ class [[nodiscard]] Result {
   [[nodiscard]] bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }
 
-  // REQUIRES: ok().
-  T& value() & { return std::get<0>(v_); }
-  const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
+  // REQUIRES: ok(). Calling it on an error is a programming error, not a
+  // condition to handle: the process ends with the error's message (as
+  // absl::StatusOr does), since nothing in aiokit's API throws.
+  T& value() & {
+    if (!ok()) DieOnValue();
+    return *std::get_if<0>(&v_);
+  }
+  const T& value() const& {
+    if (!ok()) DieOnValue();
+    return *std::get_if<0>(&v_);
+  }
+  T&& value() && {
+    if (!ok()) DieOnValue();
+    return std::move(*std::get_if<0>(&v_));
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T* operator->() { return &value(); }
@@ -137,10 +153,14 @@ class [[nodiscard]] Result {
 
   // The error; an OK Status when ok().
   [[nodiscard]] Status status() const {
-    return ok() ? Status() : std::get<1>(v_);
+    return ok() ? Status() : *std::get_if<1>(&v_);
   }
 
  private:
+  [[noreturn]] void DieOnValue() const {
+    internal::DieOnResultValue(*std::get_if<1>(&v_));
+  }
+
   std::variant<T, Status> v_;
 };
 

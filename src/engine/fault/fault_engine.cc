@@ -25,20 +25,19 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "aiokit/engine.h"
+#include "aiokit/engine_wrapper.h"
 #include "aiokit/fault.h"
 
 namespace aiokit {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-using request_state::kCompleted;
-using request_state::kInFlight;
 
 Status SpecError(std::string_view item, const std::string& rule) {
   return Status::Error(Errc::kInvalidArgument,
@@ -87,33 +86,55 @@ std::string DurationText(std::chrono::microseconds d) {
 
 class FaultEngine final : public FaultInjectingEngine {
  public:
-  FaultEngine(std::unique_ptr<Engine> inner, const FaultSpec& spec)
-      : inner_(std::move(inner)), spec_(spec), rng_(spec.seed) {}
+  FaultEngine(std::unique_ptr<Engine> inner, const FaultSpec& spec,
+              const CompletionDelivery& delivery)
+      : FaultInjectingEngine(std::move(inner)),
+        spec_(spec),
+        delivery_(delivery),
+        rng_(spec.seed) {}
 
   ~FaultEngine() override {
+    (void)Shutdown(kForever);
     // The inner engine's destructor waits for what is in flight; what is held
     // here has completed already, and is the caller's again.
-    inner_.reset();
+    ResetTarget();
     std::lock_guard<std::mutex> lock(held_mu_);
-    for (const Held& h : held_) {
-      h.req->engine_state.store(kCompleted, std::memory_order_relaxed);
-    }
-    for (Request* r : ready_) {
-      r->engine_state.store(kCompleted, std::memory_order_relaxed);
-    }
+    for (const Held& h : held_) HandOut(h.req);
+    for (Request* r : ready_) HandOut(r);
   }
 
-  [[nodiscard]] EngineKind kind() const noexcept override {
-    return inner_->kind();
+  // Starts the completion thread, when asked for.
+  Status Start() {
+    if (!delivery_.completion_thread) return {};
+    if (delivery_.on_complete == nullptr) {
+      return Status::Error(Errc::kInvalidArgument,
+                           "fault injection: completion_thread needs "
+                           "on_complete (the callback it calls)");
+    }
+    // std::thread reports a thread it cannot create by throwing; no
+    // exception crosses the API, so it is caught here.
+    try {
+      thread_ = std::thread([this] {
+        for (;;) {
+          Result<size_t> r = Reap(std::span<Request*>(), 1, kForever);
+          if (!r.ok() && r.status().Is(Errc::kShutdown)) break;
+          if (!r.ok())
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        std::lock_guard<std::mutex> lock(thread_mu_);
+        thread_done_ = true;
+        thread_cv_.notify_all();
+      });
+    } catch (const std::system_error& e) {
+      return Status::FromErrno(e.code().value(),
+                               "fault injection: starting the completion "
+                               "thread");
+    }
+    return {};
   }
-  [[nodiscard]] const Capabilities& GetCapabilities() const noexcept override {
-    return inner_->GetCapabilities();
-  }
-  [[nodiscard]] unsigned queue_depth() const noexcept override {
-    return inner_->queue_depth();
-  }
+
   [[nodiscard]] EngineStats Stats() const noexcept override {
-    EngineStats s = inner_->Stats();
+    EngineStats s = target().Stats();
     // As the caller sees it: completed when Reap returned it here.
     const uint64_t done = completed_.load(std::memory_order_relaxed);
     const uint64_t taken = accepted_.load(std::memory_order_relaxed);
@@ -139,7 +160,6 @@ class FaultEngine final : public FaultInjectingEngine {
   [[nodiscard]] const FaultSpec& spec() const noexcept override {
     return spec_;
   }
-  Engine& inner() noexcept override { return *inner_; }
 
   SubmitResult Submit(std::span<Request* const> batch) override {
     submit_calls_.fetch_add(1, std::memory_order_relaxed);
@@ -162,7 +182,7 @@ class FaultEngine final : public FaultInjectingEngine {
                                               " requests submitted");
       return r;
     }
-    SubmitResult r = inner_->Submit(batch.first(take));
+    SubmitResult r = target().Submit(batch.first(take));
     accepted_.fetch_add(r.accepted, std::memory_order_relaxed);
     if (take < batch.size() && r.status.ok()) {
       partial_.fetch_add(1, std::memory_order_relaxed);
@@ -176,6 +196,41 @@ class FaultEngine final : public FaultInjectingEngine {
 
   Result<size_t> Reap(std::span<Request*> out, size_t min,
                       std::chrono::nanoseconds timeout) override {
+    if (delivery_.on_complete == nullptr) return ReapInto(out, min, timeout);
+    // With callbacks: what Reap would return goes to the callback, until min
+    // were delivered or the timeout passes.
+    const bool forever = timeout.count() < 0;
+    const Clock::time_point deadline =
+        forever ? Clock::time_point::max() : Clock::now() + timeout;
+    size_t delivered = 0;
+    for (;;) {
+      Request* buf[64];
+      std::chrono::nanoseconds left = timeout;
+      if (!forever && timeout.count() > 0) {
+        left = std::max(std::chrono::nanoseconds(0),
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            deadline - Clock::now()));
+      }
+      const size_t want =
+          min > delivered ? std::min<size_t>(64, min - delivered) : 0;
+      Result<size_t> r = ReapInto(std::span<Request*>(buf, 64), want, left);
+      if (!r.ok()) {
+        if (delivered != 0) return delivered;
+        return r.status();
+      }
+      for (size_t i = 0; i < *r; ++i) {
+        delivery_.on_complete(delivery_.on_complete_arg, buf[i]);
+      }
+      delivered += *r;
+      if (delivered >= min || *r < 64 ||
+          (!forever && Clock::now() >= deadline)) {
+        return delivered;
+      }
+    }
+  }
+
+  Result<size_t> ReapInto(std::span<Request*> out, size_t min,
+                          std::chrono::nanoseconds timeout) {
     if (out.empty()) return size_t{0};
     min = std::min(min, out.size());
     const bool forever = timeout.count() < 0;
@@ -226,7 +281,7 @@ class FaultEngine final : public FaultInjectingEngine {
         }
         if (!s.ok()) inner_status = s;
         now = Clock::now();
-        Release(now);
+        ReleaseDue(now);
         n += Hand(out.subspan(n));
       }
       if (n >= min || n == out.size()) break;
@@ -270,7 +325,7 @@ class FaultEngine final : public FaultInjectingEngine {
 
   Status Cancel(Request* req) override {
     if (req != nullptr && Holds(req)) return HeldBack(req);
-    Status s = inner_->Cancel(req);
+    Status s = target().Cancel(req);
     // Taken from the inner engine meanwhile: completed, not yet handed out.
     if (s.Is(Errc::kInvalidArgument) && req != nullptr && Holds(req)) {
       return HeldBack(req);
@@ -285,19 +340,32 @@ class FaultEngine final : public FaultInjectingEngine {
           "fault injection: NotifyFd with delay, reorder or stall faults "
           "(the eventfd would not match what Reap returns)");
     }
-    return inner_->NotifyFd();
+    return target().NotifyFd();
   }
-  Status RegisterBuffers(std::span<const iovec> buffers) override {
-    return inner_->RegisterBuffers(buffers);
-  }
-  Status RegisterFiles(std::span<const int> fds) override {
-    return inner_->RegisterFiles(fds);
-  }
-  bool RunQueuedOnce() override { return inner_->RunQueuedOnce(); }
+
   using Engine::Shutdown;
   Status Shutdown(std::chrono::nanoseconds timeout,
                   ShutdownMode mode) override {
-    return inner_->Shutdown(timeout, mode);
+    const bool forever = timeout.count() < 0;
+    const Clock::time_point deadline =
+        forever ? Clock::time_point::max() : Clock::now() + timeout;
+    Status s = target().Shutdown(timeout, mode);
+    if (!s.ok() || !thread_.joinable()) return s;
+    // The completion thread hands out what is held and ends once nothing is
+    // left.
+    std::unique_lock<std::mutex> lock(thread_mu_);
+    auto ended = [&] { return thread_done_; };
+    if (forever) {
+      thread_cv_.wait(lock, ended);
+    } else if (!thread_cv_.wait_until(lock, deadline, ended)) {
+      return Status::Error(Errc::kTimedOut,
+                           "fault injection: Shutdown: completions held back "
+                           "were still being delivered at the deadline; call "
+                           "Shutdown again");
+    }
+    lock.unlock();
+    thread_.join();
+    return s;
   }
 
  private:
@@ -339,7 +407,7 @@ class FaultEngine final : public FaultInjectingEngine {
   // Every request taken is marked in flight again until Hand returns it.
   Status Pull(std::chrono::nanoseconds wait, size_t min) {
     Request* got[64];
-    Result<size_t> r = inner_->Reap(std::span<Request*>(got, 64), min, wait);
+    Result<size_t> r = target().Reap(std::span<Request*>(got, 64), min, wait);
     if (!r.ok()) return r.status();
     if (*r == 0) return Status();
     ++pulls_;
@@ -349,7 +417,7 @@ class FaultEngine final : public FaultInjectingEngine {
     std::lock_guard<std::mutex> lock(held_mu_);
     for (size_t i = 0; i < *r; ++i) {
       Request* req = got[i];
-      req->engine_state.store(kInFlight, std::memory_order_relaxed);
+      HoldBack(req);
       Inject(req);
       if (Chance(spec_.delay)) {
         delayed_.fetch_add(1, std::memory_order_relaxed);
@@ -399,7 +467,7 @@ class FaultEngine final : public FaultInjectingEngine {
   }
 
   // Moves held completions that are due to ready_. By the reaper.
-  void Release(Clock::time_point now) {
+  void ReleaseDue(Clock::time_point now) {
     std::lock_guard<std::mutex> lock(held_mu_);
     auto it = std::stable_partition(held_.begin(), held_.end(),
                                     [&](const Held& h) { return h.due > now; });
@@ -413,14 +481,18 @@ class FaultEngine final : public FaultInjectingEngine {
     while (n < out.size() && !ready_.empty()) {
       Request* r = ready_.front();
       ready_.pop_front();
-      r->engine_state.store(kCompleted, std::memory_order_relaxed);
+      HandOut(r);
       out[n++] = r;
     }
     return n;
   }
 
-  std::unique_ptr<Engine> inner_;
   const FaultSpec spec_;
+  const CompletionDelivery delivery_;
+  std::thread thread_;  // the completion thread, when asked for
+  std::mutex thread_mu_;
+  std::condition_variable thread_cv_;
+  bool thread_done_ = false;  // guarded by thread_mu_
   std::mutex rng_mu_;
   std::mt19937_64 rng_;
   std::mutex gate_mu_;  // reaping_: one Reap at a time
@@ -545,7 +617,8 @@ std::string FaultSpecString(const FaultSpec& spec) {
 }
 
 Result<std::unique_ptr<FaultInjectingEngine>> MakeFaultInjectingEngine(
-    std::unique_ptr<Engine> inner, const FaultSpec& spec) {
+    std::unique_ptr<Engine> inner, const FaultSpec& spec,
+    const CompletionDelivery& delivery) {
   if (inner == nullptr) {
     return Status::Error(Errc::kInvalidArgument,
                          "fault injection: no engine to wrap");
@@ -556,8 +629,9 @@ Result<std::unique_ptr<FaultInjectingEngine>> MakeFaultInjectingEngine(
     s.seed = (uint64_t{rd()} << 32) | rd();
     if (s.seed == 0) s.seed = 1;
   }
-  return std::unique_ptr<FaultInjectingEngine>(
-      new FaultEngine(std::move(inner), s));
+  auto engine = std::make_unique<FaultEngine>(std::move(inner), s, delivery);
+  if (Status st = engine->Start(); !st.ok()) return st;
+  return std::unique_ptr<FaultInjectingEngine>(std::move(engine));
 }
 
 }  // namespace aiokit
