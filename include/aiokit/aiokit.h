@@ -14,6 +14,7 @@
 #define AIOKIT_AIOKIT_H_
 
 #include "aiokit/engine.h"
+#include "aiokit/engine_wrapper.h"
 #include "aiokit/fault.h"
 #include "aiokit/file.h"
 #include "aiokit/info.h"
