@@ -135,6 +135,9 @@ def main():
     ap.add_argument("--runtime", type=int, default=5)
     ap.add_argument("--rows", default=",".join(DEFAULT_ROWS))
     ap.add_argument("--list", action="store_true")
+    # A/B of two aiokit builds: the "fio" side of each aiokit row runs this aiokit instead, with the same
+    # aiokit options (scripts/ab-bench.sh builds the baseline).
+    ap.add_argument("--baseline", default="")
     a = ap.parse_args()
     if a.list:
         for name, (target, _, _, claim) in ROWS.items():
@@ -180,6 +183,10 @@ def main():
             ak_cmd = [a.aiokit, "bench", f"--filename={path}", *size, *ak_opts, *common]
         fio_cmd = ["fio", "--name=fio", f"--filename={path}", *size, *fio_opts, *common,
                    "--lat_percentiles=1"]
+        if a.baseline:
+            if isinstance(ak_opts, tuple):
+                sys.exit(f"compare_fio: --baseline compares aiokit rows; {name} runs fio through the drop-in")
+            fio_cmd = [a.baseline, "bench", f"--filename={path}", *size, *ak_opts, *common]
         pingpong = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(a.aiokit)))),
                                 "bench", "cpu_pingpong")
 
@@ -209,15 +216,20 @@ def main():
                 ak = parse(run(ak_cmd, ak_env))
             rounds.append((ak, fo))
             note = f"{cached}, {cached_fio.split(': ')[-1]})" if cached else ""
-            print(f"# {name} round {i + 1}: aiokit {ak['iops']:.0f} IOPS, fio {fo['iops']:.0f} IOPS, "
+            print(f"# {name} round {i + 1}: aiokit {ak['iops']:.0f} IOPS, {'baseline' if a.baseline else 'fio'} "
+                  f"{fo['iops']:.0f} IOPS, "
                   f"ratio {ak['iops'] / fo['iops']:.3f}{note}{rtt}", file=sys.stderr, flush=True)
         results[name] = rounds
 
     def med(rounds, who, key):
         return statistics.median(r[who][key] for r in rounds)
 
-    print("| row | claim | aiokit IOPS (median) | fio IOPS (median) | ratio (median of rounds) | MiB/s aiokit / fio | "
-          "clat p50 aiokit / fio (us) | lat p50 aiokit / fio (us) | CPU per I/O aiokit / fio (us) |")
+    other = "baseline" if a.baseline else "fio"
+    if a.baseline:
+        print(f"(A/B: 'aiokit' is {a.aiokit}, 'baseline' is {a.baseline}, same options)")
+    print(f"| row | claim | aiokit IOPS (median) | {other} IOPS (median) | ratio (median of rounds) | "
+          f"MiB/s aiokit / {other} | clat p50 aiokit / {other} (us) | lat p50 aiokit / {other} (us) | "
+          f"CPU per I/O aiokit / {other} (us) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, rounds in results.items():
         ratio = statistics.median(r[0]["iops"] / r[1]["iops"] for r in rounds)
