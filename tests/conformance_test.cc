@@ -767,7 +767,8 @@ TEST_P(ConformanceTest,
        ARefusedRequestCompletesWithItsErrorAndTheRestStillRun) {
   File f = ScratchFile(16384, 24);
   std::vector<char> a(4096), c(4096);
-  char b[16], d[16];
+  char b[16];
+  char d[16] = {};  // io_submit's data, although the kernel refuses the fd
   // A descriptor that was open and is closed now (nothing else in this test
   // opens one in between).
   const int closed = ::dup(f.fd());
