@@ -47,6 +47,7 @@
 #include "engine/aio_ring.h"
 #include "engine/common.h"
 #include "engine/engines.h"
+#include "engine/valgrind.h"
 #include "sys/syscalls.h"
 #include "util/strings.h"
 
@@ -242,6 +243,7 @@ Status LinuxAioEngine::Init() {
   // use of it before ours. ThreadSanitizer cannot see the kernel map and
   // unmap, so say it (pairs with DestroyContext).
   TsanAcquire(&ring_mapping_sync);
+  VgAioRingMapped(ring);  // valgrind assumes fewer events than are mapped
   if (AioRingUsable(ring)) ring_ = ring;
   events_.resize(ring_ != nullptr ? ring_->nr : 2 * static_cast<size_t>(nr));
 
@@ -546,6 +548,7 @@ Request* LinuxAioEngine::OnEvent(const io_event& ev) noexcept {
   }
   auto* req = reinterpret_cast<Request*>(ev.obj);
   TsanAcquire(req);
+  VgAioCompleted(req->iocb, ev.res);  // valgrind sees reads in io_getevents
   req->rval = ev.res;
   req->origin = Origin::kEngine;
   // kernel_in_flight_ is lowered by the caller once the request is where a
@@ -759,6 +762,7 @@ void LinuxAioEngine::DestroyContext() {
   // Our uses of the ring happen before its addresses are mapped again (pairs
   // with Init's TsanAcquire).
   TsanRelease(&ring_mapping_sync);
+  VgAioRingUnmapping(ring_);  // while no one else can map those addresses
   (void)sys::IoDestroy(ctx_);
   ctx_ = 0;
   ring_ = nullptr;
