@@ -47,6 +47,7 @@
 #include "aiokit/request.h"
 #include "engine/aio_ring.h"
 #include "engine/common.h"
+#include "engine/valgrind.h"
 #include "sys/syscalls.h"
 
 // libaio's handle: a pointer to the context's ring.
@@ -638,7 +639,12 @@ __attribute__((visibility("default"))) int io_setup(int maxevents,
   auto kernel = [&]() -> long {
     aio_context_t id = 0;
     const long r = sys::real::IoSetup(nr, &id);
-    if (r == 0) *ctxp = reinterpret_cast<io_context_t>(id);
+    if (r == 0) {
+      *ctxp = reinterpret_cast<io_context_t>(id);
+      // Programs reaping in user space read the whole ring; valgrind's
+      // io_destroy wrapper forgets all of it (it reads ring->nr).
+      internal::VgAioRingMapped(reinterpret_cast<const internal::AioRing*>(id));
+    }
     return r;
   };
   switch (*kind) {

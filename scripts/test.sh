@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: installs what is missing, builds with -Werror and runs the whole ctest suite (unit,
-# conformance, examples, CLI, packaging, clang-format and clang-tidy), then builds again with
+# conformance, examples, CLI, packaging, clang-format and clang-tidy), runs the conformance tests
+# on linux-aio and threads under valgrind memcheck, then builds again with
 # AddressSanitizer + UndefinedBehaviorSanitizer and runs the suite there, then with ThreadSanitizer
 # and runs the unit and conformance tests (every concurrency test among them), then builds the
 # libFuzzer targets with clang and runs each for 30 seconds (scripts/fuzz.sh).
@@ -12,6 +13,28 @@ jobs=$(nproc 2>/dev/null || echo 2)
 echo "== build and test (RelWithDebInfo, -Werror, lint)"
 scripts/build.sh test
 (cd build/test && ctest -j"$jobs" --output-on-failure --timeout 600)
+
+echo "== conformance tests under valgrind memcheck (linux-aio and threads)"
+# Every variant of both engines; any report fails (no suppressions). About 15 s here. Left out:
+#  - ATransferOverTheKernelsLimitIsCappedAtMaxRwCount: GiB-long transfers into a PROT_NONE
+#    reservation, every byte of which memcheck checks (and on threads marks): minutes, and shadow
+#    memory that exhausted this 24 GB machine.
+#  - ALengthAboveSsizeMaxFailsWithEinval: an iovec of 2^63 bytes, which memcheck reports as
+#    unaddressable before the kernel refuses it (on a worker thread for threads, so no suppression
+#    can be limited to this test).
+# Not io_uring: under valgrind 3.19 no other thread runs while one waits in io_uring_enter
+# (liburing issue 657), so a test whose reaper waits for another thread hangs.
+if ! grep -q '^AIOKIT_VALGRIND_HEADER:INTERNAL=1$' build/test/CMakeCache.txt; then
+  echo "test.sh: build/test was configured without <valgrind/memcheck.h> (it caches that);" \
+       "remove build/test and run again" >&2
+  exit 1
+fi
+memcheck_filter='*/linux_aio:*/linux_aio_nospin:*/threads:*/threads_ordered'
+memcheck_filter+=':-*ATransferOverTheKernelsLimitIsCappedAtMaxRwCount*'
+memcheck_filter+=':*ALengthAboveSsizeMaxFailsWithEinval*'
+AIOKIT_TEST_DIR="$PWD/build/test/testdata" valgrind --tool=memcheck --error-exitcode=1 \
+  --leak-check=full --track-origins=yes --num-callers=30 -q \
+  build/test/tests/conformance_test --gtest_filter="$memcheck_filter" --gtest_brief=1
 
 echo "== build and test under AddressSanitizer + UndefinedBehaviorSanitizer"
 scripts/build.sh asan

@@ -44,6 +44,7 @@
 #include "engine/core/backend.h"
 #include "engine/core/engine_core.h"
 #include "engine/engines.h"
+#include "engine/valgrind.h"
 #include "sys/syscalls.h"
 #include "util/strings.h"
 
@@ -204,6 +205,7 @@ Status LinuxAioBackend::Init(Capabilities* caps) {
   // use of it before ours. ThreadSanitizer cannot see the kernel map and
   // unmap, so say it (pairs with DestroyContext).
   TsanAcquire(&ring_mapping_sync);
+  VgAioRingMapped(ring);  // valgrind assumes fewer events than are mapped
   if (AioRingUsable(ring)) ring_ = ring;
   events_.resize(ring_ != nullptr ? ring_->nr : 2 * static_cast<size_t>(nr));
 
@@ -293,6 +295,7 @@ Request* LinuxAioBackend::OnEvent(const io_event& ev) noexcept {
   }
   auto* req = reinterpret_cast<Request*>(ev.obj);
   TsanAcquire(req);
+  VgAioCompleted(req->iocb, ev.res);  // valgrind sees reads in io_getevents
   req->rval = ev.res;
   req->origin = Origin::kEngine;
   RemoveNotify(req);
@@ -375,6 +378,7 @@ void LinuxAioBackend::Destroy() {
   // about 33 ms on this VM). Our uses of the ring happen before its addresses
   // are mapped again (pairs with Init's TsanAcquire).
   TsanRelease(&ring_mapping_sync);
+  VgAioRingUnmapping(ring_);  // while no one else can map those addresses
   (void)sys::IoDestroy(ctx_);
   ctx_ = 0;
   ring_ = nullptr;
