@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/engines.h"
+#include "engine/valgrind.h"
 
 namespace aiokit {
 
@@ -112,6 +113,19 @@ Result<std::unique_ptr<Engine>> MakeEngine(
   std::string reasons;
   for (EngineKind k :
        {EngineKind::kIoUring, EngineKind::kLinuxAio, EngineKind::kThreads}) {
+    if (k == EngineKind::kIoUring && internal::RunningOnValgrind()) {
+      // Valgrind (3.19) holds its one lock through io_uring_enter, which it
+      // does not know may block: a thread waiting there stops every other.
+      Status why = Status::Error(
+          Errc::kUnsupported,
+          "io_uring: passed over under valgrind, which runs one thread at a "
+          "time and cannot let others run while one waits in io_uring_enter "
+          "(ask for AIOKIT_ENGINE=io_uring to use it anyway)");
+      if (passed_over != nullptr) passed_over->push_back({k, why});
+      if (!reasons.empty()) reasons += "; ";
+      reasons += why.ToString();
+      continue;
+    }
     Result<std::unique_ptr<Engine>> e = MakeOne(k, options);
     if (e.ok()) return e;
     // A caller error (queue depth 0) is the same on every engine: report it as

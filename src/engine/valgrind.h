@@ -88,6 +88,15 @@ inline void VgAioCompleted(const iocb& cb, int64_t res) noexcept {
 #endif
 }
 
+// True when the process runs under valgrind.
+inline bool RunningOnValgrind() noexcept {
+#if AIOKIT_HAVE_VALGRIND
+  return RUNNING_ON_VALGRIND != 0;
+#else
+  return false;
+#endif
+}
+
 }  // namespace aiokit::internal
 
 #endif  // AIOKIT_SRC_ENGINE_VALGRIND_H_

@@ -55,6 +55,7 @@
 #include "engine/core/backend.h"
 #include "engine/core/engine_core.h"
 #include "engine/engines.h"
+#include "engine/valgrind.h"
 #include "sys/uring.h"
 #include "util/strings.h"
 
@@ -779,6 +780,7 @@ size_t IoUringBackend::DrainCq(Request** out, size_t max) noexcept {
     if (ud == kLinkTag || ud == kCancelTag) continue;
     auto* req = reinterpret_cast<Request*>(ud);
     TsanAcquire(req);
+    VgAioCompleted(req->iocb, cqe->res);  // the kernel wrote a read's buffer
     req->rval = cqe->res;
     req->origin = Origin::kEngine;
     if (!link_eventfd_ && req->resfd >= 0) {

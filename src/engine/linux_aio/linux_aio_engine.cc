@@ -203,7 +203,7 @@ Status LinuxAioBackend::Init(Capabilities* caps) {
   // The kernel may map it where a ring another engine destroyed (on another
   // thread) was; it unmapped that one first, which orders that engine's last
   // use of it before ours. ThreadSanitizer cannot see the kernel map and
-  // unmap, so say it (pairs with DestroyContext).
+  // unmap, so say it (pairs with Destroy).
   TsanAcquire(&ring_mapping_sync);
   VgAioRingMapped(ring);  // valgrind assumes fewer events than are mapped
   if (AioRingUsable(ring)) ring_ = ring;
