@@ -47,6 +47,11 @@ constexpr uint64_t kMaxVerifyBlocks = 32ULL << 20;
 // Mismatch lines kept per clone (all are counted).
 constexpr size_t kMaxVerifyLines = 10;
 
+// A bad option or combination found while running (exit status 2).
+struct Usage {
+  std::string line;
+};
+
 // An engine this machine refuses: a row of --compare, an error otherwise.
 struct EngineRefused {
   std::string engine;
@@ -220,7 +225,7 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
         line +=
             "; use --direct=0, or --filename on a file system with O_DIRECT";
       }
-      throw UsageError{line};
+      throw Usage{line};
     }
     t.file = std::move(*f);
     t.shown = dir + "/(temporary file, removed after the run)";
@@ -229,8 +234,8 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
     struct stat st;
     const bool exists = ::stat(o.filename.c_str(), &st) == 0;
     if (exists && S_ISDIR(st.st_mode)) {
-      throw UsageError{"--filename=" + o.filename + job +
-                       ": is a directory; name a file or a block device"};
+      throw Usage{"--filename=" + o.filename + job +
+                  ": is a directory; name a file or a block device"};
     }
     t.block_device = exists && S_ISBLK(st.st_mode);
     // A read job on a short file extends it, so the file is opened for
@@ -244,8 +249,8 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
     if (!exists) flags = O_RDWR | O_CREAT | O_EXCL | direct;
     Result<File> f = File::Open(o.filename, flags, 0644);
     if (!f.ok()) {
-      throw UsageError{"--filename=" + o.filename + job + ": " +
-                       f.status().ToString()};
+      throw Usage{"--filename=" + o.filename + job + ": " +
+                  f.status().ToString()};
     }
     t.file = std::move(*f);
     t.shown = o.filename;
@@ -256,20 +261,20 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
   }
   Result<uint64_t> have = t.file.Size();
   if (!have.ok()) {
-    throw UsageError{"--filename=" + t.shown + job + ": " +
-                     have.status().ToString()};
+    throw Usage{"--filename=" + t.shown + job + ": " +
+                have.status().ToString()};
   }
   t.offset = o.offset;
   if (t.block_device) {
     if (o.offset >= *have) {
-      throw UsageError{"--offset=" + std::to_string(o.offset) + job +
-                       ": at or past the end of " + t.shown + " (" +
-                       std::to_string(*have) + " bytes)"};
+      throw Usage{"--offset=" + std::to_string(o.offset) + job +
+                  ": at or past the end of " + t.shown + " (" +
+                  std::to_string(*have) + " bytes)"};
     }
     if (o.size_set && o.offset + o.size > *have) {
-      throw UsageError{"--size=" + std::to_string(o.size) + job +
-                       ": --offset + --size is past the end of " + t.shown +
-                       " (" + std::to_string(*have) + " bytes)"};
+      throw Usage{"--size=" + std::to_string(o.size) + job +
+                  ": --offset + --size is past the end of " + t.shown + " (" +
+                  std::to_string(*have) + " bytes)"};
     }
     t.size = o.size_set ? o.size : *have - o.offset;
   } else if (o.size_set || fresh || *have <= o.offset) {
@@ -279,34 +284,33 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
   }
   const uint64_t unit = o.MinBs();
   if (t.size < o.MaxBs()) {
-    throw UsageError{"--size" + job + ": " + t.shown + " gives the job " +
-                     std::to_string(t.size) +
-                     " bytes, less than the block size " +
-                     std::to_string(o.MaxBs())};
+    throw Usage{"--size" + job + ": " + t.shown + " gives the job " +
+                std::to_string(t.size) + " bytes, less than the block size " +
+                std::to_string(o.MaxBs())};
   }
   t.size -= t.size % unit;
   const Alignment align = t.file.alignment();
   if (o.direct != 0 && align.known()) {
     const char* what = o.bs_min != 0 ? "--bsrange" : "--bs";
     if (unit % align.offset != 0) {
-      throw UsageError{std::string(what) + "=" + std::to_string(unit) + job +
-                       ": with --direct=1 the block size must be a multiple "
-                       "of " +
-                       std::to_string(align.offset) +
-                       ", the O_DIRECT alignment of " + t.shown};
+      throw Usage{std::string(what) + "=" + std::to_string(unit) + job +
+                  ": with --direct=1 the block size must be a multiple "
+                  "of " +
+                  std::to_string(align.offset) +
+                  ", the O_DIRECT alignment of " + t.shown};
     }
     if (o.offset % align.offset != 0) {
-      throw UsageError{"--offset=" + std::to_string(o.offset) + job +
-                       ": with --direct=1 it must be a multiple of " +
-                       std::to_string(align.offset) +
-                       ", the O_DIRECT alignment of " + t.shown};
+      throw Usage{"--offset=" + std::to_string(o.offset) + job +
+                  ": with --direct=1 it must be a multiple of " +
+                  std::to_string(align.offset) +
+                  ", the O_DIRECT alignment of " + t.shown};
     }
   }
   if (!o.verify.empty() && t.size / o.bs > kMaxVerifyBlocks) {
-    throw UsageError{"--verify" + job + ": " + std::to_string(t.size / o.bs) +
-                     " blocks to track, at most " +
-                     std::to_string(kMaxVerifyBlocks) +
-                     "; use a smaller --size or a larger --bs"};
+    throw Usage{"--verify" + job + ": " + std::to_string(t.size / o.bs) +
+                " blocks to track, at most " +
+                std::to_string(kMaxVerifyBlocks) +
+                "; use a smaller --size or a larger --bs"};
   }
   if (!t.block_device && reads) {
     Result<uint64_t> now = t.file.Size();
@@ -319,8 +323,8 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
       const uint64_t start = verify ? t.offset : from;
       if (Status s = LayOut(t.file, start - start % unit, end, verify, o.bs);
           !s.ok()) {
-        throw UsageError{"--size=" + std::to_string(t.size) + job + ": " +
-                         s.ToString()};
+        throw Usage{"--size=" + std::to_string(t.size) + job + ": " +
+                    s.ToString()};
       }
       t.verify_layout = verify;
     }
@@ -417,7 +421,7 @@ struct RunShared {
   bool go = false;     // start the clock
   bool abort = false;  // a clone could not set up: everyone leaves
   std::optional<EngineRefused> refused;
-  std::optional<UsageError> usage;
+  std::optional<Usage> usage;
   Clock::time_point start;  // when the clones start
   // The process's CPU time when the last clone ends its measured phase.
   unsigned running = 0;
@@ -484,8 +488,7 @@ class Clone {
     Clock::time_point submit_start, issued;
   };
 
-  void Fail(std::optional<EngineRefused> refused,
-            std::optional<UsageError> usage) {
+  void Fail(std::optional<EngineRefused> refused, std::optional<Usage> usage) {
     std::lock_guard<std::mutex> lock(shared_->mu);
     if (!shared_->refused && !shared_->usage) {
       shared_->refused = std::move(refused);
@@ -528,7 +531,7 @@ class Clone {
       Result<FaultSpec> spec = ParseFaultSpec(o_.inject);
       if (!spec.ok()) {  // checked when parsed; kept for safety
         Fail(std::nullopt,
-             UsageError{"--inject" + job + ": " + spec.status().ToString()});
+             Usage{"--inject" + job + ": " + spec.status().ToString()});
         return false;
       }
       // One seed per run (printed), one stream per clone.
@@ -538,7 +541,7 @@ class Clone {
           MakeFaultInjectingEngine(std::move(engine_), *spec);
       if (!wrapped.ok()) {
         Fail(std::nullopt,
-             UsageError{"--inject" + job + ": " + wrapped.status().ToString()});
+             Usage{"--inject" + job + ": " + wrapped.status().ToString()});
         return false;
       }
       fault_ = wrapped->get();
@@ -553,15 +556,14 @@ class Clone {
     Result<BufferPool> pool =
         BufferPool::Create(o_.iodepth, o_.MaxBs(), mem_align);
     if (!pool.ok()) {
-      Fail(std::nullopt, UsageError{"--bs x --iodepth" + job + ": " +
-                                    pool.status().ToString()});
+      Fail(std::nullopt,
+           Usage{"--bs x --iodepth" + job + ": " + pool.status().ToString()});
       return false;
     }
     pool_ = std::move(*pool);
     if (o_.fixedbufs) {
       if (Status s = engine_->RegisterBuffers(pool_.iovecs()); !s.ok()) {
-        Fail(std::nullopt,
-             UsageError{"--fixedbufs" + job + ": " + s.ToString()});
+        Fail(std::nullopt, Usage{"--fixedbufs" + job + ": " + s.ToString()});
         return false;
       }
     }
@@ -570,7 +572,7 @@ class Clone {
       if (Status s = engine_->RegisterFiles(std::span<const int>(&fd, 1));
           !s.ok()) {
         Fail(std::nullopt,
-             UsageError{"--registerfiles" + job + ": " + s.ToString()});
+             Usage{"--registerfiles" + job + ": " + s.ToString()});
         return false;
       }
     }
@@ -1088,7 +1090,10 @@ std::string JobSuffix(const BenchPlan& plan, const JobOptions& j) {
 // Runs every job of the plan together. Throws UsageError, or EngineRefused
 // when an engine this machine refuses was asked for.
 RunResult RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
-  for (const JobOptions& j : plan.jobs) ValidateJob(j, plan);
+  for (const JobOptions& j : plan.jobs) {
+    if (Status bad = ValidateJob(j, plan); !bad.ok())
+      throw Usage{bad.context()};
+  }
   Targets targets;
   std::vector<Target*> target_of;
   RunResult res;
@@ -1137,8 +1142,8 @@ RunResult RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
         shared.cv.notify_all();
       }
       for (std::thread& t : threads) t.join();
-      throw UsageError{"--numjobs: could not start clone " + std::to_string(i) +
-                       " of " + std::to_string(n) + " (" + e.what() + ")"};
+      throw Usage{"--numjobs: could not start clone " + std::to_string(i) +
+                  " of " + std::to_string(n) + " (" + e.what() + ")"};
     }
   }
   rusage ru0;
@@ -1622,8 +1627,11 @@ BenchPlan WithValue(const BenchPlan& plan, const std::string& engine,
   for (JobOptions& j : p.jobs) {
     if (!engine.empty()) j.engine = engine;
     if (!plan.sweep.option.empty()) {
-      ApplyOption(p, j, plan.sweep.option, value, true,
-                  "--sweep " + plan.sweep.option);
+      if (Status bad = ApplyOption(p, j, plan.sweep.option, value, true,
+                                   "--sweep " + plan.sweep.option);
+          !bad.ok()) {
+        throw Usage{bad.context()};
+      }
     }
   }
   return p;
@@ -1740,7 +1748,11 @@ int RunBench(const BenchPlan& plan, std::ostream& out, std::ostream& err,
   try {
     if (plan.compare || !plan.sweep.option.empty()) {
       // Every combination is checked before the first run.
-      for (const JobOptions& j : plan.jobs) ValidateJob(j, plan);
+      for (const JobOptions& j : plan.jobs) {
+        if (Status bad = ValidateJob(j, plan); !bad.ok()) {
+          throw Usage{bad.context()};
+        }
+      }
       return RunTable(plan, out, err, err_is_tty);
     }
     RunResult res = RunOnce(plan, err, err_is_tty);
@@ -1764,7 +1776,7 @@ int RunBench(const BenchPlan& plan, std::ostream& out, std::ostream& err,
       return kExitIoError;
     }
     return kExitOk;
-  } catch (const UsageError& e) {
+  } catch (const Usage& e) {
     err << "aiokit bench: " << e.line << "\n";
     return kExitUsage;
   } catch (const EngineRefused& e) {
