@@ -26,6 +26,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "aiokit/aiokit.h"
@@ -47,16 +48,22 @@ constexpr uint64_t kMaxVerifyBlocks = 32ULL << 20;
 // Mismatch lines kept per clone (all are counted).
 constexpr size_t kMaxVerifyLines = 10;
 
-// A bad option or combination found while running (exit status 2).
-struct Usage {
-  std::string line;
+// An engine this machine refuses: a row of --compare, a usage error (exit
+// status 2) otherwise.
+struct EngineRefused {
+  std::string engine;  // as asked ("default": $AIOKIT_ENGINE, else auto)
+  std::string reason;
+  // The error line without --compare.
+  [[nodiscard]] std::string Line() const {
+    return "--ioengine=" + engine + ": " + reason;
+  }
 };
 
-// An engine this machine refuses: a row of --compare, an error otherwise.
-struct EngineRefused {
-  std::string engine;
-  std::string reason;
-};
+// Prints a usage error's line and returns the exit status for it.
+int ExitUsage(std::ostream& err, const std::string& line) {
+  err << "aiokit bench: " << line << "\n";
+  return kExitUsage;
+}
 
 std::string PercentKey(double p) {
   char buf[32];
@@ -210,8 +217,10 @@ std::string TempDir() {
 }
 
 // Opens (or creates) a job's target, settles its region, checks alignment,
-// lays out what the job will read and drops cached pages. Throws UsageError.
-void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
+// lays out what the job will read and drops cached pages.
+// On failure: a UsageError; a file it created is named in t.remove_path, for
+// RemoveCreated.
+Status OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
   const int direct = o.direct != 0 ? O_DIRECT : 0;
   const bool reads = o.Reads();
   bool fresh = false;
@@ -225,7 +234,7 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
         line +=
             "; use --direct=0, or --filename on a file system with O_DIRECT";
       }
-      throw Usage{line};
+      return UsageError(line);
     }
     t.file = std::move(*f);
     t.shown = dir + "/(temporary file, removed after the run)";
@@ -234,8 +243,8 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
     struct stat st;
     const bool exists = ::stat(o.filename.c_str(), &st) == 0;
     if (exists && S_ISDIR(st.st_mode)) {
-      throw Usage{"--filename=" + o.filename + job +
-                  ": is a directory; name a file or a block device"};
+      return UsageError("--filename=" + o.filename + job +
+                        ": is a directory; name a file or a block device");
     }
     t.block_device = exists && S_ISBLK(st.st_mode);
     // A read job on a short file extends it, so the file is opened for
@@ -249,8 +258,8 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
     if (!exists) flags = O_RDWR | O_CREAT | O_EXCL | direct;
     Result<File> f = File::Open(o.filename, flags, 0644);
     if (!f.ok()) {
-      throw Usage{"--filename=" + o.filename + job + ": " +
-                  f.status().ToString()};
+      return UsageError("--filename=" + o.filename + job + ": " +
+                        f.status().ToString());
     }
     t.file = std::move(*f);
     t.shown = o.filename;
@@ -261,20 +270,20 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
   }
   Result<uint64_t> have = t.file.Size();
   if (!have.ok()) {
-    throw Usage{"--filename=" + t.shown + job + ": " +
-                have.status().ToString()};
+    return UsageError("--filename=" + t.shown + job + ": " +
+                      have.status().ToString());
   }
   t.offset = o.offset;
   if (t.block_device) {
     if (o.offset >= *have) {
-      throw Usage{"--offset=" + std::to_string(o.offset) + job +
-                  ": at or past the end of " + t.shown + " (" +
-                  std::to_string(*have) + " bytes)"};
+      return UsageError("--offset=" + std::to_string(o.offset) + job +
+                        ": at or past the end of " + t.shown + " (" +
+                        std::to_string(*have) + " bytes)");
     }
     if (o.size_set && o.offset + o.size > *have) {
-      throw Usage{"--size=" + std::to_string(o.size) + job +
-                  ": --offset + --size is past the end of " + t.shown + " (" +
-                  std::to_string(*have) + " bytes)"};
+      return UsageError("--size=" + std::to_string(o.size) + job +
+                        ": --offset + --size is past the end of " + t.shown +
+                        " (" + std::to_string(*have) + " bytes)");
     }
     t.size = o.size_set ? o.size : *have - o.offset;
   } else if (o.size_set || fresh || *have <= o.offset) {
@@ -284,33 +293,34 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
   }
   const uint64_t unit = o.MinBs();
   if (t.size < o.MaxBs()) {
-    throw Usage{"--size" + job + ": " + t.shown + " gives the job " +
-                std::to_string(t.size) + " bytes, less than the block size " +
-                std::to_string(o.MaxBs())};
+    return UsageError("--size" + job + ": " + t.shown + " gives the job " +
+                      std::to_string(t.size) +
+                      " bytes, less than the block size " +
+                      std::to_string(o.MaxBs()));
   }
   t.size -= t.size % unit;
   const Alignment align = t.file.alignment();
   if (o.direct != 0 && align.known()) {
     const char* what = o.bs_min != 0 ? "--bsrange" : "--bs";
     if (unit % align.offset != 0) {
-      throw Usage{std::string(what) + "=" + std::to_string(unit) + job +
-                  ": with --direct=1 the block size must be a multiple "
-                  "of " +
-                  std::to_string(align.offset) +
-                  ", the O_DIRECT alignment of " + t.shown};
+      return UsageError(std::string(what) + "=" + std::to_string(unit) + job +
+                        ": with --direct=1 the block size must be a multiple "
+                        "of " +
+                        std::to_string(align.offset) +
+                        ", the O_DIRECT alignment of " + t.shown);
     }
     if (o.offset % align.offset != 0) {
-      throw Usage{"--offset=" + std::to_string(o.offset) + job +
-                  ": with --direct=1 it must be a multiple of " +
-                  std::to_string(align.offset) +
-                  ", the O_DIRECT alignment of " + t.shown};
+      return UsageError("--offset=" + std::to_string(o.offset) + job +
+                        ": with --direct=1 it must be a multiple of " +
+                        std::to_string(align.offset) +
+                        ", the O_DIRECT alignment of " + t.shown);
     }
   }
   if (!o.verify.empty() && t.size / o.bs > kMaxVerifyBlocks) {
-    throw Usage{"--verify" + job + ": " + std::to_string(t.size / o.bs) +
-                " blocks to track, at most " +
-                std::to_string(kMaxVerifyBlocks) +
-                "; use a smaller --size or a larger --bs"};
+    return UsageError("--verify" + job + ": " + std::to_string(t.size / o.bs) +
+                      " blocks to track, at most " +
+                      std::to_string(kMaxVerifyBlocks) +
+                      "; use a smaller --size or a larger --bs");
   }
   if (!t.block_device && reads) {
     Result<uint64_t> now = t.file.Size();
@@ -323,8 +333,8 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
       const uint64_t start = verify ? t.offset : from;
       if (Status s = LayOut(t.file, start - start % unit, end, verify, o.bs);
           !s.ok()) {
-        throw Usage{"--size=" + std::to_string(t.size) + job + ": " +
-                    s.ToString()};
+        return UsageError("--size=" + std::to_string(t.size) + job + ": " +
+                          s.ToString());
       }
       t.verify_layout = verify;
     }
@@ -334,6 +344,7 @@ void OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
     (void)::posix_fadvise(t.file.fd(), static_cast<off_t>(t.offset),
                           static_cast<off_t>(t.size), POSIX_FADV_DONTNEED);
   }
+  return {};
 }
 
 // -------------------------------------------------------------- One clone
@@ -420,8 +431,10 @@ struct RunShared {
   unsigned ready = 0;  // clones that set up (or failed to)
   bool go = false;     // start the clock
   bool abort = false;  // a clone could not set up: everyone leaves
+  // Why the run cannot start (the first clone's reason): an engine refused, or
+  // a usage error.
   std::optional<EngineRefused> refused;
-  std::optional<Usage> usage;
+  Status usage;
   Clock::time_point start;  // when the clones start
   // The process's CPU time when the last clone ends its measured phase.
   unsigned running = 0;
@@ -488,9 +501,10 @@ class Clone {
     Clock::time_point submit_start, issued;
   };
 
-  void Fail(std::optional<EngineRefused> refused, std::optional<Usage> usage) {
+  // This clone cannot start, and why: an engine refused, or a usage error.
+  void Fail(std::optional<EngineRefused> refused, Status usage) {
     std::lock_guard<std::mutex> lock(shared_->mu);
-    if (!shared_->refused && !shared_->usage) {
+    if (!shared_->refused && shared_->usage.ok()) {
       shared_->refused = std::move(refused);
       shared_->usage = std::move(usage);
     }
@@ -523,7 +537,7 @@ class Clone {
     eo.threads_ordered_per_fd = o_.threads_ordered;
     Result<std::unique_ptr<Engine>> made = MakeEngine(eo, &r_.passed_over);
     if (!made.ok()) {
-      Fail(EngineRefused{o_.engine, made.status().ToString()}, std::nullopt);
+      Fail(EngineRefused{o_.engine, made.status().ToString()}, Status());
       return false;
     }
     engine_ = std::move(*made);
@@ -531,7 +545,7 @@ class Clone {
       Result<FaultSpec> spec = ParseFaultSpec(o_.inject);
       if (!spec.ok()) {  // checked when parsed; kept for safety
         Fail(std::nullopt,
-             Usage{"--inject" + job + ": " + spec.status().ToString()});
+             UsageError("--inject" + job + ": " + spec.status().ToString()));
         return false;
       }
       // One seed per run (printed), one stream per clone.
@@ -541,7 +555,7 @@ class Clone {
           MakeFaultInjectingEngine(std::move(engine_), *spec);
       if (!wrapped.ok()) {
         Fail(std::nullopt,
-             Usage{"--inject" + job + ": " + wrapped.status().ToString()});
+             UsageError("--inject" + job + ": " + wrapped.status().ToString()));
         return false;
       }
       fault_ = wrapped->get();
@@ -556,14 +570,15 @@ class Clone {
     Result<BufferPool> pool =
         BufferPool::Create(o_.iodepth, o_.MaxBs(), mem_align);
     if (!pool.ok()) {
-      Fail(std::nullopt,
-           Usage{"--bs x --iodepth" + job + ": " + pool.status().ToString()});
+      Fail(std::nullopt, UsageError("--bs x --iodepth" + job + ": " +
+                                    pool.status().ToString()));
       return false;
     }
     pool_ = std::move(*pool);
     if (o_.fixedbufs) {
       if (Status s = engine_->RegisterBuffers(pool_.iovecs()); !s.ok()) {
-        Fail(std::nullopt, Usage{"--fixedbufs" + job + ": " + s.ToString()});
+        Fail(std::nullopt,
+             UsageError("--fixedbufs" + job + ": " + s.ToString()));
         return false;
       }
     }
@@ -572,7 +587,7 @@ class Clone {
       if (Status s = engine_->RegisterFiles(std::span<const int>(&fd, 1));
           !s.ok()) {
         Fail(std::nullopt,
-             Usage{"--registerfiles" + job + ": " + s.ToString()});
+             UsageError("--registerfiles" + job + ": " + s.ToString()));
         return false;
       }
     }
@@ -1087,12 +1102,16 @@ std::string JobSuffix(const BenchPlan& plan, const JobOptions& j) {
                                                     : "";
 }
 
-// Runs every job of the plan together. Throws UsageError, or EngineRefused
-// when an engine this machine refuses was asked for.
-RunResult RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
+// What one run gives: what it measured (failed I/O and verify mismatches
+// included), or why it did not start: a usage error (a bad option or
+// combination that only the files or the engines revealed) or an engine this
+// machine refuses. Files the run created are removed when it did not start.
+using RunOutcome = std::variant<RunResult, Status, EngineRefused>;
+
+// Runs every job of the plan together.
+RunOutcome RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
   for (const JobOptions& j : plan.jobs) {
-    if (Status bad = ValidateJob(j, plan); !bad.ok())
-      throw Usage{bad.context()};
+    if (Status bad = ValidateJob(j, plan); !bad.ok()) return bad;
   }
   Targets targets;
   std::vector<Target*> target_of;
@@ -1105,7 +1124,10 @@ RunResult RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
       // one per clone, as fio gives each clone a file of its own.
       if (shared == nullptr || j.filename.empty()) {
         targets.all.push_back(std::make_unique<Target>());
-        OpenTarget(j, suffix, *targets.all.back());
+        if (Status bad = OpenTarget(j, suffix, *targets.all.back());
+            !bad.ok()) {
+          return bad;
+        }
         shared = targets.all.back().get();
       }
       target_of.push_back(shared);
@@ -1128,6 +1150,9 @@ RunResult RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
   shared.running = static_cast<unsigned>(n);
   const auto seed_base = static_cast<uint64_t>(::getpid()) * 7919 + 17;
   for (size_t i = 0; i < n; ++i) {
+    // std::thread reports that it could not start a thread only by throwing
+    // std::system_error; it is caught here, at that one call, and becomes a
+    // usage error like any other.
     try {
       threads.emplace_back([&, i] {
         Clone c(*res.job_of[i], static_cast<unsigned>(i), target_of[i], &shared,
@@ -1142,8 +1167,9 @@ RunResult RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
         shared.cv.notify_all();
       }
       for (std::thread& t : threads) t.join();
-      throw Usage{"--numjobs: could not start clone " + std::to_string(i) +
-                  " of " + std::to_string(n) + " (" + e.what() + ")"};
+      return UsageError("--numjobs: could not start clone " +
+                        std::to_string(i) + " of " + std::to_string(n) + " (" +
+                        e.what() + ")");
     }
   }
   rusage ru0;
@@ -1226,8 +1252,8 @@ RunResult RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
   }
   for (std::thread& t : threads) t.join();
   if (printed) err << "\r\033[K" << std::flush;
-  if (shared.refused) throw *shared.refused;
-  if (shared.usage) throw *shared.usage;
+  if (shared.refused) return *shared.refused;
+  if (!shared.usage.ok()) return shared.usage;
   res.usr = CpuSeconds(shared.ru_end.ru_utime) - CpuSeconds(ru0.ru_utime);
   res.sys = CpuSeconds(shared.ru_end.ru_stime) - CpuSeconds(ru0.ru_stime);
   res.ctx = static_cast<uint64_t>((shared.ru_end.ru_nvcsw - ru0.ru_nvcsw) +
@@ -1619,8 +1645,10 @@ RowFigures Figures(const RunResult& res) {
   return f;
 }
 
-BenchPlan WithValue(const BenchPlan& plan, const std::string& engine,
-                    const std::string& value) {
+// The plan of one row: `engine` (empty: as asked) and the swept value.
+// On failure: a UsageError (values are checked when parsed; kept for safety).
+Result<BenchPlan> WithValue(const BenchPlan& plan, const std::string& engine,
+                            const std::string& value) {
   BenchPlan p = plan;
   p.compare = false;
   p.sweep = Sweep{};
@@ -1630,7 +1658,7 @@ BenchPlan WithValue(const BenchPlan& plan, const std::string& engine,
       if (Status bad = ApplyOption(p, j, plan.sweep.option, value, true,
                                    "--sweep " + plan.sweep.option);
           !bad.ok()) {
-        throw Usage{bad.context()};
+        return bad;
       }
     }
   }
@@ -1651,9 +1679,11 @@ int RunTable(const BenchPlan& plan, std::ostream& out, std::ostream& err,
   std::string failure;
   for (const std::string& engine : engines) {
     for (const std::string& value : values) {
+      Result<BenchPlan> with = WithValue(plan, engine, value);
+      if (!with.ok()) return ExitUsage(err, with.status().context());
       Row row{engine,
               value,
-              std::make_unique<BenchPlan>(WithValue(plan, engine, value)),
+              std::make_unique<BenchPlan>(std::move(*with)),
               std::nullopt,
               {}};
       const BenchPlan& p = *row.plan;
@@ -1662,12 +1692,15 @@ int RunTable(const BenchPlan& plan, std::ostream& out, std::ostream& err,
             << (value.empty() ? "" : plan.sweep.option + "=" + value)
             << "...\033[K" << std::flush;
       }
-      try {
-        row.run = RunOnce(p, err, tty);
+      RunOutcome got = RunOnce(p, err, tty);
+      if (auto* res = std::get_if<RunResult>(&got)) {
+        row.run = std::move(*res);
         if (failure.empty()) failure = Failure(*row.run);
-      } catch (const EngineRefused& r) {
-        if (!plan.compare) throw;
-        row.refused = r.reason;
+      } else if (const auto* refused = std::get_if<EngineRefused>(&got)) {
+        if (!plan.compare) return ExitUsage(err, refused->Line());
+        row.refused = refused->reason;
+      } else {
+        return ExitUsage(err, std::get<Status>(got).context());
       }
       rows.push_back(std::move(row));
     }
@@ -1745,44 +1778,43 @@ int RunTable(const BenchPlan& plan, std::ostream& out, std::ostream& err,
 
 int RunBench(const BenchPlan& plan, std::ostream& out, std::ostream& err,
              bool err_is_tty) {
-  try {
-    if (plan.compare || !plan.sweep.option.empty()) {
-      // Every combination is checked before the first run.
-      for (const JobOptions& j : plan.jobs) {
-        if (Status bad = ValidateJob(j, plan); !bad.ok()) {
-          throw Usage{bad.context()};
-        }
+  if (plan.compare || !plan.sweep.option.empty()) {
+    // Every combination is checked before the first run.
+    for (const JobOptions& j : plan.jobs) {
+      if (Status bad = ValidateJob(j, plan); !bad.ok()) {
+        return ExitUsage(err, bad.context());
       }
-      return RunTable(plan, out, err, err_is_tty);
     }
-    RunResult res = RunOnce(plan, err, err_is_tty);
-    const std::vector<Entry> entries = Entries(plan, res);
-    const uint64_t ios = RunIos(res);
-    if (plan.output_format == "json") {
-      Json jobs = Json::array();
-      for (const Entry& e : entries) jobs.push_back(JobJson(e, res, ios));
-      Json root;
-      root["fio version"] = std::string("aiokit-") + AIOKIT_VERSION_STRING;
-      root["timestamp"] = static_cast<uint64_t>(std::time(nullptr));
-      root["jobs"] = jobs;
-      out << root.dump(2) << "\n";
-    } else {
-      for (const Entry& e : entries) PrintEntry(out, e);
-      PrintCpu(out, res);
-    }
-    const std::string failure = Failure(res);
-    if (!failure.empty()) {
-      err << "aiokit bench: " << failure << "\n";
-      return kExitIoError;
-    }
-    return kExitOk;
-  } catch (const Usage& e) {
-    err << "aiokit bench: " << e.line << "\n";
-    return kExitUsage;
-  } catch (const EngineRefused& e) {
-    err << "aiokit bench: --ioengine=" << e.engine << ": " << e.reason << "\n";
-    return kExitUsage;
+    return RunTable(plan, out, err, err_is_tty);
   }
+  RunOutcome got = RunOnce(plan, err, err_is_tty);
+  if (const auto* bad = std::get_if<Status>(&got)) {
+    return ExitUsage(err, bad->context());
+  }
+  if (const auto* refused = std::get_if<EngineRefused>(&got)) {
+    return ExitUsage(err, refused->Line());
+  }
+  const RunResult& res = std::get<RunResult>(got);
+  const std::vector<Entry> entries = Entries(plan, res);
+  const uint64_t ios = RunIos(res);
+  if (plan.output_format == "json") {
+    Json jobs = Json::array();
+    for (const Entry& e : entries) jobs.push_back(JobJson(e, res, ios));
+    Json root;
+    root["fio version"] = std::string("aiokit-") + AIOKIT_VERSION_STRING;
+    root["timestamp"] = static_cast<uint64_t>(std::time(nullptr));
+    root["jobs"] = jobs;
+    out << root.dump(2) << "\n";
+  } else {
+    for (const Entry& e : entries) PrintEntry(out, e);
+    PrintCpu(out, res);
+  }
+  const std::string failure = Failure(res);
+  if (!failure.empty()) {
+    err << "aiokit bench: " << failure << "\n";
+    return kExitIoError;
+  }
+  return kExitOk;
 }
 
 }  // namespace aiokit::tool
