@@ -51,8 +51,8 @@ struct CloneResult {
   std::string inject;
   FaultStats faults;
   uint64_t reaped_twice = 0;
-  double seconds = 0;  // measured: from the end of ramp_time to the last
-                       // completion
+  // Measured: from the end of ramp_time to the last completion.
+  double seconds = 0;
   // Adds another clone of the same job (group_reporting).
   void Merge(const CloneResult& o);
 };
