@@ -5,9 +5,10 @@
 //  - odd: the rest is a job file's text for ParseJobFile.
 // Then ValidateJob on every job of the plan.
 //
-// Checked: the parser returns a plan (at least one job) or throws UsageError
-// with one non-empty line; a job that validates has a region [offset,
-// offset + size) within the largest file offset; no other exception escapes,
+// Checked: the parser returns a plan (at least one job) or a UsageError (a
+// Status of Errc::kInvalidArgument) with one non-empty line; so does
+// ValidateJob; a job that validates has a region [offset, offset + size)
+// within the largest file offset; no exception escapes (errors are values),
 // nothing crashes or aborts, no ASan or UBSan report, and it creates no file
 // (the parser must not open targets): the target's private temporary
 // directory holds only the job file the target wrote there.
@@ -92,11 +93,28 @@ std::vector<std::string> SplitArgs(std::string_view text) {
   return args;
 }
 
-void CheckUsageError(const aiokit::tool::UsageError& e) {
-  if (e.line.empty()) Fail("UsageError with an empty line");
-  if (e.line.find('\n') != std::string::npos) {
-    Fail("UsageError of more than one line: " + e.line);
+void CheckUsageError(const aiokit::Status& s) {
+  if (!s.Is(aiokit::Errc::kInvalidArgument)) {
+    Fail("an error that is not a UsageError: " + s.ToString());
   }
+  const std::string& line = s.context();
+  if (line.empty()) Fail("UsageError with an empty line");
+  if (line.find('\n') != std::string::npos) {
+    Fail("UsageError of more than one line: " + line);
+  }
+}
+
+// The plan the input parses to, or its UsageError.
+aiokit::Result<aiokit::tool::BenchPlan> Parse(std::string_view text,
+                                              bool job_file) {
+  if (!job_file) return aiokit::tool::ParseBenchArgs(SplitArgs(text));
+  aiokit::tool::BenchPlan plan;
+  aiokit::Result<std::vector<aiokit::tool::JobOptions>> jobs =
+      aiokit::tool::ParseJobFile(text, "fuzz.fio", aiokit::tool::JobOptions{},
+                                 plan);
+  if (!jobs.ok()) return jobs.status();
+  plan.jobs = std::move(*jobs);
+  return plan;
 }
 
 }  // namespace
@@ -119,18 +137,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data) + 1,
                               size - 1);
   const bool job_file = (data[0] & 1) != 0;
+  // Errors are values: any exception (std::bad_alloc included) is a finding.
   try {
-    aiokit::tool::BenchPlan plan;
-    if (job_file) {
-      plan.jobs = aiokit::tool::ParseJobFile(text, "fuzz.fio",
-                                             aiokit::tool::JobOptions{}, plan);
-    } else {
-      plan = aiokit::tool::ParseBenchArgs(SplitArgs(text));
-    }
-    if (!plan.help) {
-      if (plan.jobs.empty()) Fail("a plan without jobs");
-      for (const aiokit::tool::JobOptions& j : plan.jobs) {
-        aiokit::tool::ValidateJob(j, plan);
+    const aiokit::Result<aiokit::tool::BenchPlan> plan = Parse(text, job_file);
+    if (!plan.ok()) {
+      CheckUsageError(plan.status());
+    } else if (!plan->help) {
+      if (plan->jobs.empty()) Fail("a plan without jobs");
+      for (const aiokit::tool::JobOptions& j : plan->jobs) {
+        if (aiokit::Status bad = aiokit::tool::ValidateJob(j, *plan);
+            !bad.ok()) {
+          CheckUsageError(bad);
+          continue;
+        }
         // What validates is a region pread and pwrite can address (off_t).
         constexpr uint64_t kMaxOff = std::numeric_limits<int64_t>::max();
         if (j.size > kMaxOff || j.offset > kMaxOff - j.size) {
@@ -140,10 +159,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
       }
     }
-  } catch (const aiokit::tool::UsageError& e) {
-    CheckUsageError(e);
   } catch (const std::exception& e) {
-    Fail(std::string("an exception other than UsageError: ") + e.what());
+    Fail(std::string("an exception: ") + e.what());
   }
   if (std::string s = Strangers(); !s.empty()) {
     Fail("the parser created files:" + s);

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "verify.h"
@@ -13,21 +14,36 @@
 namespace aiokit::tool {
 namespace {
 
+// The parse's usage line, or "(accepted)".
 std::string UsageLine(const std::vector<std::string>& args) {
-  try {
-    (void)ParseBenchArgs(args);
-  } catch (const UsageError& e) {
-    return e.line;
+  Result<BenchPlan> p = ParseBenchArgs(args);
+  return p.ok() ? "(accepted)" : p.status().context();
+}
+
+// The usage line of the parse or the first job that does not validate, or
+// "(accepted)".
+std::string ValidateLine(const std::vector<std::string>& args) {
+  Result<BenchPlan> p = ParseBenchArgs(args);
+  if (!p.ok()) return "parse: " + p.status().context();
+  for (const JobOptions& j : p->jobs) {
+    if (Status bad = ValidateJob(j, *p); !bad.ok()) return bad.context();
   }
   return "(accepted)";
 }
 
+// The plan of arguments that parse.
+BenchPlan Parsed(const std::vector<std::string>& args) {
+  Result<BenchPlan> p = ParseBenchArgs(args);
+  EXPECT_TRUE(p.ok()) << p.status().context();
+  return p.ok() ? std::move(*p) : BenchPlan{};
+}
+
 TEST(BenchArgsTest, FioNamesValuesAndFlags) {
-  BenchPlan p = ParseBenchArgs(
-      {"--rw=randrw", "--rwmixwrite=30", "--bs", "8k", "--iodepth=4",
-       "--time_based", "--runtime=2s", "--ioengine=libaio", "--buffered=1",
-       "--fsync=8", "--offset=1m", "--ramp_time=100ms", "--verify=xxh3",
-       "--iodepth_batch=2", "--iodepth_batch_complete=3"});
+  BenchPlan p = Parsed({"--rw=randrw", "--rwmixwrite=30", "--bs", "8k",
+                        "--iodepth=4", "--time_based", "--runtime=2s",
+                        "--ioengine=libaio", "--buffered=1", "--fsync=8",
+                        "--offset=1m", "--ramp_time=100ms", "--verify=xxh3",
+                        "--iodepth_batch=2", "--iodepth_batch_complete=3"});
   ASSERT_EQ(p.jobs.size(), 1U);
   const JobOptions& j = p.jobs[0];
   EXPECT_EQ(j.rw, "randrw");
@@ -45,12 +61,12 @@ TEST(BenchArgsTest, FioNamesValuesAndFlags) {
   EXPECT_EQ(j.verify, "xxh3");
   EXPECT_EQ(j.iodepth_batch_submit, 2U);
   EXPECT_EQ(j.iodepth_batch_complete_min, 3U);
-  EXPECT_TRUE(ParseBenchArgs({"--time_based=0"}).jobs[0].time_based == false);
+  EXPECT_FALSE(Parsed({"--time_based=0"}).jobs.at(0).time_based);
 }
 
 TEST(BenchArgsTest, EachNameStartsAJobAndGlobalsComeFirst) {
-  BenchPlan p = ParseBenchArgs(
-      {"--bs=8k", "--name=a", "--rw=write", "--name=b", "--bs=16k"});
+  BenchPlan p =
+      Parsed({"--bs=8k", "--name=a", "--rw=write", "--name=b", "--bs=16k"});
   ASSERT_EQ(p.jobs.size(), 2U);
   EXPECT_EQ(p.jobs[0].name, "a");
   EXPECT_EQ(p.jobs[0].rw, "write");
@@ -88,16 +104,15 @@ TEST(BenchArgsTest, BadInputNamesTheOptionAndTheRule) {
             std::string::npos);
 }
 
+TEST(BenchArgsTest, UsageErrorsAreInvalidArgumentWithTheLineAsContext) {
+  Result<BenchPlan> p = ParseBenchArgs({"--iodepth=0"});
+  ASSERT_FALSE(p.ok());
+  EXPECT_TRUE(p.status().Is(Errc::kInvalidArgument));
+  EXPECT_EQ(p.status().context(), "--iodepth=0: must be 1 to 65536");
+}
+
 TEST(BenchArgsTest, CombinationsAreRefusedBeforeAnythingRuns) {
-  auto line = [](const std::vector<std::string>& args) -> std::string {
-    BenchPlan p = ParseBenchArgs(args);
-    try {
-      for (const JobOptions& j : p.jobs) ValidateJob(j, p);
-    } catch (const UsageError& e) {
-      return e.line;
-    }
-    return "(accepted)";
-  };
+  const auto line = ValidateLine;
   EXPECT_EQ(line({"--time_based"}), "--time_based: needs --runtime");
   EXPECT_EQ(line({"--iodepth=4", "--iodepth_batch_submit=8"}),
             "--iodepth_batch_submit=8: larger than --iodepth=4");
@@ -126,15 +141,7 @@ TEST(BenchArgsTest, CombinationsAreRefusedBeforeAnythingRuns) {
 // past 2^64 (or ended past 2^63 - 1) and was accepted, which defeated the
 // bench's checks against the file's or device's size.
 TEST(BenchArgsTest, ARegionPastTheLargestFileOffsetIsRefused) {
-  auto line = [](const std::vector<std::string>& args) -> std::string {
-    BenchPlan p = ParseBenchArgs(args);
-    try {
-      for (const JobOptions& j : p.jobs) ValidateJob(j, p);
-    } catch (const UsageError& e) {
-      return e.line;
-    }
-    return "(accepted)";
-  };
+  const auto line = ValidateLine;
   EXPECT_EQ(line({"--offset=8388607t", "--size=2t"}),
             "--offset=9223370937343148032: with --size=2199023255552, past "
             "the largest file offset (8 EiB)");
@@ -146,11 +153,13 @@ TEST(BenchArgsTest, ARegionPastTheLargestFileOffsetIsRefused) {
 
 TEST(JobFileTest, GlobalSectionsJobsCommentsAndFlags) {
   BenchPlan plan;
-  const std::vector<JobOptions> jobs = ParseJobFile(
+  const Result<std::vector<JobOptions>> parsed = ParseJobFile(
       "; comment\n# another\n[global]\nsize = 8m\ndirect=0\n\n[one]\n"
       "rw=write\ntime_based\nruntime=1\n[global]\nbs=8k\n[two]\n"
       "group_reporting\n",
       "f.fio", JobOptions{}, plan);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().context();
+  const std::vector<JobOptions>& jobs = *parsed;
   ASSERT_EQ(jobs.size(), 2U);
   EXPECT_EQ(jobs[0].name, "one");
   EXPECT_EQ(jobs[0].size, 8U << 20);
@@ -167,12 +176,9 @@ TEST(JobFileTest, GlobalSectionsJobsCommentsAndFlags) {
 TEST(JobFileTest, ErrorsNameFileAndLine) {
   auto line = [](const char* text) -> std::string {
     BenchPlan plan;
-    try {
-      (void)ParseJobFile(text, "j.fio", JobOptions{}, plan);
-    } catch (const UsageError& e) {
-      return e.line;
-    }
-    return "(accepted)";
+    Result<std::vector<JobOptions>> jobs =
+        ParseJobFile(text, "j.fio", JobOptions{}, plan);
+    return jobs.ok() ? "(accepted)" : jobs.status().context();
   };
   EXPECT_EQ(line("rw=read\n"), "j.fio:1: an option before any [section]");
   EXPECT_EQ(line("[a]\nrw=read\nfoo=1\n"),

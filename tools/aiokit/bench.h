@@ -14,13 +14,14 @@ namespace aiokit::tool {
 
 // Exit status of `aiokit bench`.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitIoError = 1;  // an I/O failed or a block did not
-                                        // verify
-inline constexpr int kExitUsage =
-    2;  // a bad option or combination; nothing was left behind
+// An I/O failed or a block did not verify.
+inline constexpr int kExitIoError = 1;
+// A bad option or combination; nothing was left behind.
+inline constexpr int kExitUsage = 2;
 
 // Runs the plan; prints the report on `out`, errors (one line each) and the
-// live progress line (when `err` is a terminal) on `err`.
+// live progress line (when `err` is a terminal) on `err`. Returns the exit
+// status.
 int RunBench(const BenchPlan& plan, std::ostream& out, std::ostream& err,
              bool err_is_tty);
 

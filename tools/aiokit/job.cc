@@ -18,8 +18,9 @@
 namespace aiokit::tool {
 namespace {
 
-using Setter = std::function<void(BenchPlan&, JobOptions&, std::string_view,
-                                  const std::string& where)>;
+// Sets one option from its value, or returns the UsageError that refuses it.
+using Setter = std::function<Status(BenchPlan&, JobOptions&, std::string_view,
+                                    const std::string& where)>;
 
 enum class Arg { kFlag, kValue };
 
@@ -31,54 +32,64 @@ struct Option {
   Setter set;
 };
 
-[[noreturn]] void Bad(const std::string& where, std::string_view value,
-                      const std::string& rule) {
-  throw UsageError{where + "=" + std::string(value) + ": " + rule};
+// "WHERE=VALUE: RULE".
+Status Bad(const std::string& where, std::string_view value,
+           const std::string& rule) {
+  return UsageError(where + "=" + std::string(value) + ": " + rule);
+}
+
+// Stores a parsed value in `field`, or returns why it did not parse (and
+// leaves `field` alone).
+template <typename T>
+Status Set(T& field, Result<T> parsed) {
+  if (!parsed.ok()) return parsed.status();
+  field = std::move(*parsed);
+  return {};
 }
 
 template <typename T>
-T Integer(std::string_view v, const std::string& where, T lo, T hi) {
+Result<T> Integer(std::string_view v, const std::string& where, T lo, T hi) {
   T out{};
   const char* end = v.data() + v.size();
   auto [p, ec] = std::from_chars(v.data(), end, out);
   if (ec != std::errc() || p != end || v.empty()) {
-    Bad(where, v, "not a whole number");
+    return Bad(where, v, "not a whole number");
   }
   if (out < lo || out > hi) {
-    Bad(where, v,
-        "must be " + std::to_string(lo) + " to " + std::to_string(hi));
+    return Bad(where, v,
+               "must be " + std::to_string(lo) + " to " + std::to_string(hi));
   }
   return out;
 }
 
-uint64_t Size(std::string_view v, const std::string& where) {
+Result<uint64_t> Size(std::string_view v, const std::string& where) {
   std::optional<uint64_t> s = ParseSize(v);
-  if (!s) Bad(where, v, "not a size (examples: 4096, 4k, 1m, 2g)");
+  if (!s) return Bad(where, v, "not a size (examples: 4096, 4k, 1m, 2g)");
   return *s;
 }
 
-uint64_t Duration(std::string_view v, const std::string& where) {
+Result<uint64_t> Duration(std::string_view v, const std::string& where) {
   std::optional<uint64_t> d = ParseDurationUs(v);
-  if (!d) Bad(where, v, "not a duration (examples: 5, 5s, 500ms, 2m)");
+  if (!d) return Bad(where, v, "not a duration (examples: 5, 5s, 500ms, 2m)");
   return *d;
 }
 
-bool Flag(std::string_view v, const std::string& where) {
+Result<bool> Flag(std::string_view v, const std::string& where) {
   if (v.empty() || v == "1" || v == "true") return true;
   if (v == "0" || v == "false") return false;
-  Bad(where, v, "a flag takes 1 or 0 (or nothing)");
+  return Bad(where, v, "a flag takes 1 or 0 (or nothing)");
 }
 
 // fio's ioengine names for the engines aiokit has, and aiokit's own.
-std::string EngineName(std::string_view v, const std::string& where) {
-  if (v == "libaio") return "linux-aio";
+Result<std::string> EngineName(std::string_view v, const std::string& where) {
+  if (v == "libaio") return std::string("linux-aio");
   if (v == "default" || v == "auto" || v == "linux-aio" || v == "io_uring" ||
       v == "threads") {
     return std::string(v);
   }
-  Bad(where, v,
-      "unknown engine; expected auto, linux-aio (fio: libaio), io_uring or "
-      "threads");
+  return Bad(where, v,
+             "unknown engine; expected auto, linux-aio (fio: libaio), io_uring "
+             "or threads");
 }
 
 const std::vector<Option>& Table() {
@@ -89,8 +100,9 @@ const std::vector<Option>& Table() {
        "Job name; on the command line, starts "
        "a job of its own",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         if (v.empty()) Bad(w, v, "a job needs a name");
+         if (v.empty()) return Bad(w, v, "a job needs a name");
          j.name = std::string(v);
+         return Status();
        }},
       {{"filename"},
        Arg::kValue,
@@ -99,6 +111,7 @@ const std::vector<Option>& Table() {
        "after the run)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string&) {
          j.filename = std::string(v);
+         return Status();
        }},
       {{"size"},
        Arg::kValue,
@@ -106,9 +119,12 @@ const std::vector<Option>& Table() {
        "Bytes of the file the job uses (default 128m, or the size of an "
        "existing file or device)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.size = Size(v, w);
-         if (j.size == 0) Bad(w, v, "must be at least one block");
+         Result<uint64_t> size = Size(v, w);
+         if (!size.ok()) return size.status();
+         if (*size == 0) return Bad(w, v, "must be at least one block");
+         j.size = *size;
          j.size_set = true;
+         return Status();
        }},
       {{"offset"},
        Arg::kValue,
@@ -116,7 +132,7 @@ const std::vector<Option>& Table() {
        "Where in the file the job's region "
        "starts (default 0)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.offset = Size(v, w);
+         return Set(j.offset, Size(v, w));
        }},
       {{"rw", "readwrite"},
        Arg::kValue,
@@ -125,34 +141,43 @@ const std::vector<Option>& Table() {
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          if (v != "read" && v != "write" && v != "randread" &&
              v != "randwrite" && v != "rw" && v != "randrw") {
-           Bad(w, v,
-               "unknown; expected read, write, randread, randwrite, rw or "
-               "randrw");
+           return Bad(w, v,
+                      "unknown; expected read, write, randread, randwrite, rw "
+                      "or randrw");
          }
          j.rw = std::string(v);
+         return Status();
        }},
       {{"rwmixread"},
        Arg::kValue,
        "PCT",
        "Percent of reads in rw and randrw (default 50)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.rwmixread = Integer<unsigned>(v, w, 0, 100);
+         return Set(j.rwmixread, Integer<unsigned>(v, w, 0, 100));
        }},
       {{"rwmixwrite"},
        Arg::kValue,
        "PCT",
        "Percent of writes in rw and randrw (100 - rwmixread)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.rwmixread = 100 - Integer<unsigned>(v, w, 0, 100);
+         Result<unsigned> pct = Integer<unsigned>(v, w, 0, 100);
+         if (!pct.ok()) return pct.status();
+         j.rwmixread = 100 - *pct;
+         return Status();
        }},
       {{"bs", "blocksize"},
        Arg::kValue,
        "SIZE",
        "Block size (default 4k)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.bs = Size(v, w);
-         if (j.bs == 0) Bad(w, v, "the block size must be at least 1 byte");
-         if (j.bs > (64ULL << 20)) Bad(w, v, "at most 64MiB per request");
+         Result<uint64_t> bs = Size(v, w);
+         if (!bs.ok()) return bs.status();
+         if (*bs == 0) {
+           return Bad(w, v, "the block size must be at least 1 byte");
+         }
+         if (*bs > (64ULL << 20)) return Bad(w, v, "at most 64MiB per request");
+         j.bs = *bs;
+         return Status();
        }},
       {{"bsrange", "blocksize_range"},
        Arg::kValue,
@@ -160,22 +185,27 @@ const std::vector<Option>& Table() {
        "Block sizes drawn at random from MIN to MAX, in multiples of MIN",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          const size_t dash = v.find('-');
-         if (dash == std::string_view::npos) Bad(w, v, "expected MIN-MAX");
-         const uint64_t lo = Size(v.substr(0, dash), w);
-         const uint64_t hi = Size(v.substr(dash + 1), w);
-         if (lo == 0 || lo > hi) {
-           Bad(w, v, "MIN must be at least 1 byte and at most MAX");
+         if (dash == std::string_view::npos) {
+           return Bad(w, v, "expected MIN-MAX");
          }
-         if (hi > (64ULL << 20)) Bad(w, v, "at most 64MiB per request");
-         j.bs_min = lo;
-         j.bs_max = hi;
+         const Result<uint64_t> lo = Size(v.substr(0, dash), w);
+         if (!lo.ok()) return lo.status();
+         const Result<uint64_t> hi = Size(v.substr(dash + 1), w);
+         if (!hi.ok()) return hi.status();
+         if (*lo == 0 || *lo > *hi) {
+           return Bad(w, v, "MIN must be at least 1 byte and at most MAX");
+         }
+         if (*hi > (64ULL << 20)) return Bad(w, v, "at most 64MiB per request");
+         j.bs_min = *lo;
+         j.bs_max = *hi;
+         return Status();
        }},
       {{"iodepth"},
        Arg::kValue,
        "N",
        "Requests kept in flight (default 32; fio: 1)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.iodepth = Integer<unsigned>(v, w, 1, 65536);
+         return Set(j.iodepth, Integer<unsigned>(v, w, 1, 65536));
        }},
       {{"iodepth_batch_submit", "iodepth_batch"},
        Arg::kValue,
@@ -183,78 +213,85 @@ const std::vector<Option>& Table() {
        "Requests handed to the engine per submission call (0: iodepth; "
        "default: a quarter of iodepth, at least 1; fio's default is 1)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.iodepth_batch_submit = Integer<unsigned>(v, w, 0, 65536);
-         j.iodepth_batch_submit_set = true;
+         Status bad =
+             Set(j.iodepth_batch_submit, Integer<unsigned>(v, w, 0, 65536));
+         if (bad.ok()) j.iodepth_batch_submit_set = true;
+         return bad;
        }},
       {{"iodepth_batch_complete_min", "iodepth_batch_complete"},
        Arg::kValue,
        "N",
        "Completions each reap waits for (default 1; 0: do not wait)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.iodepth_batch_complete_min = Integer<unsigned>(v, w, 0, 65536);
+         return Set(j.iodepth_batch_complete_min,
+                    Integer<unsigned>(v, w, 0, 65536));
        }},
       {{"iodepth_batch_complete_max"},
        Arg::kValue,
        "N",
        "Completions each reap takes at most (default: iodepth)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.iodepth_batch_complete_max = Integer<unsigned>(v, w, 0, 65536);
+         return Set(j.iodepth_batch_complete_max,
+                    Integer<unsigned>(v, w, 0, 65536));
        }},
       {{"numjobs"},
        Arg::kValue,
        "N",
        "Clones of the job, each a thread with its own engine (default 1)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.numjobs = Integer<unsigned>(v, w, 1, 256);
+         return Set(j.numjobs, Integer<unsigned>(v, w, 1, 256));
        }},
       {{"runtime", "timeout"},
        Arg::kValue,
        "TIME",
        "Stop after this long (default: when --size is done)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.runtime_us = Duration(v, w);
+         return Set(j.runtime_us, Duration(v, w));
        }},
       {{"time_based"},
        Arg::kFlag,
        "",
        "Run for --runtime even when --size is done",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.time_based = Flag(v, w);
+         return Set(j.time_based, Flag(v, w));
        }},
       {{"ramp_time"},
        Arg::kValue,
        "TIME",
        "Run this long before measuring (not counted in --runtime)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.ramp_time_us = Duration(v, w);
+         return Set(j.ramp_time_us, Duration(v, w));
        }},
       {{"direct"},
        Arg::kValue,
        "0|1",
        "1: O_DIRECT (default; fio: 0)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.direct = Integer<int>(v, w, 0, 1);
+         return Set(j.direct, Integer<int>(v, w, 0, 1));
        }},
       {{"buffered"},
        Arg::kValue,
        "0|1",
        "The opposite of --direct",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.direct = 1 - Integer<int>(v, w, 0, 1);
+         Result<int> direct = Integer<int>(v, w, 0, 1);
+         if (!direct.ok()) return direct.status();
+         j.direct = 1 - *direct;
+         return Status();
        }},
       {{"fsync"},
        Arg::kValue,
        "N",
        "An fsync after every N writes (default 0: never)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.fsync = Integer<unsigned>(v, w, 0, 1U << 30);
+         return Set(j.fsync, Integer<unsigned>(v, w, 0, 1U << 30));
        }},
       {{"invalidate"},
        Arg::kValue,
        "0|1",
        "Drop the file's cached pages before the job (default 1)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.invalidate = Integer<int>(v, w, 0, 1);
+         return Set(j.invalidate, Integer<int>(v, w, 0, 1));
        }},
       {{"ioengine", "engine"},
        Arg::kValue,
@@ -262,7 +299,7 @@ const std::vector<Option>& Table() {
        "auto, linux-aio (or fio's libaio), io_uring or threads (default: "
        "$AIOKIT_ENGINE, else auto)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.engine = EngineName(v, w);
+         return Set(j.engine, EngineName(v, w));
        }},
       {{"verify"},
        Arg::kValue,
@@ -276,8 +313,9 @@ const std::vector<Option>& Table() {
          } else if (v == "xxh3" || v == "xxhash") {
            j.verify = "xxh3";
          } else {
-           Bad(w, v, "expected xxh3 (or none)");
+           return Bad(w, v, "expected xxh3 (or none)");
          }
+         return Status();
        }},
       {{"inject"},
        Arg::kValue,
@@ -289,22 +327,23 @@ const std::vector<Option>& Table() {
        "run checks that every request completed exactly once",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          Result<FaultSpec> spec = ParseFaultSpec(v);
-         if (!spec.ok()) Bad(w, v, spec.status().context());
+         if (!spec.ok()) return Bad(w, v, spec.status().context());
          j.inject = std::string(v);
+         return Status();
        }},
       {{"thread"},
        Arg::kFlag,
        "",
        "Accepted for fio job files: every aiokit job is a thread",
        [](BenchPlan&, JobOptions&, std::string_view v, const std::string& w) {
-         (void)Flag(v, w);
+         return Flag(v, w).status();
        }},
       {{"group_reporting"},
        Arg::kFlag,
        "",
        "Report the clones of a job (--numjobs) as one",
        [](BenchPlan& p, JobOptions&, std::string_view v, const std::string& w) {
-         p.group_reporting = Flag(v, w);
+         return Set(p.group_reporting, Flag(v, w));
        }},
       {{"spin_us"},
        Arg::kValue,
@@ -312,7 +351,7 @@ const std::vector<Option>& Table() {
        "aiokit: watch the completion ring up to this many microseconds "
        "before sleeping (0: never; default: the library's, 50)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.spin_us = Integer<int>(v, w, 0, 1000000);
+         return Set(j.spin_us, Integer<int>(v, w, 0, 1000000));
        }},
       {{"spin_always"},
        Arg::kFlag,
@@ -320,71 +359,74 @@ const std::vector<Option>& Table() {
        "aiokit: spin every time (default: only while spinning catches "
        "completions)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.spin_always = Flag(v, w);
+         return Set(j.spin_always, Flag(v, w));
        }},
       {{"fixedbufs"},
        Arg::kFlag,
        "",
        "io_uring: register the I/O buffers with the kernel",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.fixedbufs = Flag(v, w);
+         return Set(j.fixedbufs, Flag(v, w));
        }},
       {{"registerfiles"},
        Arg::kFlag,
        "",
        "io_uring: register the file with the kernel",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.registerfiles = Flag(v, w);
+         return Set(j.registerfiles, Flag(v, w));
        }},
       {{"sqthread_poll"},
        Arg::kFlag,
        "",
        "io_uring: a kernel thread polls the submission queue",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.sqthread_poll = Flag(v, w);
+         return Set(j.sqthread_poll, Flag(v, w));
        }},
       {{"sqthread_poll_cpu"},
        Arg::kValue,
        "CPU",
        "io_uring: the CPU of that kernel thread",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.sqthread_poll_cpu = Integer<int>(v, w, 0, 65535);
+         return Set(j.sqthread_poll_cpu, Integer<int>(v, w, 0, 65535));
        }},
       {{"hipri"},
        Arg::kFlag,
        "",
        "io_uring: poll for completions (IORING_SETUP_IOPOLL)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.hipri = Flag(v, w);
+         return Set(j.hipri, Flag(v, w));
        }},
       {{"threads_min"},
        Arg::kValue,
        "N",
        "threads engine: workers kept when idle",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.threads_min = Integer<unsigned>(v, w, 0, 4096);
+         return Set(j.threads_min, Integer<unsigned>(v, w, 0, 4096));
        }},
       {{"threads_max"},
        Arg::kValue,
        "N",
        "threads engine: most workers (default: 2 per CPU, at least 4)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.threads_max = Integer<unsigned>(v, w, 0, 4096);
+         return Set(j.threads_max, Integer<unsigned>(v, w, 0, 4096));
        }},
       {{"threads_ordered"},
        Arg::kFlag,
        "",
        "threads engine: requests on one fd in submission order",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         j.threads_ordered = Flag(v, w);
+         return Set(j.threads_ordered, Flag(v, w));
        }},
       {{"output-format", "output_format"},
        Arg::kValue,
        "FORMAT",
        "normal (default) or json",
        [](BenchPlan& p, JobOptions&, std::string_view v, const std::string& w) {
-         if (v != "normal" && v != "json") Bad(w, v, "expected normal or json");
+         if (v != "normal" && v != "json") {
+           return Bad(w, v, "expected normal or json");
+         }
          p.output_format = std::string(v);
+         return Status();
        }},
       {{"compare"},
        Arg::kFlag,
@@ -392,7 +434,7 @@ const std::vector<Option>& Table() {
        "aiokit: run the job on every engine and print one table (engines "
        "this machine refuses are listed with the reason)",
        [](BenchPlan& p, JobOptions&, std::string_view v, const std::string& w) {
-         p.compare = Flag(v, w);
+         return Set(p.compare, Flag(v, w));
        }},
       {{"sweep"},
        Arg::kValue,
@@ -402,30 +444,35 @@ const std::vector<Option>& Table() {
        [](BenchPlan& p, JobOptions&, std::string_view v, const std::string& w) {
          const size_t eq = v.find('=');
          if (eq == std::string_view::npos || eq + 1 == v.size()) {
-           Bad(w, v, "expected OPTION=V1,V2,... (iodepth, bs or numjobs)");
+           return Bad(w, v,
+                      "expected OPTION=V1,V2,... (iodepth, bs or numjobs)");
          }
          Sweep s;
          s.option = std::string(v.substr(0, eq));
          if (s.option != "iodepth" && s.option != "bs" &&
              s.option != "numjobs") {
-           Bad(w, v, "only iodepth, bs or numjobs can be swept");
+           return Bad(w, v, "only iodepth, bs or numjobs can be swept");
          }
          std::string_view rest = v.substr(eq + 1);
          while (!rest.empty()) {
            const size_t comma = rest.find(',');
            std::string_view one = rest.substr(0, comma);
-           if (one.empty()) Bad(w, v, "an empty value in the list");
+           if (one.empty()) return Bad(w, v, "an empty value in the list");
            // Checked now, applied per run.
            BenchPlan scratch_plan;
            JobOptions scratch;
-           ApplyOption(scratch_plan, scratch, s.option, one, true,
-                       w + " (" + s.option + ")");
+           if (Status bad = ApplyOption(scratch_plan, scratch, s.option, one,
+                                        true, w + " (" + s.option + ")");
+               !bad.ok()) {
+             return bad;
+           }
            s.values.emplace_back(one);
            if (comma == std::string_view::npos) break;
            rest = rest.substr(comma + 1);
          }
-         if (s.values.size() > 64) Bad(w, v, "at most 64 values");
+         if (s.values.size() > 64) return Bad(w, v, "at most 64 values");
          p.sweep = std::move(s);
+         return Status();
        }},
   };
   return table;
@@ -459,33 +506,43 @@ struct Assignment {
   std::string where;
 };
 
-void Replay(BenchPlan& plan, JobOptions& job,
-            const std::vector<Assignment>& list) {
+Status Replay(BenchPlan& plan, JobOptions& job,
+              const std::vector<Assignment>& list) {
   for (const Assignment& a : list) {
-    ApplyOption(plan, job, a.key, a.value, a.has_value, a.where);
+    if (Status bad =
+            ApplyOption(plan, job, a.key, a.value, a.has_value, a.where);
+        !bad.ok()) {
+      return bad;
+    }
   }
+  return {};
 }
 
 }  // namespace
 
-void ApplyOption(BenchPlan& plan, JobOptions& job, std::string_view key,
-                 std::string_view value, bool has_value,
-                 const std::string& where) {
-  const Option* o = Find(key);
-  if (o == nullptr) {
-    throw UsageError{where +
-                     ": not an option aiokit bench knows (aiokit bench --help "
-                     "lists them)"};
-  }
-  if (o->arg == Arg::kValue && !has_value) {
-    throw UsageError{where + ": needs a value (" + o->metavar + ")"};
-  }
-  o->set(plan, job, value, where);
+Status UsageError(std::string line) {
+  return Status::Error(Errc::kInvalidArgument, std::move(line));
 }
 
-std::vector<JobOptions> ParseJobFile(std::string_view text,
-                                     const std::string& path,
-                                     const JobOptions& base, BenchPlan& plan) {
+Status ApplyOption(BenchPlan& plan, JobOptions& job, std::string_view key,
+                   std::string_view value, bool has_value,
+                   const std::string& where) {
+  const Option* o = Find(key);
+  if (o == nullptr) {
+    return UsageError(where +
+                      ": not an option aiokit bench knows (aiokit bench --help "
+                      "lists them)");
+  }
+  if (o->arg == Arg::kValue && !has_value) {
+    return UsageError(where + ": needs a value (" + o->metavar + ")");
+  }
+  return o->set(plan, job, value, where);
+}
+
+Result<std::vector<JobOptions>> ParseJobFile(std::string_view text,
+                                             const std::string& path,
+                                             const JobOptions& base,
+                                             BenchPlan& plan) {
   std::vector<JobOptions> jobs;
   JobOptions global = base;
   JobOptions* current = nullptr;
@@ -500,7 +557,7 @@ std::vector<JobOptions> ParseJobFile(std::string_view text,
     if (line.empty() || line.front() == ';' || line.front() == '#') continue;
     if (line.front() == '[') {
       if (line.back() != ']' || line.size() < 3) {
-        throw UsageError{at + ": a section is [name]"};
+        return UsageError(at + ": a section is [name]");
       }
       const std::string name(Trim(line.substr(1, line.size() - 2)));
       if (name == "global") {
@@ -513,7 +570,7 @@ std::vector<JobOptions> ParseJobFile(std::string_view text,
       continue;
     }
     if (current == nullptr) {
-      throw UsageError{at + ": an option before any [section]"};
+      return UsageError(at + ": an option before any [section]");
     }
     const size_t eq = line.find('=');
     const std::string key(Trim(line.substr(0, eq)));
@@ -523,14 +580,17 @@ std::vector<JobOptions> ParseJobFile(std::string_view text,
     std::string where = at;
     where += ": ";
     where += key;
-    ApplyOption(plan, *current, key, value, eq != std::string_view::npos,
-                where);
+    if (Status bad = ApplyOption(plan, *current, key, value,
+                                 eq != std::string_view::npos, where);
+        !bad.ok()) {
+      return bad;
+    }
   }
-  if (jobs.empty()) throw UsageError{path + ": no job sections"};
+  if (jobs.empty()) return UsageError(path + ": no job sections");
   return jobs;
 }
 
-BenchPlan ParseBenchArgs(const std::vector<std::string>& args) {
+Result<BenchPlan> ParseBenchArgs(const std::vector<std::string>& args) {
   BenchPlan plan;
   std::vector<Assignment> global;
   std::vector<std::vector<Assignment>> named;  // one per --name
@@ -543,7 +603,7 @@ BenchPlan ParseBenchArgs(const std::vector<std::string>& args) {
     }
     if (a.rfind("--", 0) != 0) {
       if (!a.empty() && a.front() == '-') {
-        throw UsageError{a + ": options are written --name=value"};
+        return UsageError(a + ": options are written --name=value");
       }
       files.push_back(a);
       continue;
@@ -556,13 +616,13 @@ BenchPlan ParseBenchArgs(const std::vector<std::string>& args) {
     if (as.has_value) as.value = a.substr(eq + 1);
     const Option* o = Find(as.key);
     if (o == nullptr) {
-      throw UsageError{as.where +
-                       ": not an option aiokit bench knows (aiokit bench "
-                       "--help lists them)"};
+      return UsageError(as.where +
+                        ": not an option aiokit bench knows (aiokit bench "
+                        "--help lists them)");
     }
     if (o->arg == Arg::kValue && !as.has_value) {
       if (i + 1 == args.size()) {
-        throw UsageError{as.where + ": needs a value (" + o->metavar + ")"};
+        return UsageError(as.where + ": needs a value (" + o->metavar + ")");
       }
       as.value = args[++i];
       as.has_value = true;
@@ -580,116 +640,122 @@ BenchPlan ParseBenchArgs(const std::vector<std::string>& args) {
     if (!in) {
       const int e = errno;
       const char* name = strerrorname_np(e);
-      throw UsageError{path + ": cannot read this job file (" +
-                       (name != nullptr ? name : std::to_string(e)) + ")"};
+      return UsageError(path + ": cannot read this job file (" +
+                        (name != nullptr ? name : std::to_string(e)) + ")");
     }
     std::stringstream ss;
     ss << in.rdbuf();
-    for (JobOptions& j : ParseJobFile(ss.str(), path, base, plan)) {
-      Replay(plan, j, global);  // the command line wins
+    Result<std::vector<JobOptions>> jobs =
+        ParseJobFile(ss.str(), path, base, plan);
+    if (!jobs.ok()) return jobs.status();
+    for (JobOptions& j : *jobs) {
+      // The command line wins.
+      if (Status bad = Replay(plan, j, global); !bad.ok()) return bad;
       plan.jobs.push_back(std::move(j));
     }
   }
   for (const std::vector<Assignment>& list : named) {
     JobOptions j = base;
-    Replay(plan, j, global);
-    Replay(plan, j, list);
+    if (Status bad = Replay(plan, j, global); !bad.ok()) return bad;
+    if (Status bad = Replay(plan, j, list); !bad.ok()) return bad;
     plan.jobs.push_back(std::move(j));
   }
   if (plan.jobs.empty()) {
     JobOptions j = base;
-    Replay(plan, j, global);
+    if (Status bad = Replay(plan, j, global); !bad.ok()) return bad;
     plan.jobs.push_back(std::move(j));
   }
   return plan;
 }
 
-void ValidateJob(const JobOptions& j, const BenchPlan& plan) {
+Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
   const std::string job = plan.jobs.size() > 1 ? " (job " + j.name + ")" : "";
   if (j.time_based && j.runtime_us == 0) {
-    throw UsageError{"--time_based" + job + ": needs --runtime"};
+    return UsageError("--time_based" + job + ": needs --runtime");
   }
   const unsigned depth = j.iodepth;
   if (j.iodepth_batch_submit > depth) {
-    throw UsageError{
+    return UsageError(
         "--iodepth_batch_submit=" + std::to_string(j.iodepth_batch_submit) +
-        job + ": larger than --iodepth=" + std::to_string(depth)};
+        job + ": larger than --iodepth=" + std::to_string(depth));
   }
   const unsigned cmax =
       j.iodepth_batch_complete_max != 0 ? j.iodepth_batch_complete_max : depth;
   if (cmax > depth) {
-    throw UsageError{"--iodepth_batch_complete_max=" + std::to_string(cmax) +
-                     job + ": larger than --iodepth=" + std::to_string(depth)};
+    return UsageError("--iodepth_batch_complete_max=" + std::to_string(cmax) +
+                      job + ": larger than --iodepth=" + std::to_string(depth));
   }
   if (j.iodepth_batch_complete_min > cmax) {
-    throw UsageError{"--iodepth_batch_complete_min=" +
-                     std::to_string(j.iodepth_batch_complete_min) + job +
-                     ": larger than --iodepth_batch_complete_max (" +
-                     std::to_string(cmax) + ")"};
+    return UsageError("--iodepth_batch_complete_min=" +
+                      std::to_string(j.iodepth_batch_complete_min) + job +
+                      ": larger than --iodepth_batch_complete_max (" +
+                      std::to_string(cmax) + ")");
   }
   if (j.fixedbufs && depth > 16384) {
-    throw UsageError{"--fixedbufs" + job +
-                     ": at most 16384 registered buffers (one per request of "
-                     "--iodepth=" +
-                     std::to_string(depth) + ")"};
+    return UsageError("--fixedbufs" + job +
+                      ": at most 16384 registered buffers (one per request of "
+                      "--iodepth=" +
+                      std::to_string(depth) + ")");
   }
   if (j.bs_min != 0 && j.MinBs() != j.MaxBs() && j.MaxBs() % j.MinBs() != 0) {
     // Sizes are drawn in multiples of MIN; MAX must be one of them.
-    throw UsageError{"--bsrange=" + std::to_string(j.bs_min) + "-" +
-                     std::to_string(j.bs_max) + job +
-                     ": MAX must be a multiple of MIN"};
+    return UsageError("--bsrange=" + std::to_string(j.bs_min) + "-" +
+                      std::to_string(j.bs_max) + job +
+                      ": MAX must be a multiple of MIN");
   }
   if (j.size_set && j.size < j.MaxBs()) {
-    throw UsageError{"--size=" + std::to_string(j.size) + job +
-                     ": smaller than the block size (" +
-                     std::to_string(j.MaxBs()) + ")"};
+    return UsageError("--size=" + std::to_string(j.size) + job +
+                      ": smaller than the block size (" +
+                      std::to_string(j.MaxBs()) + ")");
   }
   // pread and pwrite take a signed offset: the region must end by 2^63 - 1
   // (and offset + size must not wrap, which would defeat the checks against
   // the file's or device's size).
   constexpr uint64_t kMaxOffset = std::numeric_limits<int64_t>::max();
   if (j.size > kMaxOffset || j.offset > kMaxOffset - j.size) {
-    throw UsageError{"--offset=" + std::to_string(j.offset) + job +
-                     ": with --size=" + std::to_string(j.size) +
-                     ", past the largest file offset (8 EiB)"};
+    return UsageError("--offset=" + std::to_string(j.offset) + job +
+                      ": with --size=" + std::to_string(j.size) +
+                      ", past the largest file offset (8 EiB)");
   }
   if (j.fsync != 0 && !j.Writes()) {
-    throw UsageError{"--fsync=" + std::to_string(j.fsync) + job +
-                     ": --rw=" + j.rw + " does not write"};
+    return UsageError("--fsync=" + std::to_string(j.fsync) + job +
+                      ": --rw=" + j.rw + " does not write");
   }
   if (!j.verify.empty()) {
     if (j.bs_min != 0) {
-      throw UsageError{"--verify" + job +
-                       ": not with --bsrange (every block must have one size)"};
+      return UsageError(
+          "--verify" + job +
+          ": not with --bsrange (every block must have one size)");
     }
     if (j.bs < 32) {
-      throw UsageError{"--verify" + job + ": --bs=" + std::to_string(j.bs) +
-                       " is smaller than the 32-byte block header"};
+      return UsageError("--verify" + job + ": --bs=" + std::to_string(j.bs) +
+                        " is smaller than the 32-byte block header");
     }
     if (j.numjobs > 1 && !j.filename.empty() && j.Writes()) {
-      throw UsageError{"--verify" + job + " with --numjobs=" +
-                       std::to_string(j.numjobs) + " on one --filename: the " +
-                       "clones would overwrite each other's blocks"};
+      return UsageError("--verify" + job + " with --numjobs=" +
+                        std::to_string(j.numjobs) + " on one --filename: the " +
+                        "clones would overwrite each other's blocks");
     }
   }
   if (plan.compare && j.engine != "default") {
-    throw UsageError{"--compare" + job +
-                     ": runs every engine; drop --engine=" + j.engine};
+    return UsageError("--compare" + job +
+                      ": runs every engine; drop --engine=" + j.engine);
   }
   if (plan.compare &&
       (j.fixedbufs || j.registerfiles || j.sqthread_poll || j.hipri)) {
-    throw UsageError{"--compare" + job +
-                     ": io_uring-only options (--fixedbufs, --registerfiles, "
-                     "--sqthread_poll, --hipri) would be refused by the other "
-                     "engines"};
+    return UsageError("--compare" + job +
+                      ": io_uring-only options (--fixedbufs, --registerfiles, "
+                      "--sqthread_poll, --hipri) would be refused by the other "
+                      "engines");
   }
   if (j.engine != "default") {
     Result<EngineKind> kind = ParseEngineKind(j.engine);
     if (!kind.ok()) {
-      throw UsageError{"--ioengine=" + j.engine + job + ": " +
-                       kind.status().context()};
+      return UsageError("--ioengine=" + j.engine + job + ": " +
+                        kind.status().context());
     }
   }
+  return {};
 }
 
 std::string BenchHelp() {

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "aiokit/status.h"
+
 namespace aiokit::tool {
 
 // One job. Defaults follow fio except where noted.
@@ -102,35 +104,40 @@ struct BenchPlan {
   bool help = false;
 };
 
-// A bad option or combination: the one line to print, exit status 2.
-struct UsageError {
-  std::string line;
-};
+// A bad option or combination (exit status 2), as a value: a Status with
+// Errc::kInvalidArgument whose context is the one line to print after
+// "aiokit bench: " (print context(), not ToString()).
+[[nodiscard]] Status UsageError(std::string line);
 
 // Sets one option (fio's name, without "--") on `job`, or on the plan for the
 // options that belong to the whole run. `where` names the source in errors
-// ("--bs" or "jobs.fio:7: bs"). Throws UsageError.
-void ApplyOption(BenchPlan& plan, JobOptions& job, std::string_view key,
-                 std::string_view value, bool has_value,
-                 const std::string& where);
+// ("--bs" or "jobs.fio:7: bs").
+// On failure: a UsageError, and `job` and `plan` are unchanged.
+[[nodiscard]] Status ApplyOption(BenchPlan& plan, JobOptions& job,
+                                 std::string_view key, std::string_view value,
+                                 bool has_value, const std::string& where);
 
 // Parses a job file's text (fio's ini format: [global] and [job] sections,
 // `key=value` or a bare `key` for flags, `;` and `#` comments) into jobs, with
-// `base` under [global]. Throws UsageError naming file:line.
-std::vector<JobOptions> ParseJobFile(std::string_view text,
-                                     const std::string& path,
-                                     const JobOptions& base, BenchPlan& plan);
+// `base` under [global].
+// On success: at least one job. On failure: a UsageError naming file:line.
+[[nodiscard]] Result<std::vector<JobOptions>> ParseJobFile(
+    std::string_view text, const std::string& path, const JobOptions& base,
+    BenchPlan& plan);
 
 // Parses `aiokit bench`'s arguments (without "bench"): `--key=value`,
 // `--key value`, `--flag`, and job files as positional arguments. Options
 // before the first --name apply to every job (after a job file's own
 // settings, so the command line wins); each --name starts a job of its own.
-// Throws UsageError.
-BenchPlan ParseBenchArgs(const std::vector<std::string>& args);
-
-// Checks what can be checked without a file (values, combinations). Throws
+// Reads the job files named; creates no file.
+// On success: a plan with at least one job, or with `help` set. On failure: a
 // UsageError.
-void ValidateJob(const JobOptions& job, const BenchPlan& plan);
+[[nodiscard]] Result<BenchPlan> ParseBenchArgs(
+    const std::vector<std::string>& args);
+
+// Checks what can be checked without a file (values, combinations).
+// On failure: a UsageError.
+[[nodiscard]] Status ValidateJob(const JobOptions& job, const BenchPlan& plan);
 
 // The option list for --help.
 std::string BenchHelp();

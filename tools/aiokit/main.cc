@@ -23,18 +23,17 @@ int main(int argc, char** argv) {
   // every unknown option refused by name.
   if (argc >= 2 && std::string(argv[1]) == "bench") {
     std::vector<std::string> args(argv + 2, argv + argc);
-    aiokit::tool::BenchPlan plan;
-    try {
-      plan = aiokit::tool::ParseBenchArgs(args);
-    } catch (const aiokit::tool::UsageError& e) {
-      std::cerr << "aiokit bench: " << e.line << "\n";
+    aiokit::Result<aiokit::tool::BenchPlan> plan =
+        aiokit::tool::ParseBenchArgs(args);
+    if (!plan.ok()) {
+      std::cerr << "aiokit bench: " << plan.status().context() << "\n";
       return aiokit::tool::kExitUsage;
     }
-    if (plan.help) {
+    if (plan->help) {
       std::cout << aiokit::tool::BenchHelp();
       return 0;
     }
-    return aiokit::tool::RunBench(plan, std::cout, std::cerr,
+    return aiokit::tool::RunBench(*plan, std::cout, std::cerr,
                                   ::isatty(STDERR_FILENO) != 0);
   }
   CLI::App app{"aiokit: asynchronous block and file I/O for storage engines"};

@@ -1,0 +1,673 @@
+// A clone's I/O and verify loop (clone.h).
+
+#include "clone.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "aiokit/engine.h"
+#include "aiokit/fault.h"
+#include "aiokit/file.h"
+#include "aiokit/request.h"
+#include "random.h"
+#include "verify.h"
+
+namespace aiokit::tool {
+namespace {
+
+uint64_t NsBetween(Clock::time_point a, Clock::time_point b) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
+}
+
+enum class Kind : uint8_t { kRead, kWrite, kSync };
+
+class Clone {
+ public:
+  Clone(const JobOptions& o, unsigned index, Target* target, RunShared* shared,
+        Progress* progress, uint64_t seed)
+      : o_(o),
+        index_(index),
+        t_(target),
+        shared_(shared),
+        progress_(progress),
+        rng_(seed),
+        read_pct_(o.ReadPercent()),
+        random_(o.Random()) {
+    r_.job = o.name;
+    r_.clone = index;
+  }
+
+  CloneResult Run() {
+    if (!SetUp()) return std::move(r_);
+    if (!WaitForGo()) return std::move(r_);
+    Main();
+    if (!o_.verify.empty() && o_.Writes() && r_.first_error.empty()) {
+      VerifyWritten();
+    }
+    r_.es = engine_->Stats();
+    (void)engine_->Shutdown(kForever);
+    if (fault_ != nullptr) {
+      r_.faults = fault_->fault_stats();
+      // Every request handed to the engine came back exactly once.
+      if (r_.reaped_twice != 0) {
+        r_.first_error = std::to_string(r_.reaped_twice) +
+                         " requests were reaped while not in flight";
+      } else if (r_.faults.accepted != r_.faults.completed &&
+                 r_.first_error.empty()) {
+        r_.first_error =
+            "fault injection: " + std::to_string(r_.faults.accepted) +
+            " requests accepted, " + std::to_string(r_.faults.completed) +
+            " completed";
+      }
+    }
+    return std::move(r_);
+  }
+
+ private:
+  struct Slot {
+    Kind kind = Kind::kRead;
+    uint64_t block = 0;    // verify: the block index
+    uint64_t gen = 0;      // verify: the generation written
+    bool pending = false;  // accepted by the engine, not reaped yet
+    Clock::time_point submit_start, issued;
+  };
+
+  // This clone cannot start, and why: an engine refused, or a usage error.
+  void Fail(std::optional<EngineRefused> refused, Status usage) {
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    if (!shared_->refused && shared_->usage.ok()) {
+      shared_->refused = std::move(refused);
+      shared_->usage = std::move(usage);
+    }
+    shared_->abort = true;
+    ++shared_->ready;
+    shared_->cv.notify_all();
+  }
+
+  // Creates the engine (here: io_uring may tie the ring to its creating
+  // thread), the buffers and the registrations. False if the run must stop.
+  bool SetUp() {
+    const std::string job = o_.name == "aiokit" ? "" : " (job " + o_.name + ")";
+    EngineOptions eo;
+    Result<EngineKind> kind = ParseEngineKind(o_.engine);
+    eo.kind = kind.ok() ? *kind : EngineKind::kAuto;
+    eo.queue_depth = o_.iodepth;
+    eo.notify_fd = false;  // nothing polls it here
+    if (o_.spin_us >= 0) {
+      eo.spin_before_wait = std::chrono::microseconds(o_.spin_us);
+    }
+    eo.adaptive_spin = !o_.spin_always;
+    // One clone, one thread: the engine may use what that allows (io_uring:
+    // SINGLE_ISSUER, a registered ring fd), as fio does.
+    eo.single_thread = true;
+    eo.sqpoll = o_.sqthread_poll;
+    eo.sqpoll_cpu = o_.sqthread_poll_cpu;
+    eo.iopoll = o_.hipri;
+    eo.threads_min = o_.threads_min;
+    eo.threads_max = o_.threads_max;
+    eo.threads_ordered_per_fd = o_.threads_ordered;
+    Result<std::unique_ptr<Engine>> made = MakeEngine(eo, &r_.passed_over);
+    if (!made.ok()) {
+      Fail(EngineRefused{o_.engine, made.status().ToString()}, Status());
+      return false;
+    }
+    engine_ = std::move(*made);
+    if (!o_.inject.empty()) {
+      Result<FaultSpec> spec = ParseFaultSpec(o_.inject);
+      if (!spec.ok()) {  // checked when parsed; kept for safety
+        Fail(std::nullopt,
+             UsageError("--inject" + job + ": " + spec.status().ToString()));
+        return false;
+      }
+      // One seed per run (printed), one stream per clone.
+      if (spec->seed == 0) spec->seed = shared_->inject_seed;
+      spec->seed += r_.clone;
+      Result<std::unique_ptr<FaultInjectingEngine>> wrapped =
+          MakeFaultInjectingEngine(std::move(engine_), *spec);
+      if (!wrapped.ok()) {
+        Fail(std::nullopt,
+             UsageError("--inject" + job + ": " + wrapped.status().ToString()));
+        return false;
+      }
+      fault_ = wrapped->get();
+      r_.inject = FaultSpecString(fault_->spec());
+      engine_ = std::move(*wrapped);
+    }
+    r_.engine = engine_->Name();
+    r_.caps = engine_->GetCapabilities();
+    const Alignment align = t_->file.alignment();
+    const size_t mem_align =
+        std::max<size_t>(align.known() ? align.memory : 1, 4096);
+    Result<BufferPool> pool =
+        BufferPool::Create(o_.iodepth, o_.MaxBs(), mem_align);
+    if (!pool.ok()) {
+      Fail(std::nullopt, UsageError("--bs x --iodepth" + job + ": " +
+                                    pool.status().ToString()));
+      return false;
+    }
+    pool_ = std::move(*pool);
+    if (o_.fixedbufs) {
+      if (Status s = engine_->RegisterBuffers(pool_.iovecs()); !s.ok()) {
+        Fail(std::nullopt,
+             UsageError("--fixedbufs" + job + ": " + s.ToString()));
+        return false;
+      }
+    }
+    if (o_.registerfiles) {
+      const int fd = t_->file.fd();
+      if (Status s = engine_->RegisterFiles(std::span<const int>(&fd, 1));
+          !s.ok()) {
+        Fail(std::nullopt,
+             UsageError("--registerfiles" + job + ": " + s.ToString()));
+        return false;
+      }
+    }
+    if (o_.Writes() && o_.verify.empty()) {
+      for (size_t b = 0; b < pool_.count(); ++b) {
+        for (size_t i = 0; i + 8 <= o_.MaxBs(); i += 8) {
+          const uint64_t v = rng_.Next();
+          std::memcpy(pool_.buffer(b) + i, &v, 8);
+        }
+      }
+    }
+    perm_ = Permutation(t_->size / o_.bs, rng_);
+    reqs_.resize(o_.iodepth);
+    slots_.resize(o_.iodepth);
+    done_.resize(o_.iodepth);
+    batch_.reserve(o_.iodepth);
+    if (!o_.verify.empty()) {
+      const uint64_t blocks = t_->size / o_.bs;
+      gen_done_.assign(blocks, 0);
+      busy_.assign(blocks, 0);
+    }
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    ++shared_->ready;
+    shared_->cv.notify_all();
+    return true;
+  }
+
+  bool WaitForGo() {
+    std::unique_lock<std::mutex> lock(shared_->mu);
+    shared_->cv.wait(lock, [&] { return shared_->go || shared_->abort; });
+    return !shared_->abort;
+  }
+
+  // The next block size and offset in the region (relative to its start).
+  // False when verify finds no block free of I/O in flight.
+  bool PickPlace(Kind kind, uint64_t* len, uint64_t* off) {
+    const uint64_t unit = o_.MinBs();
+    uint64_t n = o_.bs;
+    if (o_.bs_min != 0) n = unit * (1 + rng_.Below(o_.MaxBs() / unit));
+    const uint64_t size = t_->size;
+    if (random_) {
+      const uint64_t places = (size - n) / unit + 1;
+      // One size: every block once per pass, in random order (fio's random
+      // map). Block sizes from a range: offsets at random.
+      *off = (o_.bs_min != 0 ? rng_.Below(places) : perm_.Next()) * unit;
+      if (!busy_.empty()) {
+        // Verify: never two requests on one block at once. Probe onward.
+        const uint64_t blocks = busy_.size();
+        uint64_t b = *off / n;
+        for (uint64_t k = 0; k < blocks && busy_[b] != 0; ++k) {
+          b = b + 1 == blocks ? 0 : b + 1;
+        }
+        if (busy_[b] != 0) return false;
+        *off = b * n;
+      }
+    } else {
+      if (seq_off_ + n > size) seq_off_ = 0;
+      *off = seq_off_;
+      if (!busy_.empty() && busy_[*off / n] != 0) return false;
+      seq_off_ += n;
+    }
+    (void)kind;
+    *len = n;
+    return true;
+  }
+
+  // Prepares slot i for the next request; false if none can be issued now.
+  bool Prep(size_t i) {
+    Slot& s = slots_[i];
+    Request& r = reqs_[i];
+    if (o_.fsync != 0 && writes_since_fsync_ >= o_.fsync) {
+      writes_since_fsync_ = 0;
+      s.kind = Kind::kSync;
+      r.PrepFsync(t_->file.fd());
+      r.priv = nullptr;
+      batch_.push_back(&r);
+      return true;
+    }
+    const unsigned pct = read_pct_;
+    const Kind kind = pct == 100              ? Kind::kRead
+                      : pct == 0              ? Kind::kWrite
+                      : rng_.Below(100) < pct ? Kind::kRead
+                                              : Kind::kWrite;
+    uint64_t len = 0, off = 0;
+    if (!PickPlace(kind, &len, &off)) return false;
+    s.kind = kind;
+    char* buf = pool_.buffer(i);
+    const uint64_t at = t_->offset + off;
+    if (!busy_.empty()) {
+      s.block = off / o_.bs;
+      busy_[s.block] = 1;
+    }
+    if (kind == Kind::kRead) {
+      r.PrepRead(t_->file, buf, len, at);
+    } else {
+      if (!busy_.empty()) {
+        s.gen = ++next_gen_;
+        FillVerifyBlock(buf, len, at, s.gen);
+      }
+      r.PrepWrite(t_->file, buf, len, at);
+      ++writes_since_fsync_;
+    }
+    if (o_.fixedbufs) r.SetFixedBuffer(static_cast<int16_t>(i));
+    issued_bytes_ += len;
+    batch_.push_back(&r);
+    return true;
+  }
+
+  void Submit() {
+    const size_t per_call = o_.SubmitBatch();
+    size_t off = 0;
+    while (off < batch_.size()) {
+      const size_t n = std::min(per_call, batch_.size() - off);
+      const Clock::time_point before = Clock::now();
+      const uint64_t eagain_before = InjectedEagains();
+      SubmitResult sr =
+          engine_->Submit(std::span<Request* const>(batch_.data() + off, n));
+      ++r_.submit_calls;
+      const Clock::time_point now = Clock::now();
+      for (size_t k = off; k < off + sr.accepted; ++k) {
+        Slot& s = slots_[static_cast<size_t>(batch_[k] - reqs_.data())];
+        s.submit_start = before;
+        s.issued = now;
+        s.pending = true;
+      }
+      // slat is recorded at completion, into its direction.
+      r_.submitted += sr.accepted;
+      in_flight_ += sr.accepted;
+      off += sr.accepted;
+      if (!sr.status.ok()) {
+        if (sr.status.Is(Errc::kQueueFull) && in_flight_ != 0) {
+          break;  // retried after the next reap
+        }
+        // An injected EAGAIN with nothing in flight: at once again.
+        if (sr.status.Is(Errc::kQueueFull) && InjectedEagain(eagain_before)) {
+          continue;
+        }
+        if (r_.first_error.empty()) r_.first_error = sr.status.ToString();
+        stop_ = true;
+        break;
+      }
+    }
+    if (stop_) {
+      // Requests never accepted free their blocks and slots.
+      for (size_t k = off; k < batch_.size(); ++k) {
+        const auto i = static_cast<size_t>(batch_[k] - reqs_.data());
+        if (!busy_.empty() && slots_[i].kind != Kind::kSync) {
+          busy_[slots_[i].block] = 0;
+        }
+      }
+      batch_.clear();
+      return;
+    }
+    batch_.erase(batch_.begin(),
+                 batch_.begin() + static_cast<std::ptrdiff_t>(off));
+  }
+
+  // --inject: EAGAINs injected so far (0 without it).
+  uint64_t InjectedEagains() const {
+    return fault_ != nullptr ? fault_->fault_stats().eagain : 0;
+  }
+  // True when the Submit that began at `before` met an injected EAGAIN (a
+  // real, lasting kQueueFull with nothing in flight stays an error).
+  bool InjectedEagain(uint64_t before) const {
+    return fault_ != nullptr && InjectedEagains() > before;
+  }
+  // Without --inject, Reap waits as long as it takes; with it, a completion
+  // that never comes is what the run checks for: wait long past any injected
+  // delay or stall, then report it.
+  std::chrono::nanoseconds ReapTimeout() const {
+    if (fault_ == nullptr) return kForever;
+    const FaultSpec& f = fault_->spec();
+    return std::chrono::seconds(30) +
+           2 * (f.delay_for + f.reorder_for + f.stall_for);
+  }
+  void Lost() {
+    if (!r_.first_error.empty()) return;
+    r_.first_error =
+        "fault injection: " + std::to_string(in_flight_) +
+        " requests accepted and never completed (no completion for " +
+        std::to_string(
+            std::chrono::duration_cast<std::chrono::seconds>(ReapTimeout())
+                .count()) +
+        " s)";
+  }
+  // Drops from done_[0, n) any request that was not in flight (reaped twice,
+  // or never submitted: counted, never handled as a completion); returns how
+  // many are left, moved to the front.
+  size_t Fresh(size_t n) {
+    size_t kept = 0;
+    for (size_t k = 0; k < n; ++k) {
+      const auto i = static_cast<size_t>(done_[k] - reqs_.data());
+      if (i >= slots_.size() || !slots_[i].pending) {
+        ++r_.reaped_twice;
+        continue;
+      }
+      done_[kept++] = done_[k];
+    }
+    return kept;
+  }
+
+  void Complete(size_t i, Clock::time_point now, bool measuring) {
+    Slot& s = slots_[i];
+    Request& r = reqs_[i];
+    DirStats& d = s.kind == Kind::kRead    ? r_.read
+                  : s.kind == Kind::kWrite ? r_.write
+                                           : r_.sync;
+    if (measuring) {
+      d.slat.Record(NsBetween(s.submit_start, s.issued));
+      d.clat.Record(NsBetween(s.issued, now));
+      d.lat.Record(NsBetween(s.submit_start, now));
+    }
+    s.pending = false;
+    const bool tracked = !busy_.empty() && s.kind != Kind::kSync;
+    if (tracked) busy_[s.block] = 0;
+    if (r.rval < 0) {
+      ++r_.errors[static_cast<int>(-r.rval)];
+      if (fault_ != nullptr) {
+        // Injected (or real) errors are counted and the run goes on; a block
+        // whose write failed holds unknown data.
+        if (tracked && s.kind == Kind::kWrite) gen_done_[s.block] = kTorn;
+        return;
+      }
+      if (r_.first_error.empty()) r_.first_error = Describe(r);
+      stop_ = true;
+      return;
+    }
+    if (measuring) {
+      ++d.ios;
+      d.bytes += static_cast<uint64_t>(r.rval);
+      if (static_cast<uint64_t>(r.rval) < r.length) ++d.short_ios;
+    }
+    if (tracked) {
+      if (s.kind == Kind::kWrite) {
+        if (static_cast<uint64_t>(r.rval) == r.length) {
+          gen_done_[s.block] = s.gen;
+        } else {
+          gen_done_[s.block] = kTorn;  // a short write: not checkable
+        }
+      } else if (static_cast<uint64_t>(r.rval) == r.length) {
+        Check(pool_.buffer(i), r.length, r.offset, gen_done_[s.block]);
+      }
+    }
+  }
+
+  // A read block against what this clone wrote there (`gen`: 0 for never
+  // written in this run).
+  void Check(const char* buf, uint64_t len, uint64_t at, uint64_t gen) {
+    if (gen == kTorn) return;
+    // Generation 0: not written by this clone; known only when this run laid
+    // the region out, otherwise any whole block of the right offset will do
+    // for a read job, and nothing can be said in a job that writes (another
+    // program may have left anything there).
+    std::optional<uint64_t> want;
+    if (gen != 0 || t_->verify_layout) {
+      want = gen;
+    } else if (o_.Writes()) {
+      return;
+    }
+    ++r_.verify_checked;
+    std::string bad = CheckVerifyBlock(buf, len, at, want);
+    if (!bad.empty()) {
+      ++r_.verify_failed;
+      if (r_.verify_lines.size() < kMaxVerifyLines) {
+        r_.verify_lines.push_back(std::move(bad));
+      }
+    }
+  }
+
+  void Main() {
+    const Clock::time_point start = shared_->start;
+    const Clock::time_point measure_from =
+        start + std::chrono::microseconds(o_.ramp_time_us);
+    const Clock::time_point end_at =
+        o_.runtime_us != 0
+            ? measure_from + std::chrono::microseconds(o_.runtime_us)
+            : Clock::time_point::max();
+    bool measuring = o_.ramp_time_us == 0;
+    const uint64_t budget = o_.time_based ? UINT64_MAX : t_->size;
+    const size_t cmax = o_.iodepth_batch_complete_max != 0
+                            ? o_.iodepth_batch_complete_max
+                            : o_.iodepth;
+    std::vector<size_t> idle;  // slots with nothing to do
+    for (size_t i = 0; i < o_.iodepth; ++i) idle.push_back(i);
+    auto refill = [&] {
+      // An fsync that is due still goes after the last write.
+      while (!idle.empty() && !stop_ &&
+             (issued_bytes_ < budget ||
+              (o_.fsync != 0 && writes_since_fsync_ >= o_.fsync))) {
+        if (!Prep(idle.back())) break;
+        idle.pop_back();
+      }
+    };
+    refill();
+    Submit();
+    Clock::time_point last = start;
+    uint64_t shown_ios = 0, shown_bytes = 0;
+    while (in_flight_ != 0) {
+      const size_t min =
+          std::min<size_t>(o_.iodepth_batch_complete_min, in_flight_);
+      Result<size_t> got = engine_->Reap(
+          std::span<Request*>(done_.data(), std::min(cmax, done_.size())), min,
+          ReapTimeout());
+      ++r_.reap_calls;
+      if (!got.ok()) {
+        if (r_.first_error.empty()) r_.first_error = got.status().ToString();
+        break;
+      }
+      const size_t raw = *got;
+      got = Fresh(raw);
+      if (raw == 0 && min != 0 && fault_ != nullptr) {
+        Lost();
+        break;
+      }
+      const Clock::time_point now = Clock::now();
+      if (*got != 0) last = now;
+      r_.reaped += *got;
+      in_flight_ -= *got;
+      if (!measuring && now >= measure_from) {
+        // The ramp is over: what follows is measured.
+        measuring = true;
+        r_.read = DirStats{};
+        r_.write = DirStats{};
+        r_.sync = DirStats{};
+        if (!o_.time_based) issued_bytes_ = 0;
+        last = measure_from;
+      }
+      if (now >= end_at) stop_ = true;
+      for (size_t k = 0; k < *got; ++k) {
+        const auto i = static_cast<size_t>(done_[k] - reqs_.data());
+        Complete(i, now, measuring && now >= measure_from);
+        idle.push_back(i);
+      }
+      refill();
+      if (!batch_.empty()) {
+        if (stop_) {
+          for (Request* r : batch_) {
+            const auto i = static_cast<size_t>(r - reqs_.data());
+            if (!busy_.empty() && slots_[i].kind != Kind::kSync) {
+              busy_[slots_[i].block] = 0;
+            }
+          }
+          batch_.clear();
+        } else {
+          Submit();
+        }
+      }
+      const uint64_t ios = r_.read.ios + r_.write.ios + r_.sync.ios;
+      if (ios - shown_ios >= 64 || in_flight_ == 0) {
+        progress_->ios.fetch_add(ios - shown_ios, std::memory_order_relaxed);
+        const uint64_t bytes = r_.read.bytes + r_.write.bytes;
+        progress_->bytes.fetch_add(bytes - shown_bytes,
+                                   std::memory_order_relaxed);
+        shown_ios = ios;
+        shown_bytes = bytes;
+      }
+    }
+    r_.seconds = measuring ? std::chrono::duration<double>(
+                                 std::max(last, measure_from) - measure_from)
+                                 .count()
+                           : 0.0;
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    if (--shared_->running == 0) {
+      ::getrusage(RUSAGE_SELF, &shared_->ru_end);
+      shared_->end = Clock::now();
+    }
+  }
+
+  // After a job that wrote: read back every block it wrote, at its depth,
+  // and check each against the generation written last.
+  void VerifyWritten() {
+    const uint64_t blocks = gen_done_.size();
+    uint64_t next = 0;
+    std::vector<size_t> idle;
+    for (size_t i = 0; i < o_.iodepth; ++i) idle.push_back(i);
+    in_flight_ = 0;
+    for (;;) {
+      while (!idle.empty() && next < blocks) {
+        if (gen_done_[next] == 0 || gen_done_[next] == kTorn) {
+          ++next;
+          continue;
+        }
+        const size_t i = idle.back();
+        idle.pop_back();
+        slots_[i].block = next;
+        reqs_[i].PrepRead(t_->file, pool_.buffer(i), o_.bs,
+                          t_->offset + next * o_.bs);
+        if (o_.fixedbufs) reqs_[i].SetFixedBuffer(static_cast<int16_t>(i));
+        batch_.push_back(&reqs_[i]);
+        ++next;
+      }
+      size_t off = 0;
+      while (off < batch_.size()) {
+        const uint64_t eagain_before = InjectedEagains();
+        SubmitResult sr = engine_->Submit(std::span<Request* const>(
+            batch_.data() + off, batch_.size() - off));
+        for (size_t k = off; k < off + sr.accepted; ++k) {
+          slots_[static_cast<size_t>(batch_[k] - reqs_.data())].pending = true;
+        }
+        off += sr.accepted;
+        in_flight_ += sr.accepted;
+        if (!sr.status.ok()) {
+          if (sr.status.Is(Errc::kQueueFull) && in_flight_ != 0) break;
+          if (sr.status.Is(Errc::kQueueFull) && InjectedEagain(eagain_before)) {
+            continue;
+          }
+          if (r_.first_error.empty()) {
+            r_.first_error = "verify: " + sr.status.ToString();
+          }
+          batch_.clear();
+          off = 0;
+          next = blocks;
+          break;
+        }
+      }
+      batch_.erase(batch_.begin(),
+                   batch_.begin() + static_cast<std::ptrdiff_t>(off));
+      if (in_flight_ == 0) break;
+      Result<size_t> got = engine_->Reap(done_, 1, ReapTimeout());
+      if (!got.ok()) {
+        if (r_.first_error.empty()) {
+          r_.first_error = "verify: " + got.status().ToString();
+        }
+        return;
+      }
+      const size_t raw = *got;
+      got = Fresh(raw);
+      if (raw == 0 && fault_ != nullptr) {
+        Lost();
+        return;
+      }
+      in_flight_ -= *got;
+      for (size_t k = 0; k < *got; ++k) {
+        Request* r = done_[k];
+        const auto i = static_cast<size_t>(r - reqs_.data());
+        idle.push_back(i);
+        slots_[i].pending = false;
+        if (r->rval < 0) {
+          ++r_.errors[static_cast<int>(-r->rval)];
+          if (r_.first_error.empty() && fault_ == nullptr)
+            r_.first_error = "verify: " + Describe(*r);
+          continue;
+        }
+        if (fault_ != nullptr && static_cast<uint64_t>(r->rval) != r->length) {
+          continue;  // a short read may be injected: not checkable
+        }
+        if (static_cast<uint64_t>(r->rval) != r->length) {
+          ++r_.verify_failed;
+          if (r_.verify_lines.size() < kMaxVerifyLines) {
+            r_.verify_lines.push_back(
+                "offset " + std::to_string(r->offset) + ": expected " +
+                std::to_string(r->length) + " bytes, read " +
+                std::to_string(r->rval) + " (the file is shorter)");
+          }
+          continue;
+        }
+        Check(pool_.buffer(i), r->length, r->offset,
+              gen_done_[slots_[i].block]);
+      }
+    }
+  }
+
+  static constexpr uint64_t kTorn = UINT64_MAX;
+
+  const JobOptions& o_;
+  unsigned index_;
+  Target* t_;
+  RunShared* shared_;
+  Progress* progress_;
+  Rng rng_;
+  // o_.ReadPercent() and o_.Random(), asked once: they compare strings (1% of
+  // the CPU of a page-cache run when asked per request).
+  unsigned read_pct_;
+  bool random_;
+  Permutation perm_;
+  CloneResult r_;
+  BufferPool pool_;
+  std::vector<Request> reqs_;
+  std::vector<Slot> slots_;
+  std::vector<Request*> done_;
+  std::vector<Request*> batch_;
+  size_t in_flight_ = 0;
+  bool stop_ = false;
+  uint64_t issued_bytes_ = 0;
+  uint64_t seq_off_ = 0;
+  uint64_t writes_since_fsync_ = 0;
+  // Verify: the generation last written to each block (0: not in this run),
+  // and whether a request on it is in flight.
+  std::vector<uint64_t> gen_done_;
+  std::vector<uint8_t> busy_;
+  uint64_t next_gen_ = 0;
+  // Last, so destroyed first: requests still in flight (a run that stopped on
+  // an error) are waited for while their memory and buffers still exist.
+  std::unique_ptr<Engine> engine_;
+  FaultInjectingEngine* fault_ = nullptr;  // engine_, when --inject wraps it
+};
+
+}  // namespace
+
+CloneResult RunClone(const JobOptions& o, unsigned index, Target* target,
+                     RunShared* shared, Progress* progress, uint64_t seed) {
+  Clone c(o, index, target, shared, progress, seed);
+  return c.Run();
+}
+
+}  // namespace aiokit::tool

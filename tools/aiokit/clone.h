@@ -1,0 +1,67 @@
+// One clone of an `aiokit bench` job: a thread with an engine of its own that
+// keeps --iodepth requests in flight on its target, measures them, checks
+// what --verify wrote, and reports what it did.
+
+#ifndef AIOKIT_TOOLS_AIOKIT_CLONE_H_
+#define AIOKIT_TOOLS_AIOKIT_CLONE_H_
+
+#include <sys/resource.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+
+#include "aiokit/status.h"
+#include "job.h"
+#include "results.h"
+#include "target.h"
+
+namespace aiokit::tool {
+
+using Clock = std::chrono::steady_clock;
+
+// What the clones and the run share, under `mu`: each clone sets up (its
+// engine, buffers and registrations) and counts itself `ready`; the run then
+// sets `go` (or, when a clone failed, the clones leave on `abort`); each clone
+// counts itself out of `running` when its measured phase ends.
+struct RunShared {
+  std::mutex mu;
+  std::condition_variable cv;
+  unsigned ready = 0;  // clones that set up (or failed to)
+  bool go = false;     // start the clock
+  bool abort = false;  // a clone could not set up: everyone leaves
+  // Why the run cannot start (the first clone's reason): an engine refused, or
+  // a usage error.
+  std::optional<EngineRefused> refused;
+  Status usage;
+  Clock::time_point start;  // when the clones start
+  unsigned running = 0;     // clones still in their measured phase
+  // The process's CPU time and the clock when the last of them ends it.
+  rusage ru_end{};
+  Clock::time_point end;
+  uint64_t inject_seed = 0;  // --inject without a seed: this run's
+};
+
+// A clone's I/O so far, for the progress line. Relaxed: the counts are only
+// shown, and nothing else is published through them.
+struct Progress {
+  std::atomic<uint64_t> ios{0};
+  std::atomic<uint64_t> bytes{0};
+};
+
+// Runs clone `index` of job `o` on `target` (on the calling thread, which is
+// the clone's): sets up, waits for the run's go, runs the job, verifies what
+// it wrote, and returns what it did. An I/O error or a verify mismatch is in
+// the result (first_error, verify_failed). A clone that cannot set up records
+// why in `shared` (refused or usage) and sets abort; every clone then returns
+// early.
+// REQUIRES: `o`, `target`, `shared` and `progress` outlive the call.
+CloneResult RunClone(const JobOptions& o, unsigned index, Target* target,
+                     RunShared* shared, Progress* progress, uint64_t seed);
+
+}  // namespace aiokit::tool
+
+#endif  // AIOKIT_TOOLS_AIOKIT_CLONE_H_

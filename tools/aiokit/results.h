@@ -1,0 +1,84 @@
+// What `aiokit bench` measured: per direction, per clone and per run; the
+// data the clones fill in and the report reads. Plain values.
+
+#ifndef AIOKIT_TOOLS_AIOKIT_RESULTS_H_
+#define AIOKIT_TOOLS_AIOKIT_RESULTS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "aiokit/engine.h"
+#include "aiokit/fault.h"
+#include "histogram.h"
+#include "job.h"
+
+namespace aiokit::tool {
+
+// Mismatch lines kept per clone (all are counted).
+inline constexpr size_t kMaxVerifyLines = 10;
+
+// What one direction (read, write or sync) did: counts and latencies.
+struct DirStats {
+  uint64_t ios = 0;
+  uint64_t bytes = 0;
+  uint64_t short_ios = 0;
+  LatencyHistogram slat;  // submission call's start to its return
+  LatencyHistogram clat;  // from there to the completion being reaped
+  LatencyHistogram lat;   // the two together
+  // Adds another clone's (group_reporting).
+  void Merge(const DirStats& o);
+};
+
+// What one clone did, as the report shows it.
+struct CloneResult {
+  std::string job;
+  unsigned clone = 0;
+  std::string engine;
+  std::vector<EngineRefusal> passed_over;
+  Capabilities caps;
+  EngineStats es;
+  DirStats read, write, sync;
+  std::map<int, uint64_t> errors;  // errno -> completions
+  std::string first_error;
+  uint64_t submit_calls = 0, submitted = 0, reap_calls = 0, reaped = 0;
+  uint64_t verify_checked = 0, verify_failed = 0;
+  std::vector<std::string> verify_lines;
+  // --inject: the spec with its seed, what was injected, and requests reaped
+  // while not in flight (must stay 0).
+  std::string inject;
+  FaultStats faults;
+  uint64_t reaped_twice = 0;
+  // Measured: from the end of ramp_time to the last completion.
+  double seconds = 0;
+  // Adds another clone of the same job (group_reporting).
+  void Merge(const CloneResult& o);
+};
+
+// What one run measured: every clone, and the process around them.
+struct RunResult {
+  std::vector<CloneResult> clones;
+  std::vector<const JobOptions*> job_of;  // per clone
+  double usr = 0, sys = 0;                // process CPU seconds, measured
+  double wall = 0;                        // seconds from go to the last end
+  uint64_t ctx = 0;
+  std::vector<std::string> shown;  // per clone: the target as printed
+  std::vector<uint64_t> sizes;     // per clone: the region's bytes
+};
+
+// An engine this machine refuses: a row of --compare, a usage error (exit
+// status 2) otherwise.
+struct EngineRefused {
+  std::string engine;  // as asked ("default": $AIOKIT_ENGINE, else auto)
+  std::string reason;
+  // The error line without --compare.
+  [[nodiscard]] std::string Line() const {
+    return "--ioengine=" + engine + ": " + reason;
+  }
+};
+
+}  // namespace aiokit::tool
+
+#endif  // AIOKIT_TOOLS_AIOKIT_RESULTS_H_

@@ -1,0 +1,54 @@
+// `aiokit bench`'s targets: the file or block device a job (or one clone)
+// runs on. Opened or created, its region settled and checked against the
+// file's size and O_DIRECT alignment, laid out for what the job reads, and
+// removed again, if the run created it, when the run does not start.
+
+#ifndef AIOKIT_TOOLS_AIOKIT_TARGET_H_
+#define AIOKIT_TOOLS_AIOKIT_TARGET_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "aiokit/file.h"
+#include "aiokit/status.h"
+#include "job.h"
+
+namespace aiokit::tool {
+
+// The file a job (or one clone) runs on.
+struct Target {
+  File file;
+  std::string shown;        // the path as printed
+  std::string remove_path;  // non-empty: we created this named file
+  bool block_device = false;
+  bool verify_layout = false;  // the region was laid out as verify blocks of
+                               // generation 0 by this run
+  uint64_t offset = 0;         // the job's region: [offset, offset + size)
+  uint64_t size = 0;           // a multiple of the smallest block size
+};
+
+// Closes and removes the file if this run created it; a no-op otherwise.
+void RemoveCreated(Target& t);
+
+// Owns every target of a run, so that a refused run removes what it created.
+struct Targets {
+  std::vector<std::unique_ptr<Target>> all;
+  ~Targets();
+  // Files a finished run created stay, as fio leaves them.
+  void Keep();
+};
+
+// Opens (or creates) a job's target, settles its region, checks alignment,
+// lays out what the job will read and drops cached pages. `job` follows the
+// option in messages (" (job NAME)", or empty).
+// REQUIRES: `o` passed ValidateJob.
+// On failure: a UsageError; a file it created is named in t.remove_path, for
+// RemoveCreated.
+[[nodiscard]] Status OpenTarget(const JobOptions& o, const std::string& job,
+                                Target& t);
+
+}  // namespace aiokit::tool
+
+#endif  // AIOKIT_TOOLS_AIOKIT_TARGET_H_
