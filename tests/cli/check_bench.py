@@ -44,7 +44,7 @@ for rw, direct in (("randread", "1"), ("randwrite", "1"), ("read", "0"), ("write
     check(c["min"] <= pct["50.000000"] <= pct["99.000000"] <= c["max"], f"{rw}: percentiles out of order")
     check(c["N"] == d["total_ios"], f"{rw}: clat N != total_ios")
     check("usr_cpu" in job and "sys_cpu" in job, f"{rw}: no cpu")
-    check(job["aiokit"]["engine"] in ("linux-aio", "io_uring", "threads"), f"{rw}: engine name")
+    check(job["aiokit"]["engine"] in ("linux-aio", "io_uring", "threads", "sync"), f"{rw}: engine name")
 
 # io_uring with fio's io_uring options, when this kernel allows io_uring.
 for extra in ([], ["--fixedbufs", "--registerfiles"], ["--sqthread_poll"]):

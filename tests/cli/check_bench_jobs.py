@@ -111,7 +111,7 @@ if check(code == 0, f"batching: exit {code}: {err}"):
 # Verify: a random-write job checks every block; a read job later checks them again, and catches a corrupted
 # block, a block copied to the wrong place, and (in a write job's file) a block that was never written.
 path = os.path.join(tmp, "verify.dat")
-for engine in ("linux-aio", "io_uring", "threads"):
+for engine in ("linux-aio", "io_uring", "threads", "sync"):
     code, doc, err = run_json("--filename=" + path, "--rw=randwrite", "--verify=xxh3", "--size=1m",
                               "--engine=" + engine)
     if code == 2 and engine in err:
@@ -147,7 +147,7 @@ if check(code == 0, f"verify randrw time_based: exit {code}: {err}"):
 code, doc, err = run_json("--compare", "--size=4m", "--iodepth=8")
 if check(code == 0, f"compare: exit {code}: {err}"):
     rows = doc["aiokit_table"]
-    check([r["engine"] for r in rows] == ["linux-aio", "io_uring", "threads"], f"compare: rows {rows}")
+    check([r["engine"] for r in rows] == ["linux-aio", "io_uring", "threads", "sync"], f"compare: rows {rows}")
     for r in rows:
         check(("iops" in r and r["iops"] > 0 and r["clat_p99_ns"] >= r["clat_p50_ns"]) or r.get("refused"),
               f"compare: row {r}")
@@ -164,14 +164,14 @@ if check(code == 0, f"sweep: exit {code}: {err}"):
     check(all(j["aiokit"]["sweep"]["option"] == "iodepth" for j in doc["jobs"]), "sweep: marked in the job")
 code, doc, err = run_json("--sweep=bs=4k,64k", "--compare", "--size=2m")
 if check(code == 0, f"sweep x compare: exit {code}: {err}"):
-    check(len(doc["aiokit_table"]) == 6, f"sweep x compare: {len(doc['aiokit_table'])} rows, want 6")
+    check(len(doc["aiokit_table"]) == 8, f"sweep x compare: {len(doc['aiokit_table'])} rows, want 8")
 
 # --inject: faults through a wrapper on every engine; errors are counted, not fatal; every request accepted
 # comes back exactly once, and verify checks what was written whole.
 path = os.path.join(tmp, "inject.dat")
 spec = ("eagain=0.05,partial=0.1,short=0.02,eio=0.02,enospc=0.02,delay=0.02:100us,reorder=0.05:300us,"
         "stall=0.01:1ms")
-for engine in ("linux-aio", "io_uring", "threads"):
+for engine in ("linux-aio", "io_uring", "threads", "sync"):
     code, doc, err = run_json("--filename=" + path, "--rw=randrw", "--verify=xxh3", "--size=2m", "--iodepth=16",
                               "--runtime=1", "--time_based", "--engine=" + engine, "--inject=" + spec)
     if code == 2 and engine in err:

@@ -83,13 +83,16 @@ Result<bool> Flag(std::string_view v, const std::string& where) {
 // fio's ioengine names for the engines aiokit has, and aiokit's own.
 Result<std::string> EngineName(std::string_view v, const std::string& where) {
   if (v == "libaio") return std::string("linux-aio");
+  // fio's psync (pread/pwrite) and sync (read/write): one request at a time,
+  // inside the submitting call.
+  if (v == "psync" || v == "sync") return std::string("sync");
   if (v == "default" || v == "auto" || v == "linux-aio" || v == "io_uring" ||
       v == "threads") {
     return std::string(v);
   }
   return Bad(where, v,
-             "unknown engine; expected auto, linux-aio (fio: libaio), io_uring "
-             "or threads");
+             "unknown engine; expected auto, linux-aio (fio: libaio), io_uring, "
+             "threads or sync (fio: psync, sync)");
 }
 
 const std::vector<Option>& Table() {
@@ -296,8 +299,8 @@ const std::vector<Option>& Table() {
       {{"ioengine", "engine"},
        Arg::kValue,
        "ENGINE",
-       "auto, linux-aio (or fio's libaio), io_uring or threads (default: "
-       "$AIOKIT_ENGINE, else auto)",
+       "auto, linux-aio (or fio's libaio), io_uring, threads or sync (fio's "
+       "psync: the I/O inside Submit) (default: $AIOKIT_ENGINE, else auto)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          return Set(j.engine, EngineName(v, w));
        }},

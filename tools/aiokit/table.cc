@@ -91,7 +91,8 @@ int RunTable(const BenchPlan& plan, std::ostream& out, std::ostream& err,
   }
   std::vector<std::string> engines;
   if (plan.compare) {
-    engines = {"linux-aio", "io_uring", "threads"};
+    // sync last: the baseline, one request at a time in the caller's thread.
+    engines = {"linux-aio", "io_uring", "threads", "sync"};
   } else {
     engines = {""};
   }
