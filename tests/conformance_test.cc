@@ -1,7 +1,5 @@
-// The conformance suite: what every engine must do, run on each engine by name.
-// A new engine joins by adding its name to kEngines at the bottom.
-// (Engines may carry a variant: "linux-aio/nospin" never spins before
-// sleeping.)
+// The conformance suite: what every engine must do, run on each engine and
+// variant by name (testing::AllEngines() in engines.h).
 
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -47,27 +45,22 @@ constexpr size_t kBlock = 4096;
 
 class ConformanceTest : public ::testing::TestWithParam<std::string> {
  protected:
-  // Makes the engine under test; skips when this machine refuses it.
+  void SetUp() override {
+    AIOKIT_MAKE_ENGINE_OR_SKIP(e, GetParam(), EngineOptions{});
+    engine_ = std::move(e);
+  }
+
+  // Another engine of the kind under test, with `options`; nullptr, with the
+  // reason as a failure, when it cannot be made (SetUp made one, so this
+  // machine does not refuse the engine).
   std::unique_ptr<Engine> Make(EngineOptions options = {}) {
     Result<std::unique_ptr<Engine>> e =
         testing::MakeNamedEngine(GetParam(), options);
     if (!e.ok()) {
-      if (e.status().Is(Errc::kUnsupported)) {
-        skip_reason_ = e.status().ToString();
-        return nullptr;
-      }
-      ADD_FAILURE() << e.status().ToString();
+      ADD_FAILURE() << GetParam() << ": " << e.status().ToString();
       return nullptr;
     }
     return std::move(*e);
-  }
-
-  void SetUp() override {
-    engine_ = Make();
-    if (engine_ == nullptr && !skip_reason_.empty()) {
-      GTEST_SKIP() << skip_reason_;
-    }
-    ASSERT_NE(engine_, nullptr);
   }
 
   // An O_DIRECT scratch file, or a skip when the test directory's file system
@@ -96,7 +89,6 @@ class ConformanceTest : public ::testing::TestWithParam<std::string> {
   }
 
   std::unique_ptr<Engine> engine_;
-  std::string skip_reason_;
   std::string direct_skip_;
 };
 
@@ -609,8 +601,7 @@ TEST_P(ConformanceTest, SubmitAfterShutdownIsRefusedAndLeavesTheRequestIdle) {
 }
 
 TEST_P(ConformanceTest, ShutdownWakesABlockedReaper) {
-  if (testing::EngineVariant(GetParam()) == "single" ||
-      testing::EngineVariant(GetParam()) == "defer") {
+  if (testing::OneThreadPromised(GetParam())) {
     GTEST_SKIP() << "the engine was promised one thread";
   }
   Status reaper_status;
@@ -1119,9 +1110,7 @@ TEST_P(ConformanceTest, PolledIoOnADeviceWithoutPollQueuesFailsWithEopnotsupp) {
   }
   EngineOptions o;
   o.iopoll = true;
-  std::unique_ptr<Engine> e = Make(o);
-  if (e == nullptr && !skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
-  ASSERT_NE(e, nullptr);
+  AIOKIT_MAKE_ENGINE_OR_SKIP(e, GetParam(), o);
   if (!e->GetCapabilities().iopoll) {
     GTEST_SKIP() << "this kernel refuses IORING_SETUP_IOPOLL";
   }
@@ -1234,8 +1223,7 @@ TEST_P(ConformanceTest, SubmittingARequestStillInFlightIsRefused) {
 // ---- Threads. ----
 
 TEST_P(ConformanceTest, ManySubmittersOneReaperEachRequestOnce) {
-  if (testing::EngineVariant(GetParam()) == "single" ||
-      testing::EngineVariant(GetParam()) == "defer") {
+  if (testing::OneThreadPromised(GetParam())) {
     GTEST_SKIP() << "the engine was promised one thread";
   }
   File f = ScratchFile(256 * 1024, 30);
@@ -1284,8 +1272,7 @@ TEST_P(ConformanceTest, ManySubmittersOneReaperEachRequestOnce) {
 }
 
 TEST_P(ConformanceTest, ABlockedReaperWakesForACompletionWithoutIo) {
-  if (testing::EngineVariant(GetParam()) == "single" ||
-      testing::EngineVariant(GetParam()) == "defer") {
+  if (testing::OneThreadPromised(GetParam())) {
     GTEST_SKIP() << "the engine was promised one thread";
   }
   Result<size_t> got = size_t{0};
@@ -1435,28 +1422,12 @@ TEST_P(ConformanceTest, RegisteringBuffersOverTheMemlockLimitSaysSo) {
       << s.ToString();
 }
 
-// Each engine, and variants of their options: linux-aio's sleep-only wait path;
-// io_uring promised one thread (SINGLE_ISSUER, DEFER_TASKRUN, registered ring
-// fd), with COOP_TASKRUN for any thread (the libaio drop-in's setting), and
-// with a kernel thread polling its submission queue.
-const std::vector<std::string> kEngines = {
-    "linux-aio",     "linux-aio/nospin", "threads",        "threads/ordered",
-#if AIOKIT_HAVE_IO_URING
-    "io_uring",      "io_uring/single",  "io_uring/defer", "io_uring/sqpoll",
-    "io_uring/coop",
-#endif
-};
-
 INSTANTIATE_TEST_SUITE_P(Engines, ConformanceTest,
-                         ::testing::ValuesIn(kEngines),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           return testing::ParamName(info.param);
-                         });
+                         ::testing::ValuesIn(testing::AllEngines()),
+                         testing::EngineParamName);
 INSTANTIATE_TEST_SUITE_P(Engines, FaultedConformanceTest,
-                         ::testing::ValuesIn(kEngines),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           return testing::ParamName(info.param);
-                         });
+                         ::testing::ValuesIn(testing::AllEngines()),
+                         testing::EngineParamName);
 
 }  // namespace
 }  // namespace aiokit
