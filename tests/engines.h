@@ -103,10 +103,13 @@ inline Result<std::unique_ptr<Engine>> MakeNamedEngine(
 }
 
 // True when `s` (from making an engine) says this machine or process refuses
-// that engine (not built, a kernel without it, a seccomp filter or policy): a
-// test skips.
+// that engine: not built or not offered (kUnsupported), a kernel without it
+// (ENOSYS), a seccomp filter, container policy or kernel.io_uring_disabled
+// (EPERM), a security module (EACCES). A test skips.
 inline bool EngineRefusedHere(const Status& s) {
-  return s.Is(Errc::kUnsupported) || s.code() == std::errc::permission_denied ||
+  return s.Is(Errc::kUnsupported) ||
+         s.code() == std::errc::operation_not_permitted ||
+         s.code() == std::errc::permission_denied ||
          s.code() == std::errc::function_not_supported;
 }
 
