@@ -98,6 +98,13 @@ inline Result<std::unique_ptr<Engine>> MakeNamedEngine(
   } else if (variant == "sqpoll") {
     options.sqpoll = true;
     options.sqpoll_idle = std::chrono::milliseconds(10);
+  } else if (!variant.empty()) {
+    // Not the default engine under a misspelt name.
+    return Status::Error(Errc::kInvalidArgument,
+                         "test parameter \"" + param + "\": no variant \"" +
+                             variant +
+                             "\" (nospin, single, defer, coop, ordered, "
+                             "sqpoll)");
   }
   return MakeEngine(options);
 }

@@ -30,6 +30,13 @@ TEST(EnginesTest, PlainEnginesAreEachEngineOnceWithoutAVariant) {
             (std::vector<std::string>{"linux-aio", "io_uring", "threads"}));
 }
 
+TEST(EnginesTest, AMisspeltVariantIsAnErrorNotTheDefaultEngine) {
+  Result<std::unique_ptr<Engine>> e = MakeNamedEngine("threads/oredred");
+  ASSERT_FALSE(e.ok());
+  EXPECT_TRUE(e.status().Is(Errc::kInvalidArgument)) << e.status().ToString();
+  EXPECT_FALSE(EngineRefusedHere(e.status()));
+}
+
 // Regression: EngineRefusedHere compared the status with
 // std::errc::permission_denied, which is EACCES, so an engine that a seccomp
 // filter or container policy refuses with EPERM failed the test instead of
