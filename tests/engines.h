@@ -139,9 +139,9 @@ inline std::string EngineParamName(
 // Declares `std::unique_ptr<aiokit::Engine> var` holding the engine that
 // `param` names, made with `options` (MakeNamedEngine). When this machine
 // refuses that engine (EngineRefusedHere) the test is skipped with the
-// reason; any other error fails it. Either way the enclosing function
-// returns, so use it in a test body, SetUp or another function returning
-// void whose caller returns when IsSkipped() or HasFatalFailure().
+// reason; any other error, or no engine, fails it. Either way the enclosing
+// function returns, so use it in a test body, SetUp or another function
+// returning void whose caller returns when IsSkipped() or HasFatalFailure().
 #define AIOKIT_MAKE_ENGINE_OR_SKIP(var, param, options)                       \
   std::unique_ptr<::aiokit::Engine> var;                                      \
   if (::aiokit::Result<std::unique_ptr<::aiokit::Engine>> var##_made =        \
@@ -153,6 +153,7 @@ inline std::string EngineParamName(
                  << " refused here: " << var##_made.status().ToString();      \
   } else {                                                                    \
     FAIL() << "making " << (param) << ": " << var##_made.status().ToString(); \
-  }
+  }                                                                           \
+  ASSERT_NE(var, nullptr) << "making " << (param) << ": no engine, no error"
 
 #endif  // AIOKIT_TESTS_ENGINES_H_
