@@ -141,12 +141,8 @@ TEST_P(DifferentialTest, RandomIoFromSeveralThreadsMatchesTheModel) {
 
   EngineOptions opts;
   opts.queue_depth = kThreads * kSlots;
-  Result<std::unique_ptr<Engine>> made = MakeNamedEngine(engine_name, opts);
-  if (!made.ok() && testing::EngineRefusedHere(made.status())) {
-    GTEST_SKIP() << made.status().ToString();
-  }
-  ASSERT_TRUE(made.ok()) << made.status().ToString();
-  Engine& engine = **made;
+  AIOKIT_MAKE_ENGINE_OR_SKIP(made, engine_name, opts);
+  Engine& engine = *made;
 
   std::mutex mu;  // the model, every Worker's ops and counters
   std::vector<std::string> failures;
@@ -347,7 +343,7 @@ TEST_P(DifferentialTest, RandomIoFromSeveralThreadsMatchesTheModel) {
   const EngineStats st = engine.Stats();
   EXPECT_EQ(st.in_flight, 0U);
   ASSERT_TRUE(engine.Shutdown(std::chrono::seconds(10)).ok());
-  made->reset();
+  made.reset();
   ASSERT_TRUE(file->Close().ok());
 
   // Opened again: the whole file through a new engine, then with pread.
@@ -402,12 +398,13 @@ std::string ParamName(
                                                            : "_buffered"));
 }
 
-const std::string kEngineNames[] = {"linux-aio", "io_uring", "threads"};
-
-INSTANTIATE_TEST_SUITE_P(Engines, DifferentialTest,
-                         ::testing::Combine(::testing::ValuesIn(kEngineNames),
-                                            ::testing::Bool()),
-                         ParamName);
+// Each engine with its default options, as since this suite was written (no
+// reason was recorded; all of AllEngines() would triple its running time).
+INSTANTIATE_TEST_SUITE_P(
+    Engines, DifferentialTest,
+    ::testing::Combine(::testing::ValuesIn(testing::PlainEngines()),
+                       ::testing::Bool()),
+    ParamName);
 
 }  // namespace
 }  // namespace aiokit

@@ -53,13 +53,9 @@ void ReadBack(Engine& e) {
 
 class IoUringTest : public ::testing::Test {
  protected:
+  // Skips every test where this machine refuses io_uring.
   void SetUp() override {
-    EngineOptions o;
-    if (MakeUring(o) == nullptr) {
-      Result<std::unique_ptr<Engine>> e =
-          testing::MakeNamedEngine("io_uring", o);
-      GTEST_SKIP() << "io_uring refused here: " << e.status().ToString();
-    }
+    AIOKIT_MAKE_ENGINE_OR_SKIP(probe, "io_uring", EngineOptions{});
   }
 };
 

@@ -125,26 +125,8 @@ long ThreadCountDownTo(long want) {
 
 class LifecycleTest : public ::testing::TestWithParam<std::string> {
  protected:
-  // Makes the engine under test, or says why this machine refuses it
-  // (`skip` set) or why it failed (ADD_FAILURE).
-  std::unique_ptr<Engine> Make(const EngineOptions& options,
-                               std::string* skip) {
-    Result<std::unique_ptr<Engine>> e =
-        testing::MakeNamedEngine(GetParam(), options);
-    if (!e.ok()) {
-      if (e.status().Is(Errc::kUnsupported)) {
-        *skip = e.status().ToString();
-      } else {
-        ADD_FAILURE() << e.status().ToString();
-      }
-      return nullptr;
-    }
-    return std::move(*e);
-  }
-
   [[nodiscard]] bool OneThreadPromised() const {
-    const std::string v = testing::EngineVariant(GetParam());
-    return v == "single" || v == "defer";
+    return testing::OneThreadPromised(GetParam());
   }
 
   // See ShutdownUnderLoad.
@@ -192,10 +174,7 @@ void LifecycleTest::ShutdownUnderLoad(std::chrono::nanoseconds first_timeout) {
   // Far fewer than are in flight: the engines' overflow paths (linux-aio
   // reaping to make room, io_uring's FIFO, the threads ring) carry the rest.
   o.queue_depth = 1024;
-  std::string skip;
-  std::unique_ptr<Engine> engine = Make(o, &skip);
-  if (engine == nullptr && !skip.empty()) GTEST_SKIP() << skip;
-  ASSERT_NE(engine, nullptr);
+  AIOKIT_MAKE_ENGINE_OR_SKIP(engine, GetParam(), o);
   const std::string name = testing::EngineName(GetParam());
 
   std::atomic<size_t> accepted{0};
@@ -458,10 +437,7 @@ TEST_P(LifecycleTest, ReapSaysShutdownOnlyOnceNoSubmitCanStillAccept) {
     }
   } unhook;
   File f = testing::ScratchFile(8192, 43);
-  std::string skip;
-  std::unique_ptr<Engine> engine = Make({}, &skip);
-  if (engine == nullptr && !skip.empty()) GTEST_SKIP() << skip;
-  ASSERT_NE(engine, nullptr);
+  AIOKIT_MAKE_ENGINE_OR_SKIP(engine, GetParam(), EngineOptions{});
   std::vector<char> buf(kBlock);
   Request req;
   req.PrepRead(f.fd(), buf.data(), kBlock, 0);
@@ -523,13 +499,10 @@ TEST_P(LifecycleTest, AThousandCreateDestroyCyclesLeaveNoDescriptorOrThread) {
   File f = testing::ScratchFile(64 * 1024, 42);
   EngineOptions o;
   o.queue_depth = 16;
-  std::string skip;
   {
     // Once before counting: whatever the first engine sets up for good
     // (probes, caches) is not a leak.
-    std::unique_ptr<Engine> warm = Make(o, &skip);
-    if (warm == nullptr && !skip.empty()) GTEST_SKIP() << skip;
-    ASSERT_NE(warm, nullptr);
+    AIOKIT_MAKE_ENGINE_OR_SKIP(warm, GetParam(), o);
   }
   const long fds_before = CountEntries("/proc/self/fd");
   const long threads_before = SettledThreadCount();
@@ -542,7 +515,6 @@ TEST_P(LifecycleTest, AThousandCreateDestroyCyclesLeaveNoDescriptorOrThread) {
   // tenth is shut down first.
   auto cycler = [&](int first) {
     std::vector<char> bufs(kReads * kBlock);
-    std::string why;
     for (int cycle = first; cycle < kCycles && failures.load() == 0;
          cycle += kCyclers) {
       std::vector<Request> reqs(kReads + 1);
@@ -551,12 +523,14 @@ TEST_P(LifecycleTest, AThousandCreateDestroyCyclesLeaveNoDescriptorOrThread) {
                          ((static_cast<size_t>(cycle) + i) % 16) * kBlock);
       }
       reqs[kReads].PrepNoop();
-      std::unique_ptr<Engine> e = Make(o, &why);
-      if (e == nullptr) {
-        ADD_FAILURE() << "cycle " << cycle << ": " << why;
+      Result<std::unique_ptr<Engine>> made =
+          testing::MakeNamedEngine(GetParam(), o);
+      if (!made.ok()) {
+        ADD_FAILURE() << "cycle " << cycle << ": " << made.status().ToString();
         ++failures;
         break;
       }
+      std::unique_ptr<Engine> e = std::move(*made);
       SubmitResult sr = e->Submit(testing::Pointers(reqs));
       if (sr.accepted != reqs.size()) {
         ADD_FAILURE() << "cycle " << cycle << ": " << sr.status.ToString();
@@ -617,19 +591,10 @@ TEST_P(LifecycleTest, AThousandCreateDestroyCyclesLeaveNoDescriptorOrThread) {
   EXPECT_LE(threads_after, threads_before);
 }
 
-// The engines and variants of the conformance suite.
-const std::vector<std::string> kEngines = {
-    "linux-aio",     "linux-aio/nospin", "threads",        "threads/ordered",
-#if AIOKIT_HAVE_IO_URING
-    "io_uring",      "io_uring/single",  "io_uring/defer", "io_uring/sqpoll",
-    "io_uring/coop",
-#endif
-};
-
-INSTANTIATE_TEST_SUITE_P(Engines, LifecycleTest, ::testing::ValuesIn(kEngines),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           return testing::ParamName(info.param);
-                         });
+// Every engine and variant, as the conformance suite.
+INSTANTIATE_TEST_SUITE_P(Engines, LifecycleTest,
+                         ::testing::ValuesIn(testing::AllEngines()),
+                         testing::EngineParamName);
 
 }  // namespace
 }  // namespace aiokit

@@ -1,5 +1,6 @@
 // Helpers shared by aiokit's tests: scratch files, data patterns, engines by
-// name, exactly-once reaping and fault injection under the syscall layer.
+// name (engines.h), exactly-once reaping and fault injection under the
+// syscall layer.
 
 #ifndef AIOKIT_TESTS_TEST_UTIL_H_
 #define AIOKIT_TESTS_TEST_UTIL_H_
@@ -20,6 +21,7 @@
 #include "aiokit/engine.h"
 #include "aiokit/file.h"
 #include "aiokit/request.h"
+#include "engines.h"
 #include "sys/syscalls.h"
 
 namespace aiokit::testing {
@@ -74,60 +76,6 @@ inline File ScratchFile(size_t size, uint64_t seed, int flags = 0) {
     ::close(wfd);
   }
   return std::move(*f);
-}
-
-// Makes the named engine or explains why not; a test calls GTEST_SKIP on
-// kUnsupported.
-// Splits "linux-aio/nospin" into the engine name and its variant.
-inline std::string EngineName(const std::string& param) {
-  return param.substr(0, param.find('/'));
-}
-inline std::string EngineVariant(const std::string& param) {
-  const size_t slash = param.find('/');
-  return slash == std::string::npos ? "" : param.substr(slash + 1);
-}
-
-// Makes the engine a test parameter names: an engine name, optionally with a
-// variant of its options: "/nospin" never spins before sleeping, "/single"
-// promises one thread (io_uring: SINGLE_ISSUER, DEFER_TASKRUN), "/sqpoll" has
-// a kernel thread poll the submission queue.
-inline Result<std::unique_ptr<Engine>> MakeNamedEngine(
-    const std::string& param, EngineOptions options = {}) {
-  Result<EngineKind> kind = ParseEngineKind(EngineName(param));
-  if (!kind.ok()) return kind.status();
-  options.kind = *kind;
-  const std::string variant = EngineVariant(param);
-  if (variant == "nospin") {
-    options.spin_before_wait = std::chrono::microseconds(0);
-  } else if (variant == "single") {
-    options.single_thread = true;
-  } else if (variant == "defer") {
-    options.single_thread = true;
-    options.defer_taskrun = true;
-  } else if (variant == "coop") {
-    options.coop_taskrun = true;
-  } else if (variant == "ordered") {
-    options.threads_ordered_per_fd = true;
-  } else if (variant == "sqpoll") {
-    options.sqpoll = true;
-    options.sqpoll_idle = std::chrono::milliseconds(10);
-  }
-  return MakeEngine(options);
-}
-
-// True when `s` (from making an engine) says this machine or process refuses
-// that engine (not built, a kernel without it, a policy): a test skips.
-inline bool EngineRefusedHere(const Status& s) {
-  return s.Is(Errc::kUnsupported) || s.code() == std::errc::permission_denied ||
-         s.code() == std::errc::function_not_supported;
-}
-
-// A test parameter as a gtest name: '-' and '/' become '_'.
-inline std::string ParamName(std::string name) {
-  for (char& c : name) {
-    if (c == '-' || c == '/') c = '_';
-  }
-  return name;
 }
 
 // Reaps until `expected` requests have come back or `timeout` passes. Counts
