@@ -10,6 +10,9 @@
 #ifndef AIOKIT_TESTS_DELIVERY_H_
 #define AIOKIT_TESTS_DELIVERY_H_
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -32,6 +35,9 @@ struct DeliveredQueue {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<Request*> reqs;
+  // An eventfd signalled after each request is queued, or -1 (the
+  // collector's NotifyFd when a completion thread delivers).
+  int efd = -1;
   // Requests the callback got whose state did not read completed there (an
   // engine that calls back too early): the collector counts them, and
   // DeliveredBeforeCompleted() makes the test fail.
@@ -45,6 +51,10 @@ struct DeliveredQueue {
       q->reqs.push_back(req);
     }
     q->cv.notify_all();
+    if (q->efd >= 0) {
+      const uint64_t one = 1;
+      (void)!::write(q->efd, &one, sizeof(one));
+    }
   }
 };
 
@@ -59,7 +69,20 @@ class CallbackCollector final : public EngineWrapper {
         queue_(std::move(queue)),
         own_thread_(own_thread) {}
   // The target may still call back as it shuts down: it goes first.
-  ~CallbackCollector() override { ResetTarget(); }
+  ~CallbackCollector() override {
+    ResetTarget();
+    if (queue_->efd >= 0) ::close(queue_->efd);
+  }
+
+  // With a completion thread the engine's NotifyFd fires when the kernel has
+  // completed a request, before the thread delivers it, so it cannot say what
+  // this Reap would find: the collector's own eventfd, signalled once the
+  // callback has queued the request, does (as a program's own would).
+  Result<int> NotifyFd() override {
+    Result<int> inner = target().NotifyFd();
+    if (!inner.ok() || !own_thread_) return inner;
+    return queue_->efd;
+  }
 
   [[nodiscard]] size_t not_completed() const {
     std::lock_guard<std::mutex> lock(queue_->mu);
@@ -81,11 +104,10 @@ class CallbackCollector final : public EngineWrapper {
       const bool time_left = forever || now < deadline;
       if (n == out.size() || (asked && (n >= min || !time_left))) return n;
       const std::chrono::nanoseconds left =
-          forever ? kForever
-          : time_left
-              ? std::chrono::duration_cast<std::chrono::nanoseconds>(deadline -
-                                                                     now)
-              : std::chrono::nanoseconds(0);
+          forever     ? kForever
+          : time_left ? std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            deadline - now)
+                      : std::chrono::nanoseconds(0);
       if (!own_thread_) {
         // This thread delivers: the target's Reap calls back into the queue.
         Result<size_t> r =
@@ -155,11 +177,14 @@ inline Result<std::unique_ptr<Engine>> MakeDelivering(const std::string& mode,
                                                       EngineOptions options) {
   if (mode.empty()) return MakeEngine(options);
   if (mode != "callback" && mode != "thread") {
-    return Status::Error(Errc::kInvalidArgument,
-                         "test parameter: no delivery \"" + mode +
-                             "\" (callback, thread)");
+    return Status::Error(
+        Errc::kInvalidArgument,
+        "test parameter: no delivery \"" + mode + "\" (callback, thread)");
   }
   auto queue = std::make_unique<DeliveredQueue>();
+  if (mode == "thread" && options.notify_fd) {
+    queue->efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  }
   options.on_complete = &DeliveredQueue::OnComplete;
   options.on_complete_arg = queue.get();
   options.completion_thread = mode == "thread";

@@ -19,19 +19,23 @@
 
 #include "aiokit/engine.h"
 #include "aiokit/status.h"
+#include "delivery.h"
 
 namespace aiokit::testing {
 
-// Splits "linux-aio/nospin" into the engine name and its variant.
+// Splits "linux-aio/nospin+callback" into the engine name, its variant and
+// the delivery mode (delivery.h).
 inline std::string EngineName(const std::string& param) {
-  return param.substr(0, param.find('/'));
+  return param.substr(0, param.find_first_of("/+"));
 }
 inline std::string EngineVariant(const std::string& param) {
-  const size_t slash = param.find('/');
-  return slash == std::string::npos ? "" : param.substr(slash + 1);
+  const std::string p = WithoutDelivery(param);
+  const size_t slash = p.find('/');
+  return slash == std::string::npos ? "" : p.substr(slash + 1);
 }
 
-// Every engine, each with its default options and then with each variant:
+// Every engine, each with its default options and then with each variant
+// (the sync engine has none):
 // linux-aio's sleep-only wait path ("nospin"); io_uring promised one thread
 // ("single": SINGLE_ISSUER, registered ring fd; "defer": DEFER_TASKRUN too),
 // with a kernel thread polling its submission queue ("sqpoll") and with
@@ -41,11 +45,26 @@ inline std::string EngineVariant(const std::string& param) {
 // kUnsupported, and the test says so as it skips.
 inline const std::vector<std::string>& AllEngines() {
   static const std::vector<std::string> kAll = {
-      "linux-aio",       "linux-aio/nospin", "io_uring",
-      "io_uring/single", "io_uring/defer",   "io_uring/sqpoll",
-      "io_uring/coop",   "threads",          "threads/ordered",
+      "linux-aio",       "linux-aio/nospin",
+      "io_uring",        "io_uring/single",
+      "io_uring/defer",  "io_uring/sqpoll",
+      "io_uring/coop",   "threads",
+      "threads/ordered", "sync",
   };
   return kAll;
+}
+
+// Each plain engine in each delivery mode that is not Reap (delivery.h):
+// "linux-aio+callback", "linux-aio+thread", ...
+inline std::vector<std::string> DeliveryEngines() {
+  std::vector<std::string> out;
+  for (const std::string& p : AllEngines()) {
+    if (EngineVariant(p).empty()) {
+      out.push_back(p + "+callback");
+      out.push_back(p + "+thread");
+    }
+  }
+  return out;
 }
 
 // The entries of AllEngines() for which keep(param) is true, in its order.
@@ -106,7 +125,7 @@ inline Result<std::unique_ptr<Engine>> MakeNamedEngine(
                              "\" (nospin, single, defer, coop, ordered, "
                              "sqpoll)");
   }
-  return MakeEngine(options);
+  return MakeDelivering(DeliveryMode(param), options);
 }
 
 // True when `s` (from making an engine) says this machine or process refuses
@@ -120,10 +139,10 @@ inline bool EngineRefusedHere(const Status& s) {
          s.code() == std::errc::function_not_supported;
 }
 
-// A test parameter as a gtest name: '-' and '/' become '_'.
+// A test parameter as a gtest name: '-', '/' and '+' become '_'.
 inline std::string ParamName(std::string name) {
   for (char& c : name) {
-    if (c == '-' || c == '/') c = '_';
+    if (c == '-' || c == '/' || c == '+') c = '_';
   }
   return name;
 }

@@ -27,7 +27,8 @@ TEST(EnginesTest, EveryListedEngineAndVariantIsMadeOrRefusedHere) {
 
 TEST(EnginesTest, PlainEnginesAreEachEngineOnceWithoutAVariant) {
   EXPECT_EQ(PlainEngines(),
-            (std::vector<std::string>{"linux-aio", "io_uring", "threads"}));
+            (std::vector<std::string>{"linux-aio", "io_uring", "threads",
+                                      "sync"}));
 }
 
 TEST(EnginesTest, AMisspeltVariantIsAnErrorNotTheDefaultEngine) {

@@ -428,7 +428,7 @@ TEST_P(LifecycleTest, ReapSaysShutdownOnlyOnceNoSubmitCanStillAccept) {
   sys::FaultHooks hooks;
   hooks.io_submit = &LatchedIoSubmit;
   hooks.io_uring_enter = &LatchedUringEnter;
-  hooks.threads_submit = &LatchedThreadsSubmit;
+  hooks.user_submit = &LatchedThreadsSubmit;
   sys::SetFaultHooks(&hooks);
   struct Unhook {
     ~Unhook() {

@@ -190,7 +190,7 @@ inline int HookUringEnter(unsigned* to_submit, unsigned /*min_complete*/,
   }
   return 0;
 }
-inline int HookThreadsSubmit(unsigned* n) { return HookUringEnter(n, 0, 0); }
+inline int HookUserSubmit(unsigned* n) { return HookUringEnter(n, 0, 0); }
 inline int HookThreadsInit() { return -Faults().threads_init_errno.load(); }
 inline int HookUringSetup(unsigned /*entries*/, unsigned /*flags*/) {
   if (int e = Faults().uring_setup_errno.load(); e != 0) return -e;
@@ -237,7 +237,7 @@ class ScopedFaults {
     hooks_.io_uring_features = &HookUringFeatures;
     hooks_.io_uring_enter = &HookUringEnter;
     hooks_.io_uring_register = &HookUringRegister;
-    hooks_.threads_submit = &HookThreadsSubmit;
+    hooks_.user_submit = &HookUserSubmit;
     hooks_.threads_init = &HookThreadsInit;
     hooks_.read_file = &HookReadFile;
     sys::SetFaultHooks(&hooks_);

@@ -187,6 +187,9 @@ struct Capabilities {
   bool cancel_regular_files = false;
   // Buffered I/O does not block the submitter.
   bool async_buffered_io = false;
+  // The I/O runs inside Submit (the sync engine): a request that blocks (a
+  // read from an empty pipe) blocks Submit, and nothing stays in flight.
+  bool runs_in_submit = false;
   bool fsync = false;            // fsync / fdatasync requests
   bool rw_flags = false;         // per-request RWF_* flags
   bool ioprio = false;           // per-request I/O priority

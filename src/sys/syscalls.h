@@ -65,10 +65,11 @@ struct FaultHooks {
   // Before io_uring_register (opcode IORING_REGISTER_*).
   int (*io_uring_register)(unsigned opcode) = nullptr;
 
-  // The threads engine's submission (taking ring slots and queueing n
-  // requests): may lower *n (a partial submission) or return -errno (EAGAIN)
-  // to fail it; 0 to let it through.
-  int (*threads_submit)(unsigned* n) = nullptr;
+  // A submission that makes no system call (the threads engine taking ring
+  // slots and queueing n requests; the sync engine running them): may lower
+  // *n (a partial submission) or return -errno (EAGAIN) to fail it; 0 to let
+  // it through.
+  int (*user_submit)(unsigned* n) = nullptr;
   // The threads engine's Init: -errno to refuse it (as when no thread can be
   // created), 0 to let it through.
   int (*threads_init)() = nullptr;

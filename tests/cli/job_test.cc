@@ -92,9 +92,10 @@ TEST(BenchArgsTest, BadInputNamesTheOptionAndTheRule) {
   EXPECT_EQ(UsageLine({"--iodepth"}), "--iodepth: needs a value (N)");
   EXPECT_EQ(UsageLine({"--time_based=yes"}),
             "--time_based=yes: a flag takes 1 or 0 (or nothing)");
-  EXPECT_EQ(UsageLine({"--ioengine=psync"}),
-            "--ioengine=psync: unknown engine; expected auto, linux-aio (fio: "
-            "libaio), io_uring or threads");
+  EXPECT_EQ(UsageLine({"--ioengine=mmap"}),
+            "--ioengine=mmap: unknown engine; expected auto, linux-aio (fio: "
+            "libaio), io_uring, threads or sync (fio: psync, sync)");
+  EXPECT_EQ(UsageLine({"--ioengine=psync"}), "(accepted)");
   EXPECT_EQ(UsageLine({"--sweep=size=1m,2m"}),
             "--sweep=size=1m,2m: only iodepth, bs or numjobs can be swept");
   EXPECT_EQ(UsageLine({"--sweep=iodepth=1,0"}),

@@ -32,7 +32,11 @@ TEST_P(ConformanceTest, CancelIsHonestAndTheRequestStillCompletesOnce) {
   r.PrepRead(f.fd(), buf.data(), buf.size(), 0);
   SubmitAll({&r});
   Status s = engine_->Cancel(&r);
-  if (engine_->GetCapabilities().cancel_regular_files) {
+  if (s.Is(Errc::kInvalidArgument) &&
+      !testing::DeliveryMode(GetParam()).empty()) {
+    // With callbacks it may have completed, and been delivered, already.
+    EXPECT_TRUE(r.completed()) << s.ToString();
+  } else if (engine_->GetCapabilities().cancel_regular_files) {
     // Either it was stopped, or it finished first.
     EXPECT_TRUE(s.ok() || s.Is(Errc::kNotCancellable)) << s.ToString();
   } else {

@@ -13,6 +13,11 @@ namespace {
 INSTANTIATE_TEST_SUITE_P(Engines, ConformanceTest,
                          ::testing::ValuesIn(testing::AllEngines()),
                          testing::EngineParamName);
+// Every test again with completions delivered to callbacks, by the thread in
+// Reap or by the engine's completion thread (delivery.h).
+INSTANTIATE_TEST_SUITE_P(Delivery, ConformanceTest,
+                         ::testing::ValuesIn(testing::DeliveryEngines()),
+                         testing::EngineParamName);
 
 }  // namespace
 }  // namespace aiokit::conformance

@@ -4,6 +4,7 @@
 // EngineCore (src/engine/core/) and nothing more: triage, the done list,
 // Reap, callbacks, Cancel and Shutdown are the core's.
 
+#include <algorithm>
 #include <climits>
 
 #include "engine/core/backend.h"
@@ -27,6 +28,7 @@ class SyncBackend final : public BackendBase {
                            "sync: queue_depth " + std::to_string(depth) +
                                ": must be 1 to 4194304");
     }
+    caps->runs_in_submit = true;
     caps->fsync = true;
     caps->rw_flags = true;
     caps->ioprio = true;
@@ -37,6 +39,15 @@ class SyncBackend final : public BackendBase {
   // Runs every request now; the core queues them for Reap.
   OfferResult Offer(Request* const* reqs, size_t n) {
     core_->counters().submit_calls.fetch_add(1, std::memory_order_relaxed);
+    // Fault injection stands where a submission call would fail or fall short.
+    if (const sys::FaultHooks* h = sys::Hooks();
+        h != nullptr && h->user_submit != nullptr) [[unlikely]] {
+      auto want = static_cast<unsigned>(std::min<size_t>(n, 1U << 20));
+      if (h->user_submit(&want) < 0 || want == 0) {
+        return {.kind = OfferResult::kAgain};
+      }
+      n = want;
+    }
     for (size_t i = 0; i < n; ++i) Run(reqs[i]);
     return {.taken = n, .completed_inline = true};
   }

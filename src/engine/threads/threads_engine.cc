@@ -402,8 +402,8 @@ OfferResult ThreadsBackend::Offer(Request* const* reqs, size_t n) {
   // Fault injection stands where io_submit would fail or fall short.
   int hooked = 0;
   if (const sys::FaultHooks* h = sys::Hooks();
-      h != nullptr && h->threads_submit != nullptr) [[unlikely]] {
-    hooked = h->threads_submit(&want);
+      h != nullptr && h->user_submit != nullptr) [[unlikely]] {
+    hooked = h->user_submit(&want);
   }
   core_->counters().submit_calls.fetch_add(1, std::memory_order_relaxed);
   OfferResult result;
