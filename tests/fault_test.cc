@@ -96,13 +96,33 @@ TEST_P(FaultTest, EveryRequestCompletesOnceWithItsRealOrInjectedResult) {
   EngineOptions opts;
   opts.queue_depth = 64;
   opts.notify_fd = false;
-  AIOKIT_MAKE_ENGINE_OR_SKIP(inner, engine_name, opts);
+  // "+callback" / "+thread": the wrapper delivers to a callback (from its Reap,
+  // or from a completion thread of its own), after the faults; a collector
+  // turns that back into what Reap returns (delivery.h).
+  const std::string mode = testing::DeliveryMode(engine_name);
+  AIOKIT_MAKE_ENGINE_OR_SKIP(inner, testing::WithoutDelivery(engine_name),
+                             opts);
+  auto queue = std::make_unique<testing::DeliveredQueue>();
+  CompletionDelivery delivery;
+  if (!mode.empty()) {
+    delivery.on_complete = &testing::DeliveredQueue::OnComplete;
+    delivery.on_complete_arg = queue.get();
+    delivery.completion_thread = mode == "thread";
+  }
   Result<std::unique_ptr<FaultInjectingEngine>> made =
-      MakeFaultInjectingEngine(std::move(inner), *spec);
+      MakeFaultInjectingEngine(std::move(inner), *spec, delivery);
   ASSERT_TRUE(made.ok()) << made.status().ToString();
-  FaultInjectingEngine& e = **made;
+  FaultInjectingEngine& faults = **made;
+  std::unique_ptr<Engine> owner;
+  if (mode.empty()) {
+    owner = std::move(*made);
+  } else {
+    owner = std::make_unique<testing::CallbackCollector>(
+        std::move(*made), std::move(queue), mode == "thread");
+  }
+  Engine& e = *owner;
   SCOPED_TRACE("engine " + engine_name + ", faults " +
-               FaultSpecString(e.spec()));
+               FaultSpecString(faults.spec()));
 
   const size_t total = RequestsFor(mix.name);
   constexpr size_t kDepth = 64;
@@ -112,7 +132,7 @@ TEST_P(FaultTest, EveryRequestCompletesOnceWithItsRealOrInjectedResult) {
   std::vector<size_t> idle;
   for (size_t i = 0; i < kDepth; ++i) idle.push_back(i);
   std::vector<Request*> batch;
-  std::mt19937_64 rng(e.spec().seed);
+  std::mt19937_64 rng(faults.spec().seed);
   Seen seen;
   size_t prepared = 0;
   uint64_t in_flight = 0;
@@ -256,7 +276,7 @@ TEST_P(FaultTest, EveryRequestCompletesOnceWithItsRealOrInjectedResult) {
   EXPECT_EQ(seen.submitted, total);
   EXPECT_EQ(seen.reaped, total);
 
-  const FaultStats f = e.fault_stats();
+  const FaultStats f = faults.fault_stats();
   EXPECT_EQ(f.accepted, seen.submitted);
   EXPECT_EQ(f.completed, seen.reaped);
   EXPECT_EQ(f.eio, seen.eio);
@@ -264,7 +284,7 @@ TEST_P(FaultTest, EveryRequestCompletesOnceWithItsRealOrInjectedResult) {
   EXPECT_EQ(f.short_io, seen.short_io);
   EXPECT_EQ(f.eagain, seen.eagain_calls);
   EXPECT_EQ(f.partial, seen.partial_calls);
-  const FaultSpec& sp = e.spec();
+  const FaultSpec& sp = faults.spec();
   std::printf(
       "[ faults   ] %s: %llu requests, %llu submit calls (%llu EAGAIN, %llu "
       "partial), %llu short, %llu EIO, %llu ENOSPC, %llu delayed, %llu "
@@ -332,6 +352,12 @@ INSTANTIATE_TEST_SUITE_P(
     Engines, FaultTest,
     ::testing::Combine(::testing::ValuesIn(testing::PlainEngines()),
                        ::testing::ValuesIn(kMixes)),
+    ParamName);
+// The wrapper delivering to callbacks itself, under every fault at once.
+INSTANTIATE_TEST_SUITE_P(
+    Delivery, FaultTest,
+    ::testing::Combine(::testing::ValuesIn(testing::DeliveryEngines()),
+                       ::testing::Values(kMixes[std::size(kMixes) - 1])),
     ParamName);
 
 Result<std::unique_ptr<FaultInjectingEngine>> ThreadsWith(const char* text) {

@@ -1,6 +1,7 @@
 #include "aiokit/request.h"
 
 #include <gtest/gtest.h>
+#include <linux/aio_abi.h>
 
 #include <cerrno>
 #include <string>
@@ -138,6 +139,71 @@ TEST(RequestTest, CopyIsIdle) {
   copy = r;
   EXPECT_FALSE(copy.in_flight());
   EXPECT_EQ(copy.length, 16U);
+}
+
+// Regression: a copy of a completed request kept its rval and origin, though
+// request.h says the copy is idle. Now it reads as never submitted, and its
+// iocb describes it (its own iovec array, not the original's).
+TEST(RequestTest, ACopyOfACompletedRequestIsIdleWithItsOwnIocb) {
+  char a[16];
+  char b[16];
+  const iovec v[2] = {{a, 16}, {b, 16}};
+  Request r;
+  r.PrepReadv(3, v, 2, 4096);
+  r.iocb.aio_data = 77;
+  r.rval = 32;
+  r.origin = Origin::kEngine;
+  r.engine_state = request_state::kCompleted;
+  auto check = [&](const Request& copy) {
+    EXPECT_FALSE(copy.in_flight());
+    EXPECT_FALSE(copy.completed());
+    EXPECT_EQ(copy.rval, kNotCompleted);
+    EXPECT_EQ(copy.origin, Origin::kNone);
+    EXPECT_EQ(copy.length, 32U);
+    EXPECT_EQ(copy.iocb.aio_lio_opcode, IOCB_CMD_PREADV);
+    EXPECT_EQ(copy.iocb.aio_buf, reinterpret_cast<uint64_t>(copy.iov.data()));
+    EXPECT_NE(copy.iocb.aio_buf, r.iocb.aio_buf);
+    EXPECT_EQ(copy.iocb.aio_nbytes, 2U);
+    EXPECT_EQ(copy.iocb.aio_offset, 4096);
+    EXPECT_EQ(copy.iocb.aio_data, 77U);
+    EXPECT_NE(Describe(copy).find("not submitted"), std::string::npos)
+        << Describe(copy);
+  };
+  const Request constructed(r);
+  check(constructed);
+  Request assigned;
+  assigned = r;
+  check(assigned);
+}
+
+// Prep* build the iocb as libaio's io_prep_* do, and clear aio_data; Set*
+// add the eventfd and priority flags.
+TEST(RequestTest, PrepAndSetFillTheIocbAsLibaioDoes) {
+  char buf[512] = {};
+  Request r;
+  r.iocb.aio_data = 5;
+  r.PrepWrite(9, buf, sizeof(buf), 8192);
+  EXPECT_EQ(r.iocb.aio_lio_opcode, IOCB_CMD_PWRITE);
+  EXPECT_EQ(r.iocb.aio_fildes, 9U);
+  EXPECT_EQ(r.iocb.aio_buf, reinterpret_cast<uint64_t>(buf));
+  EXPECT_EQ(r.iocb.aio_nbytes, sizeof(buf));
+  EXPECT_EQ(r.iocb.aio_offset, 8192);
+  EXPECT_EQ(r.iocb.aio_data, 0U);
+  EXPECT_EQ(r.iocb.aio_flags, 0U);
+  r.SetEventFd(11);
+  r.SetIoPriority(IoPriority(IoPrioClass::kIdle, 0));
+  r.SetRwFlags(rwf::kDsync);
+  EXPECT_EQ(r.iocb.aio_flags,
+            static_cast<uint32_t>(IOCB_FLAG_RESFD | IOCB_FLAG_IOPRIO));
+  EXPECT_EQ(r.iocb.aio_resfd, 11U);
+  EXPECT_EQ(r.iocb.aio_reqprio, static_cast<int16_t>(3 << 13));
+  EXPECT_EQ(r.iocb.aio_rw_flags, static_cast<int>(rwf::kDsync));
+  r.SetEventFd(-1);
+  EXPECT_EQ(r.iocb.aio_flags, static_cast<uint32_t>(IOCB_FLAG_IOPRIO));
+  r.PrepFdatasync(9);
+  EXPECT_EQ(r.iocb.aio_lio_opcode, IOCB_CMD_FDSYNC);
+  EXPECT_EQ(r.iocb.aio_buf, 0U);
+  EXPECT_EQ(r.iocb.aio_flags, 0U);
 }
 
 TEST(IoPriorityTest, EncodesClassAndLevelAsTheKernelDoes) {
