@@ -48,7 +48,9 @@ enum class Errc {
   // Submission found no room after the EAGAIN retry policy ran out; the
   // requests not taken are still the caller's and may be submitted again.
   kQueueFull = 4,
-  // A deadline passed before the condition the caller waited for held.
+  // A deadline passed before the operation could finish: Shutdown with requests
+  // still in flight (call it again). Reap does not use it: at its timeout it
+  // returns what it has.
   kTimedOut = 5,
   // The engine is shut down (or was never initialised): no new submissions.
   kShutdown = 6,
