@@ -376,9 +376,10 @@ void LinuxAioBackend::Destroy() {
   // Nothing is in flight but perhaps the wake-up read of a pipe, which
   // completes at once: io_destroy waits for it (and for an RCU grace period,
   // about 33 ms on this VM). Our uses of the ring happen before its addresses
-  // are mapped again (pairs with Init's TsanAcquire).
-  TsanRelease(&ring_mapping_sync);
+  // are mapped again (pairs with Init's TsanAcquire): the release comes after
+  // the last of them, memcheck's look at the header.
   VgAioRingUnmapping(ring_);  // while no one else can map those addresses
+  TsanRelease(&ring_mapping_sync);
   (void)sys::IoDestroy(ctx_);
   ctx_ = 0;
   ring_ = nullptr;
