@@ -167,7 +167,12 @@ int FutexWake(const uint32_t* addr, int count) noexcept {
   return static_cast<int>(Ret(syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE,
                                       count, nullptr, nullptr, 0)));
 }
-int ThreadId() noexcept { return static_cast<int>(::gettid()); }
+int ThreadId() noexcept {
+  // A thread's id never changes: asked once per thread (gettid is a system
+  // call, and the io_uring engine asks on its reaping path).
+  thread_local const int tid = static_cast<int>(::gettid());
+  return tid;
+}
 int Fallocate(int fd, int mode, off_t off, off_t len) noexcept {
   return static_cast<int>(
       RetryEintr([&] { return ::fallocate(fd, mode, off, len); }));

@@ -811,7 +811,7 @@ size_t IoUringBackend::Drain(Request** out, size_t max) {
   size_t got = DrainCq(out, max);
   // Counted as read without a system call only when no enter preceded.
   core_->counters().ring_reaped.fetch_add(got, std::memory_order_relaxed);
-  if (got == 0 && !Foreign() && NeedsGetEvents()) {
+  if (got == 0 && NeedsGetEvents() && !Foreign()) {
     (void)GetEvents();
     got = DrainCq(out, max);
   }

@@ -716,7 +716,8 @@ void ThreadsBackend::Complete(Request* const* reqs, const int64_t* res,
         std::atomic_ref<unsigned>(ring_->tail).load(std::memory_order_relaxed);
     for (size_t i = 0; i < n; ++i) {
       io_event& ev = ring_->events()[tail];
-      ev.data = reqs[i]->iocb.aio_data;
+      // (Not iocb.aio_data: that line is the caller's; Drain reads obj.)
+      ev.data = reinterpret_cast<uint64_t>(reqs[i]);
       ev.obj = reinterpret_cast<uint64_t>(&reqs[i]->iocb);
       ev.res = res[i];
       ev.res2 = 0;
