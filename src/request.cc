@@ -151,49 +151,6 @@ Request& Request::operator=(const Request& other) {
   return *this;
 }
 
-void Request::FillIocb() noexcept {
-  const uint64_t data = iocb.aio_data;
-  iocb = {};
-  iocb.aio_data = data;
-  iocb.aio_fildes = static_cast<uint32_t>(fd);
-  iocb.aio_rw_flags = static_cast<__kernel_rwf_t>(rw_flags);
-  switch (op) {
-    case Op::kRead:
-    case Op::kWrite:
-      iocb.aio_lio_opcode = op == Op::kRead ? IOCB_CMD_PREAD : IOCB_CMD_PWRITE;
-      iocb.aio_buf =
-          iov.empty() ? 0 : reinterpret_cast<uint64_t>(iov[0].iov_base);
-      iocb.aio_nbytes = length;
-      iocb.aio_offset = static_cast<int64_t>(offset);
-      break;
-    case Op::kReadv:
-    case Op::kWritev:
-      iocb.aio_lio_opcode =
-          op == Op::kReadv ? IOCB_CMD_PREADV : IOCB_CMD_PWRITEV;
-      iocb.aio_buf = reinterpret_cast<uint64_t>(iov.data());
-      iocb.aio_nbytes = iov.size();
-      iocb.aio_offset = static_cast<int64_t>(offset);
-      break;
-    case Op::kFsync:
-      iocb.aio_lio_opcode = IOCB_CMD_FSYNC;
-      break;
-    case Op::kFdatasync:
-      iocb.aio_lio_opcode = IOCB_CMD_FDSYNC;
-      break;
-    case Op::kNoop:
-      iocb.aio_lio_opcode = IOCB_CMD_NOOP;
-      break;
-  }
-  if (has_ioprio) {
-    iocb.aio_flags |= IOCB_FLAG_IOPRIO;
-    iocb.aio_reqprio = static_cast<int16_t>(ioprio);
-  }
-  if (resfd >= 0) {
-    iocb.aio_flags |= IOCB_FLAG_RESFD;
-    iocb.aio_resfd = static_cast<uint32_t>(resfd);
-  }
-}
-
 void Request::SetRwFlags(uint32_t flags) noexcept {
   rw_flags = flags;
   iocb.aio_rw_flags = static_cast<__kernel_rwf_t>(flags);
@@ -233,7 +190,7 @@ void Request::Reset(Op new_op, int new_fd, uint64_t off) noexcept {
   buf_index = -1;
   engine_state.store(request_state::kIdle, std::memory_order_relaxed);
   engine_next = nullptr;
-  iocb = {};
+  iocb.aio_data = 0;  // as io_prep_* clear it; FillIocb writes the rest
 }
 
 void Request::PrepRead(int f, void* buf, size_t len, uint64_t off) {

@@ -18,7 +18,8 @@
 //   Submission (any thread, concurrently; the core holds a Submit user):
 //   OfferResult Offer(Request* const* reqs, size_t n);
 //       reqs[0, n) are valid (Validate passed), marked in flight, with rval
-//       kNotCompleted, origin kNone and the iocb filled. The backend takes a
+//       kNotCompleted, origin kNone (and the iocb filled from the fields
+//       when kSubmitsIocb). The backend takes a
 //       prefix and says how many and why not the rest (OfferResult).
 //       The requests it did not take it must leave as it found them.
 //
@@ -105,6 +106,9 @@ class BackendBase {
   // (CoreState::Deliver), and completions without I/O by the thread that
   // makes them. False: the thread in Reap, or the completion thread, does.
   static constexpr bool kDeliversOnOwnThreads = false;
+  // The kernel reads the request's iocb (linux-aio): the core builds it from
+  // the request's fields at submission (Request::FillIocb).
+  static constexpr bool kSubmitsIocb = false;
 
   // At the start of a Reap that holds the gate.
   void BeforeReap() noexcept {}

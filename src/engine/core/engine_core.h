@@ -302,7 +302,9 @@ SubmitResult EngineCore<Backend>::Submit(std::span<Request* const> batch) {
                                     ": submitted again before it was reaped"));
       return result;
     }
-    req->FillIocb();
+    // The iocb is as Prep*/Set* built it; a backend that submits it builds it
+    // again from the fields, which the engines read.
+    if constexpr (Backend::kSubmitsIocb) req->FillIocb();
     req->rval = kNotCompleted;
     req->origin = Origin::kNone;
     int refuse = 0;

@@ -81,6 +81,7 @@ std::string ReadSysctl(const char* path) {
 class LinuxAioBackend final : public BackendBase {
  public:
   static constexpr EngineKind kKind = EngineKind::kLinuxAio;
+  static constexpr bool kSubmitsIocb = true;
   explicit LinuxAioBackend(CoreState* core) : core_(core) {}
   ~LinuxAioBackend();
   LinuxAioBackend(const LinuxAioBackend&) = delete;
