@@ -26,9 +26,8 @@ TEST(EnginesTest, EveryListedEngineAndVariantIsMadeOrRefusedHere) {
 }
 
 TEST(EnginesTest, PlainEnginesAreEachEngineOnceWithoutAVariant) {
-  EXPECT_EQ(PlainEngines(),
-            (std::vector<std::string>{"linux-aio", "io_uring", "threads",
-                                      "sync"}));
+  EXPECT_EQ(PlainEngines(), (std::vector<std::string>{"linux-aio", "io_uring",
+                                                      "threads", "sync"}));
 }
 
 TEST(EnginesTest, AMisspeltVariantIsAnErrorNotTheDefaultEngine) {

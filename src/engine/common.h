@@ -22,7 +22,6 @@ namespace aiokit::internal {
 
 using Clock = std::chrono::steady_clock;
 
-
 // A mutex that spins a little (glibc's PTHREAD_MUTEX_ADAPTIVE_NP) before it
 // sleeps in the kernel. For locks held for a few instructions by threads on
 // different CPUs (a queue's head, a ring's tail): with std::mutex, a thread

@@ -90,9 +90,10 @@ Result<std::string> EngineName(std::string_view v, const std::string& where) {
       v == "threads") {
     return std::string(v);
   }
-  return Bad(where, v,
-             "unknown engine; expected auto, linux-aio (fio: libaio), io_uring, "
-             "threads or sync (fio: psync, sync)");
+  return Bad(
+      where, v,
+      "unknown engine; expected auto, linux-aio (fio: libaio), io_uring, "
+      "threads or sync (fio: psync, sync)");
 }
 
 const std::vector<Option>& Table() {
