@@ -63,7 +63,8 @@ class LatencyEngine final : public aiokit::EngineWrapper {
     std::lock_guard<std::mutex> lock(mu_);
     std::printf(
         "%s: %zu requests, latency min %.1f us, avg %.1f us, max %.1f us\n",
-        engine, count_, min_us_, count_ != 0 ? sum_us_ / count_ : 0.0, max_us_);
+        engine, count_, min_us_,
+        count_ != 0 ? sum_us_ / static_cast<double>(count_) : 0.0, max_us_);
   }
   size_t count() {
     std::lock_guard<std::mutex> lock(mu_);

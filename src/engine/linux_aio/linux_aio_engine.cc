@@ -103,7 +103,7 @@ class LinuxAioBackend final : public BackendBase {
   Result<size_t> Sleep(uint32_t token, Request** out, size_t max,
                        std::chrono::nanoseconds timeout);
   void Wake() noexcept;
-  CancelOutcome Cancel(Request* req);
+  CancelOutcome Cancel(Request* req) const;
   void Destroy();
   [[nodiscard]] const char* AgainText() const noexcept {
     return "io_submit still returned EAGAIN";
@@ -349,7 +349,7 @@ Result<size_t> LinuxAioBackend::Sleep(uint32_t /*token*/, Request** out,
   return n;
 }
 
-CancelOutcome LinuxAioBackend::Cancel(Request* req) {
+CancelOutcome LinuxAioBackend::Cancel(Request* req) const {
   io_event ev = {};
   const long r = sys::IoCancel(ctx_, &req->iocb, &ev);
   CancelOutcome o;
