@@ -4,8 +4,10 @@
 #include "aiokit/bluestore.h"
 
 #include <gtest/gtest.h>
+#include <linux/aio_abi.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <map>
@@ -154,6 +156,90 @@ TEST_F(BlueStoreTest, GetNextCompletedTimesOutWithZero) {
   aio_t* out[4];
   EXPECT_EQ(queue_.get_next_completed(20, out, 4), 0);
 }
+
+// BlueStore's aio_t: pread and pwritev build the iocb (libaio's io_prep_*), and
+// code that reads it (aio_buf, aio_fildes) sees it so before and after the
+// request completed, on every engine (the queue takes the engine AIOKIT_ENGINE
+// names). io_uring and threads used to leave garbage there.
+class BlueStoreEngineTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): no other thread runs yet
+    const char* was = std::getenv("AIOKIT_ENGINE");
+    saved_ = was != nullptr ? was : "";
+    had_ = was != nullptr;
+    // NOLINTNEXTLINE(concurrency-mt-unsafe)
+    ::setenv("AIOKIT_ENGINE", GetParam().c_str(), 1);
+    if (queue_.init() != 0) {
+      if (testing::EngineRefusedHere(queue_.last_error())) {
+        GTEST_SKIP() << GetParam()
+                     << " refused here: " << queue_.last_error().ToString();
+      }
+      FAIL() << queue_.last_error().ToString();
+    }
+  }
+  void TearDown() override {
+    queue_.shutdown();
+    if (had_) {
+      // NOLINTNEXTLINE(concurrency-mt-unsafe)
+      ::setenv("AIOKIT_ENGINE", saved_.c_str(), 1);
+    } else {
+      // NOLINTNEXTLINE(concurrency-mt-unsafe)
+      ::unsetenv("AIOKIT_ENGINE");
+    }
+  }
+  aio_queue_t queue_{16};
+  std::string saved_;
+  bool had_ = false;
+};
+
+TEST_P(BlueStoreEngineTest, AioTReadsItsIocbAsPreadAndPwritevBuiltIt) {
+  File f = testing::ScratchFile(64 * 1024, 41);
+  std::list<aio_t> aios;
+  int ioc = 0;
+  aios.emplace_back(&ioc, f.fd());
+  aio_t& rd = aios.back();
+  rd.pread(8192, 4096);
+  aios.emplace_back(&ioc, f.fd());
+  aio_t& wr = aios.back();
+  bufferlist bl;
+  std::string a(4096, 'x');
+  bl.append(a.data(), a.size());
+  bl.prepare_iov(&wr.iov);
+  wr.bl.claim_append(bl);
+  wr.pwritev(16384, 4096);
+  const auto check = [&] {
+    EXPECT_EQ(rd.iocb.aio_lio_opcode, IOCB_CMD_PREAD);
+    EXPECT_EQ(rd.iocb.aio_fildes, static_cast<uint32_t>(f.fd()));
+    EXPECT_EQ(rd.iocb.aio_buf,
+              reinterpret_cast<uint64_t>(rd.bl.buffers()[0].c_str()));
+    EXPECT_EQ(rd.iocb.aio_nbytes, 4096U);
+    EXPECT_EQ(rd.iocb.aio_offset, 8192);
+    EXPECT_EQ(wr.iocb.aio_lio_opcode, IOCB_CMD_PWRITEV);
+    EXPECT_EQ(wr.iocb.aio_fildes, static_cast<uint32_t>(f.fd()));
+    EXPECT_EQ(wr.iocb.aio_buf, reinterpret_cast<uint64_t>(wr.iov.data()));
+    EXPECT_EQ(wr.iocb.aio_nbytes, 1U);
+    EXPECT_EQ(wr.iocb.aio_offset, 16384);
+  };
+  check();
+  ASSERT_EQ(queue_.submit_batch(aios.begin(), aios.end(), 2, &ioc, nullptr), 2)
+      << queue_.last_error().ToString();
+  aio_t* done[4];
+  int got = 0;
+  for (int tries = 0; got < 2 && tries < 100; ++tries) {
+    const int r = queue_.get_next_completed(1000, done + got, 4 - got);
+    ASSERT_GE(r, 0) << queue_.last_error().ToString();
+    got += r;
+  }
+  ASSERT_EQ(got, 2);
+  EXPECT_EQ(rd.get_return_value(), 4096);
+  EXPECT_EQ(wr.get_return_value(), 4096);
+  check();
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, BlueStoreEngineTest,
+                         ::testing::ValuesIn(testing::PlainEngines()),
+                         testing::EngineParamName);
 
 TEST(BlueStoreInitTest, DepthZeroIsRefusedWithEinval) {
   aio_queue_t q(0);
