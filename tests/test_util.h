@@ -230,17 +230,7 @@ class ScopedFaults {
  public:
   ScopedFaults() {
     Reset();
-    hooks_.io_submit = &HookIoSubmit;
-    hooks_.io_setup = &HookIoSetup;
-    hooks_.io_getevents = &HookIoGetevents;
-    hooks_.io_uring_setup = &HookUringSetup;
-    hooks_.io_uring_features = &HookUringFeatures;
-    hooks_.io_uring_enter = &HookUringEnter;
-    hooks_.io_uring_register = &HookUringRegister;
-    hooks_.user_submit = &HookUserSubmit;
-    hooks_.threads_init = &HookThreadsInit;
-    hooks_.read_file = &HookReadFile;
-    sys::SetFaultHooks(&hooks_);
+    sys::SetFaultHooks(&TheHooks());
   }
   ~ScopedFaults() {
     sys::SetFaultHooks(nullptr);
@@ -251,6 +241,25 @@ class ScopedFaults {
   FaultState& state() { return Faults(); }
 
  private:
+  // Static and never written after it is made: an engine's thread that loaded
+  // the pointer just before the destructor cleared it still reads valid hooks.
+  static const sys::FaultHooks& TheHooks() {
+    static const sys::FaultHooks hooks = [] {
+      sys::FaultHooks h;
+      h.io_submit = &HookIoSubmit;
+      h.io_setup = &HookIoSetup;
+      h.io_getevents = &HookIoGetevents;
+      h.io_uring_setup = &HookUringSetup;
+      h.io_uring_features = &HookUringFeatures;
+      h.io_uring_enter = &HookUringEnter;
+      h.io_uring_register = &HookUringRegister;
+      h.user_submit = &HookUserSubmit;
+      h.threads_init = &HookThreadsInit;
+      h.read_file = &HookReadFile;
+      return h;
+    }();
+    return hooks;
+  }
   static void Reset() {
     FaultState& f = Faults();
     f.submit_eagain = 0;
@@ -266,7 +275,6 @@ class ScopedFaults {
     f.submit_calls = 0;
     f.getevents_calls = 0;
   }
-  sys::FaultHooks hooks_;
 };
 
 }  // namespace aiokit::testing

@@ -63,12 +63,19 @@ TEST_P(ConformanceTest, GetNextCompletedReturnsAtMostMax) {
   std::vector<Request> reqs(10);
   for (Request& r : reqs) r.PrepNoop();
   SubmitAll(Pointers(reqs));
-  Request* out[4];
-  Result<size_t> r = engine_->GetNextCompleted(1000, out, 4);
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(*r, 4U);
-  testing::Reaped rest = ReapAll(*engine_, 6);
-  EXPECT_EQ(rest.order.size(), 6U);
+  // At least one and at most four per call: how many are ready at a call
+  // depends on when the engine's threads (or its completion thread) ran.
+  size_t got = 0;
+  for (int call = 0; call < 10 && got < reqs.size(); ++call) {
+    Request* out[5] = {};
+    Result<size_t> r = engine_->GetNextCompleted(30000, out, 4);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_GE(*r, 1U);
+    EXPECT_LE(*r, 4U);
+    EXPECT_EQ(out[4], nullptr) << "GetNextCompleted wrote past max";
+    got += *r;
+  }
+  EXPECT_EQ(got, reqs.size());
   EXPECT_EQ(engine_->Stats().in_flight, 0U);
 }
 
