@@ -6,9 +6,13 @@
 //    (as libaio itself does), so programs that reap the kernel's ring in user
 //    space keep working.
 //  - io_uring, threads: an aiokit engine behind a context of our own. The
-//    io_context_t handed out points at a header in the kernel's aio_ring
-//    layout whose magic is not the kernel's, which tells programs that reap in
-//    user space (fio --userspace_reap) to call io_getevents instead.
+//    io_context_t handed out points at a ring in the kernel's aio_ring layout,
+//    which the engine's completion callback fills as the kernel's aio_complete
+//    fills its own: the event, then the tail, then the request's eventfd. A
+//    program may reap it in user space (moving the head) or call io_getevents,
+//    which reads the same ring. io_uring, which has no threads of its own,
+//    runs a completion thread, so that events reach the ring whether or not
+//    the program ever calls io_getevents.
 //  - auto (the default): io_uring, else the kernel's AIO, else threads.
 // Calls on a context we did not make go to the kernel, which answers for
 // contexts it made and refuses the rest (EINVAL), exactly as it would.
@@ -47,6 +51,7 @@
 #include "aiokit/request.h"
 #include "engine/aio_ring.h"
 #include "engine/common.h"
+#include "engine/core/core_state.h"
 #include "engine/valgrind.h"
 #include "sys/syscalls.h"
 
@@ -61,8 +66,6 @@ namespace {
 
 using std::chrono::nanoseconds;
 
-// What the header of one of our contexts says instead of the kernel's magic.
-constexpr unsigned kOurRingMagic = 0xa10c0a1c;
 // The kernel refuses io_setup beyond this many events (fs/aio.c).
 constexpr unsigned kMaxEvents = 0x10000000U / sizeof(io_event);
 // The engines' largest queue (io_uring's SQ).
@@ -74,16 +77,13 @@ struct FreeDeleter {
 
 // One context of ours.
 struct Context {
-  // What the io_context_t points at: a header in the kernel's aio_ring layout.
-  // io_uring: the header alone, with a magic that is not the kernel's, so
-  // that programs reaping in user space call io_getevents. threads: a ring
-  // the program may reap from in user space, written by OnComplete (the
+  // What the io_context_t points at: a ring in the kernel's aio_ring layout
+  // that the program may reap from in user space, written by OnComplete (the
   // engine's completion callback) as the kernel's aio_complete writes its own.
-  // Declared before the engine, so that it outlives the engine's workers.
+  // Declared before the engine, so that it outlives the engine's threads.
   std::unique_ptr<void, FreeDeleter> ring_mem;
   internal::AioRing* ring = nullptr;
-  bool user_ring = false;  // threads: events go through `ring`
-  unsigned ring_nr = 0;    // slots in `ring`
+  unsigned ring_nr = 0;  // slots in `ring`
 
   unsigned nr = 0;  // requests the context holds (>= maxevents asked for)
   // Both locks are held for a few instructions by the program's threads and
@@ -92,9 +92,12 @@ struct Context {
   internal::AdaptiveMutex mu;  // the pool
   std::vector<Request> reqs;
   std::vector<Request*> free_reqs;
-  // Per request (by index): the caller's iocb and its aio_data at submission.
+  // Per request (by index): the caller's iocb, its aio_data and its eventfd
+  // (IOCB_FLAG_RESFD, or -1) at submission. The eventfd is ours to signal,
+  // not the engine's: only once the event is in the ring.
   std::vector<struct iocb*> user_iocb;
   std::vector<uint64_t> user_data;
+  std::vector<int> user_resfd;
   // io_cancel holds a request here (a count) while it asks the engine, so
   // that the request is not freed and reused for another iocb meanwhile; a
   // completion that comes then leaves the freeing to io_cancel.
@@ -112,7 +115,7 @@ struct Context {
     }
   }
 
-  // user_ring: producers (OnComplete) and io_getevents under ring_mu.
+  // Producers (OnComplete) and io_getevents under ring_mu.
   internal::AdaptiveMutex ring_mu;
   std::condition_variable_any ring_cv;
   unsigned ring_waiters = 0;
@@ -183,11 +186,13 @@ long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
   // NOLINTNEXTLINE(concurrency-mt-unsafe)
   const char* coop = std::getenv("AIOKIT_COMPAT_COOP_TASKRUN");
   o.coop_taskrun = coop == nullptr || std::string_view(coop) != "0";
-  c->user_ring = kind == EngineKind::kThreads;
+  // io_uring has no thread of its own to complete requests with: its
+  // completion thread puts the events into the ring.
+  o.completion_thread = kind == EngineKind::kIoUring;
   c->nr = o.queue_depth;
   // Room for every request's event, and the one empty slot that tells a full
   // ring from an empty one.
-  c->ring_nr = c->user_ring ? c->nr + 1 : 0;
+  c->ring_nr = c->nr + 1;
   const size_t bytes =
       sizeof(internal::AioRing) + size_t{c->ring_nr} * sizeof(io_event);
   c->ring_mem.reset(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
@@ -195,13 +200,10 @@ long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
   std::memset(c->ring_mem.get(), 0, bytes);
   c->ring = static_cast<internal::AioRing*>(c->ring_mem.get());
   c->ring->nr = c->ring_nr;
-  // Not AIO_RING_MAGIC for io_uring: reap through io_getevents.
-  c->ring->magic = c->user_ring ? internal::kAioRingMagic : kOurRingMagic;
+  c->ring->magic = internal::kAioRingMagic;
   c->ring->header_length = sizeof(internal::AioRing);
-  if (c->user_ring) {
-    o.on_complete = &OnComplete;
-    o.on_complete_arg = c.get();
-  }
+  o.on_complete = &OnComplete;
+  o.on_complete_arg = c.get();
   Result<std::unique_ptr<Engine>> e = MakeEngine(o);
   if (!e.ok()) {
     // The kernel's answer when a context cannot be had for resources.
@@ -214,6 +216,7 @@ long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
   for (size_t i = c->nr; i-- > 0;) c->free_reqs.push_back(&c->reqs[i]);
   c->user_iocb.assign(c->nr, nullptr);
   c->user_data.assign(c->nr, 0);
+  c->user_resfd.assign(c->nr, -1);
   c->pinned.assign(c->nr, 0);
   c->free_deferred.assign(c->nr, 0);
   Registry& r = Contexts();
@@ -391,9 +394,6 @@ void Prepare(Request* r, const struct iocb* cb) {
     r->ioprio = cb->aio_reqprio;
     r->has_ioprio = true;
   }
-  if ((cb->aio_flags & IOCB_FLAG_RESFD) != 0) {
-    r->resfd = static_cast<int>(cb->aio_resfd);
-  }
 }
 
 long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
@@ -404,12 +404,12 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
   thread_local std::vector<Request*> batch;
   batch.clear();
   long first_error = 0;
-  // threads: events not yet reaped hold ring slots, as in the kernel; a ring
-  // full of them refuses more (EAGAIN). The slots are reserved under ring_mu,
-  // where OnComplete moves a request from in flight to the ring, so that
-  // submitters racing each other or a completion cannot overfill it.
+  // Events not yet reaped hold ring slots, as in the kernel; a ring full of
+  // them refuses more (EAGAIN). The slots are reserved under ring_mu, where
+  // OnComplete moves a request from in flight to the ring, so that submitters
+  // racing each other or a completion cannot overfill it.
   long room = nr;
-  if (c.user_ring) {
+  {
     std::lock_guard<internal::AdaptiveMutex> lock(c.ring_mu);
     room = std::clamp<long>(
         static_cast<long>(c.ring_nr) - 1 -
@@ -441,10 +441,13 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
       const size_t k = c.IndexOf(r);
       c.user_iocb[k] = cb;
       c.user_data[k] = cb->aio_data;
+      c.user_resfd[k] = (cb->aio_flags & IOCB_FLAG_RESFD) != 0
+                            ? static_cast<int>(cb->aio_resfd)
+                            : -1;
       batch.push_back(r);
     }
   }
-  if (c.user_ring && static_cast<size_t>(room) > batch.size()) {
+  if (static_cast<size_t>(room) > batch.size()) {
     // Reserved and not used.
     c.in_flight.fetch_sub(
         static_cast<unsigned>(room) - static_cast<unsigned>(batch.size()),
@@ -463,10 +466,8 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
     }
   }
   if (accepted < batch.size()) {
-    if (c.user_ring) {
-      c.in_flight.fetch_sub(static_cast<unsigned>(batch.size() - accepted),
-                            std::memory_order_relaxed);
-    }
+    c.in_flight.fetch_sub(static_cast<unsigned>(batch.size() - accepted),
+                          std::memory_order_relaxed);
     std::lock_guard<internal::AdaptiveMutex> lock(c.mu);
     for (size_t i = accepted; i < batch.size(); ++i) {
       c.user_iocb[c.IndexOf(batch[i])] = nullptr;
@@ -482,9 +483,10 @@ nanoseconds TimeoutOf(const timespec* ts) {
   return std::chrono::seconds(ts->tv_sec) + nanoseconds(ts->tv_nsec);
 }
 
-// The threads engine's completion callback: the event goes to the context's
-// ring (the kernel's aio_complete: the event, then tail with release), the
-// request back to the pool, and a sleeping io_getevents is woken.
+// The engine's completion callback: the event goes to the context's ring (the
+// kernel's aio_complete: the event, then the tail with release, then the
+// eventfd), the request back to the pool, and a sleeping io_getevents is
+// woken.
 void OnComplete(void* arg, Request* r) {
   auto* c = static_cast<Context*>(arg);
   const size_t k = c->IndexOf(r);
@@ -492,6 +494,7 @@ void OnComplete(void* arg, Request* r) {
   ev.res = r->rval;
   ev.res2 = 0;
   if (r->rval == -EBADF) Facts().Forget(r->fd);
+  int held = -1;
   {
     // The request goes back to the pool at once (its event is copied out):
     // one lock of the pool per completion. A submission that takes it now
@@ -499,17 +502,25 @@ void OnComplete(void* arg, Request* r) {
     std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->mu);
     ev.obj = reinterpret_cast<uint64_t>(c->user_iocb[k]);
     ev.data = c->user_data[k];
+    // Held while the request is ours: once the event is in the ring the
+    // program may reap it and close the eventfd.
+    held = internal::HoldEventfd(c->user_resfd[k]);
     c->Release(r);
   }
-  std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->ring_mu);
-  const unsigned tail =
-      std::atomic_ref<unsigned>(c->ring->tail).load(std::memory_order_relaxed);
-  c->ring->events()[tail] = ev;
-  std::atomic_ref<unsigned>(c->ring->tail)
-      .store(tail + 1 == c->ring_nr ? 0 : tail + 1, std::memory_order_release);
-  // The ring holds it now; it no longer counts as in flight.
-  c->in_flight.fetch_sub(1, std::memory_order_acq_rel);
-  if (c->ring_waiters != 0) c->ring_cv.notify_all();
+  {
+    std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->ring_mu);
+    const unsigned tail = std::atomic_ref<unsigned>(c->ring->tail)
+                              .load(std::memory_order_relaxed);
+    c->ring->events()[tail] = ev;
+    std::atomic_ref<unsigned>(c->ring->tail)
+        .store(tail + 1 == c->ring_nr ? 0 : tail + 1,
+               std::memory_order_release);
+    // The ring holds it now; it no longer counts as in flight.
+    c->in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    if (c->ring_waiters != 0) c->ring_cv.notify_all();
+  }
+  // After the event is reapable, as the kernel signals it.
+  internal::SignalHeldEventfd(held);
 }
 
 // io_getevents on a threads context: the kernel's read_events, from the ring.
@@ -567,8 +578,7 @@ long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
     // kernel could give).
     if (timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0) {
       std::lock_guard<internal::AdaptiveMutex> lock(c.mu);
-      if (c.free_reqs.size() == c.nr &&
-          (!c.user_ring || c.RingOccupancy() == 0)) {
+      if (c.free_reqs.size() == c.nr && c.RingOccupancy() == 0) {
         return 0;
       }
     }
@@ -583,30 +593,7 @@ long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
     return 0;
   }
   if (events == nullptr) return -EFAULT;
-  if (c.user_ring) return GeteventsRing(c, min_nr, nr, events, timeout);
-  const size_t want = std::min<size_t>(static_cast<size_t>(nr), c.nr);
-  // One buffer per thread: no allocation per call.
-  thread_local std::vector<Request*> out;
-  if (out.size() < want) out.resize(want);
-  Result<size_t> got =
-      c.engine->Reap(std::span<Request*>(out.data(), want),
-                     static_cast<size_t>(min_nr), TimeoutOf(timeout));
-  if (!got.ok()) {
-    return got.status().Is(Errc::kShutdown) ? -EINVAL : -got.status().Errno();
-  }
-  std::lock_guard<internal::AdaptiveMutex> lock(c.mu);
-  for (size_t i = 0; i < *got; ++i) {
-    Request* r = out[i];
-    const size_t k = c.IndexOf(r);
-    events[i].data = c.user_data[k];
-    events[i].obj = reinterpret_cast<uint64_t>(c.user_iocb[k]);
-    events[i].res = r->rval;
-    events[i].res2 = 0;
-    // A descriptor closed since it was cached: ask about it again next time.
-    if (r->rval == -EBADF) Facts().Forget(r->fd);
-    c.Release(r);
-  }
-  return static_cast<long>(*got);
+  return GeteventsRing(c, min_nr, nr, events, timeout);
 }
 
 // The kernel's struct __aio_sigset.
