@@ -593,6 +593,17 @@ long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
     return 0;
   }
   if (events == nullptr) return -EFAULT;
+  // The kernel completes buffered I/O inside io_submit, and programs that
+  // reap with min_nr 0 and a timeout right after submitting count on finding
+  // the event. So: with min_nr 0 and a finite non-zero timeout, an empty ring
+  // and requests in flight, wait (up to the timeout) for one of them. A zero
+  // timeout, or nothing in flight, still returns at once.
+  if (min_nr == 0 && timeout != nullptr &&
+      (timeout->tv_sec != 0 || timeout->tv_nsec != 0) &&
+      c.in_flight.load(std::memory_order_relaxed) != 0) {
+    std::lock_guard<internal::AdaptiveMutex> lock(c.ring_mu);
+    if (c.RingOccupancy() == 0) min_nr = 1;
+  }
   return GeteventsRing(c, min_nr, nr, events, timeout);
 }
 
