@@ -53,6 +53,7 @@
 #include "engine/common.h"
 #include "engine/core/core_state.h"
 #include "engine/valgrind.h"
+#include "imports.h"
 #include "sys/syscalls.h"
 
 // libaio's handle: a pointer to the context's ring.
@@ -167,6 +168,24 @@ aio_context_t Kernel(io_context_t ctx) {
 Result<EngineKind> WantedKind() {
   EngineOptions o;
   return ResolveEngineKind(o);
+}
+
+// Whether this process can be given an engine context: only if it reaps
+// through libaio. A program that takes io_setup and io_submit from libaio but
+// reaps with syscall(SYS_io_getevents) reaches the kernel, which knows only
+// its own contexts (EINVAL). Such a program imports none of libaio's reaping
+// calls; AIOKIT_COMPAT_FORCE=1 gives it the engine anyway (for one that finds
+// io_getevents with dlsym).
+bool ReapsThroughLibaio() {
+  // Read at io_setup, on the program's thread; nothing here calls setenv.
+  // NOLINTNEXTLINE(concurrency-mt-unsafe)
+  const char* force = std::getenv("AIOKIT_COMPAT_FORCE");
+  if (force != nullptr && std::string_view(force) == "1") return true;
+  for (const char* name :
+       {"io_getevents", "io_pgetevents", "io_queue_run", "io_queue_wait"}) {
+    if (ProcessImports(name)) return true;
+  }
+  return false;
 }
 
 void OnComplete(void* arg, Request* r);
@@ -645,6 +664,23 @@ __attribute__((visibility("default"))) int io_setup(int maxevents,
     }
     return r;
   };
+  if (*kind != EngineKind::kLinuxAio && !compat::ReapsThroughLibaio()) {
+    if (*kind == EngineKind::kIoUring || *kind == EngineKind::kThreads) {
+      // Once per process: the program asked for an engine it cannot use.
+      static std::atomic<bool> told{false};
+      if (!told.exchange(true)) {
+        std::fprintf(stderr,
+                     "aiokit libaio: AIOKIT_ENGINE=%s refused: this program "
+                     "does not call io_getevents through libaio (it reaps "
+                     "with the raw system call, which answers only the "
+                     "kernel's contexts), so its contexts are the kernel's; "
+                     "set AIOKIT_ENGINE=linux-aio, or AIOKIT_COMPAT_FORCE=1 "
+                     "if it finds io_getevents with dlsym\n",
+                     EngineKindName(*kind));
+      }
+    }
+    return static_cast<int>(kernel());
+  }
   switch (*kind) {
     case EngineKind::kLinuxAio:
       return static_cast<int>(kernel());
