@@ -44,6 +44,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -55,6 +56,7 @@
 #include "engine/valgrind.h"
 #include "imports.h"
 #include "sys/syscalls.h"
+#include "user_memory.h"
 
 // libaio's handle: a pointer to the context's ring.
 struct io_context;
@@ -67,6 +69,9 @@ namespace {
 
 using std::chrono::nanoseconds;
 
+// The bytes of an io_context_t, which the program's *ctxp holds.
+constexpr size_t kHandleBytes = sizeof(void*);
+static_assert(std::is_pointer_v<io_context_t>);
 // The kernel refuses io_setup beyond this many events (fs/aio.c).
 constexpr unsigned kMaxEvents = 0x10000000U / sizeof(io_event);
 // The engines' largest queue (io_uring's SQ).
@@ -314,9 +319,10 @@ long CheckIoprio(const struct iocb* cb) {
   return 0;
 }
 
-// The kernel's checks at io_submit, in its order, for one iocb; 0 if it
-// would be accepted.
-long CheckIocb(const struct iocb* cb) {
+// The kernel's checks at io_submit, in its order, for one iocb (a copy of the
+// program's); 0 if it would be accepted. A vectored request's iovec array is
+// copied into `*iov` here, as the kernel copies it.
+long CheckIocb(const struct iocb* cb, std::vector<iovec>* iov) {
   if (cb->aio_reserved2 != 0) return -EINVAL;
   if (static_cast<int64_t>(cb->aio_nbytes) < 0) return -EINVAL;
   const int fd = static_cast<int>(cb->aio_fildes);
@@ -371,16 +377,22 @@ long CheckIocb(const struct iocb* cb) {
       cb->aio_lio_opcode == IOCB_CMD_PWRITEV) {
     if (cb->aio_nbytes > IOV_MAX) return -EINVAL;
     // The kernel copies the iovec array here (before it looks at the
-    // offset): EFAULT for a NULL one. (Prepare copies it in user space, where
-    // NULL would crash; any other bad address is the caller's to avoid.)
+    // offset): EFAULT for one it cannot read.
     if (cb->aio_buf == 0 && cb->aio_nbytes != 0) return -EFAULT;
+    iov->resize(cb->aio_nbytes);
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): the ABI carries addresses
+    if (!CopyFromUser(iov->data(), reinterpret_cast<const void*>(cb->aio_buf),
+                      cb->aio_nbytes * sizeof(iovec))) {
+      return -EFAULT;
+    }
   }
   if (cb->aio_offset < 0) return -EINVAL;
   return 0;
 }
 
-// Describes the caller's iocb to the engine.
-void Prepare(Request* r, const struct iocb* cb) {
+// Describes the caller's iocb to the engine; `iov` is the vectored request's
+// iovec array as CheckIocb copied it.
+void Prepare(Request* r, const struct iocb* cb, const std::vector<iovec>& iov) {
   const int fd = static_cast<int>(cb->aio_fildes);
   // NOLINTNEXTLINE(performance-no-int-to-ptr): the ABI carries addresses
   void* buf = reinterpret_cast<void*>(cb->aio_buf);
@@ -394,11 +406,11 @@ void Prepare(Request* r, const struct iocb* cb) {
                    static_cast<uint64_t>(cb->aio_offset));
       break;
     case IOCB_CMD_PREADV:
-      r->PrepReadv(fd, static_cast<const iovec*>(buf), cb->aio_nbytes,
+      r->PrepReadv(fd, iov.data(), iov.size(),
                    static_cast<uint64_t>(cb->aio_offset));
       break;
     case IOCB_CMD_PWRITEV:
-      r->PrepWritev(fd, static_cast<const iovec*>(buf), cb->aio_nbytes,
+      r->PrepWritev(fd, iov.data(), iov.size(),
                     static_cast<uint64_t>(cb->aio_offset));
       break;
     case IOCB_CMD_FSYNC:
@@ -420,6 +432,34 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
   if (nr == 0) return 0;
   if (iocbs == nullptr) return -EFAULT;
   nr = std::min<long>(nr, c.nr);
+  // The program's array and iocbs, copied as the kernel copies them: one that
+  // cannot be read is EFAULT (for the call, if it is the first).
+  const auto count = static_cast<size_t>(nr);
+  thread_local std::vector<struct iocb*> ptrs;
+  thread_local std::vector<struct iocb> copies;
+  thread_local std::vector<iovec> to, from, iov;
+  ptrs.resize(count);
+  size_t readable = count;
+  if (!CopyFromUser(ptrs.data(), iocbs, count * sizeof(struct iocb*))) {
+    readable = 0;
+    while (readable < count && CopyFromUser(&ptrs[readable], iocbs + readable,
+                                            sizeof(struct iocb*))) {
+      ++readable;
+    }
+  }
+  // A null pointer ends the copy (the kernel faults on it).
+  readable = static_cast<size_t>(
+      std::find(ptrs.begin(), ptrs.begin() + static_cast<long>(readable),
+                nullptr) -
+      ptrs.begin());
+  copies.resize(readable);
+  to.resize(readable);
+  from.resize(readable);
+  for (size_t i = 0; i < readable; ++i) {
+    to[i] = {&copies[i], sizeof(struct iocb)};
+    from[i] = {ptrs[i], sizeof(struct iocb)};
+  }
+  const size_t copied = CopyRegionsFromUser(to.data(), from.data(), readable);
   thread_local std::vector<Request*> batch;
   batch.clear();
   long first_error = 0;
@@ -441,12 +481,12 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
   {
     std::lock_guard<internal::AdaptiveMutex> lock(c.mu);
     for (long i = 0; i < nr; ++i) {
-      struct iocb* cb = iocbs[i];
-      if (cb == nullptr) {
+      if (static_cast<size_t>(i) >= copied) {
         first_error = -EFAULT;
         break;
       }
-      if (long err = CheckIocb(cb); err != 0) {
+      const struct iocb* cb = &copies[i];
+      if (long err = CheckIocb(cb, &iov); err != 0) {
         first_error = err;
         break;
       }
@@ -456,9 +496,9 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
       }
       Request* r = c.free_reqs.back();
       c.free_reqs.pop_back();
-      Prepare(r, cb);
+      Prepare(r, cb, iov);
       const size_t k = c.IndexOf(r);
-      c.user_iocb[k] = cb;
+      c.user_iocb[k] = ptrs[i];
       c.user_data[k] = cb->aio_data;
       c.user_resfd[k] = (cb->aio_flags & IOCB_FLAG_RESFD) != 0
                             ? static_cast<int>(cb->aio_resfd)
@@ -551,11 +591,27 @@ long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
   const auto deadline =
       forever ? std::chrono::steady_clock::time_point::max()
               : std::chrono::steady_clock::now() + TimeoutOf(timeout);
+  // Events are taken from the ring into `taken`, then copied to the
+  // program's array, which may be a bad pointer: then they go back.
+  thread_local std::vector<io_event> taken;
+  if (taken.size() < c.ring_nr) taken.resize(c.ring_nr);
   std::unique_lock<internal::AdaptiveMutex> lock(c.ring_mu);
   size_t n = 0;
   for (;;) {
+    const unsigned head_before =
+        std::atomic_ref<unsigned>(c.ring->head).load(std::memory_order_relaxed);
+    size_t got = 0;
     (void)internal::ConsumeAioRing(
-        c.ring, want - n, [&](const io_event& ev) { events[n++] = ev; });
+        c.ring, want - n, [&](const io_event& ev) { taken[got++] = ev; });
+    if (got != 0 &&
+        !CopyToUser(events + n, taken.data(), got * sizeof(io_event))) {
+      // The kernel's answer for an event array it cannot write; the events
+      // stay in the ring (ring_mu held: no producer wrote since).
+      std::atomic_ref<unsigned>(c.ring->head)
+          .store(head_before, std::memory_order_release);
+      return n != 0 ? static_cast<long>(n) : -EFAULT;
+    }
+    n += got;
     if (n >= need || n == want) break;
     if (c.dead) return n != 0 ? static_cast<long>(n) : -EINVAL;
     if (!forever && std::chrono::steady_clock::now() >= deadline) break;
@@ -589,7 +645,14 @@ long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
 }
 
 long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
-                   const timespec* timeout) {
+                   const timespec* user_timeout) {
+  // The kernel copies the timeout before anything else.
+  timespec ts{};
+  const timespec* timeout = nullptr;
+  if (user_timeout != nullptr) {
+    if (!CopyFromUser(&ts, user_timeout, sizeof(ts))) return -EFAULT;
+    timeout = &ts;
+  }
   if (min_nr > nr || min_nr < 0) {
     // libaio answers a poll (zero timeout) of an empty kernel ring in user
     // space, before the kernel could check the arguments: 0. So do we when
@@ -632,27 +695,10 @@ struct AioSigset {
   size_t sigsetsize;
 };
 
-}  // namespace
-}  // namespace aiokit::compat
-
-using aiokit::compat::Context;
-using aiokit::compat::Find;
-using aiokit::compat::Kernel;
-
-// NOLINTBEGIN(readability-identifier-naming): libaio's names
-extern "C" {
-
-__attribute__((visibility("default"))) int io_setup(int maxevents,
-                                                    io_context_t* ctxp) {
-  using namespace aiokit;
-  if (ctxp == nullptr) return -EFAULT;
-  if (*ctxp != nullptr || maxevents <= 0 ||
-      static_cast<unsigned>(maxevents) > compat::kMaxEvents) {
-    return -EINVAL;
-  }
-  Result<EngineKind> kind = compat::WantedKind();
+// io_setup once the arguments are read: a new context in *ctxp (ours).
+int Setup(unsigned nr, io_context_t* ctxp) {
+  Result<EngineKind> kind = WantedKind();
   if (!kind.ok()) return -EINVAL;
-  const auto nr = static_cast<unsigned>(maxevents);
   auto kernel = [&]() -> long {
     aio_context_t id = 0;
     const long r = sys::real::IoSetup(nr, &id);
@@ -664,7 +710,7 @@ __attribute__((visibility("default"))) int io_setup(int maxevents,
     }
     return r;
   };
-  if (*kind != EngineKind::kLinuxAio && !compat::ReapsThroughLibaio()) {
+  if (*kind != EngineKind::kLinuxAio && !ReapsThroughLibaio()) {
     if (*kind == EngineKind::kIoUring || *kind == EngineKind::kThreads) {
       // Once per process: the program asked for an engine it cannot use.
       static std::atomic<bool> told{false};
@@ -686,15 +732,50 @@ __attribute__((visibility("default"))) int io_setup(int maxevents,
       return static_cast<int>(kernel());
     case EngineKind::kIoUring:
     case EngineKind::kThreads:
-      return static_cast<int>(compat::MakeOurs(*kind, nr, ctxp));
+      return static_cast<int>(MakeOurs(*kind, nr, ctxp));
     default: {
       // auto: io_uring, else the kernel's AIO, else threads.
-      if (compat::MakeOurs(EngineKind::kIoUring, nr, ctxp) == 0) return 0;
+      if (MakeOurs(EngineKind::kIoUring, nr, ctxp) == 0) return 0;
       const long k = kernel();
       if (k == 0 || k == -EINVAL) return static_cast<int>(k);
-      return static_cast<int>(compat::MakeOurs(EngineKind::kThreads, nr, ctxp));
+      return static_cast<int>(MakeOurs(EngineKind::kThreads, nr, ctxp));
     }
   }
+}
+
+}  // namespace
+}  // namespace aiokit::compat
+
+using aiokit::compat::Context;
+using aiokit::compat::Find;
+using aiokit::compat::Kernel;
+
+// NOLINTBEGIN(readability-identifier-naming): libaio's names
+extern "C" {
+
+__attribute__((visibility("default"))) int io_destroy(io_context_t ctx);
+
+__attribute__((visibility("default"))) int io_setup(int maxevents,
+                                                    io_context_t* ctxp) {
+  using namespace aiokit;
+  // The kernel reads *ctxp first, and writes the new context there last.
+  io_context_t current = nullptr;
+  if (ctxp == nullptr ||
+      !compat::CopyFromUser(&current, ctxp, compat::kHandleBytes)) {
+    return -EFAULT;
+  }
+  if (current != nullptr || maxevents <= 0 ||
+      static_cast<unsigned>(maxevents) > compat::kMaxEvents) {
+    return -EINVAL;
+  }
+  io_context_t made = nullptr;
+  const int r = compat::Setup(static_cast<unsigned>(maxevents), &made);
+  if (r != 0) return r;
+  if (!compat::CopyToUser(ctxp, &made, compat::kHandleBytes)) {
+    (void)io_destroy(made);
+    return -EFAULT;
+  }
+  return 0;
 }
 
 __attribute__((visibility("default"))) int io_destroy(io_context_t ctx) {
@@ -732,14 +813,22 @@ __attribute__((visibility("default"))) int aiokit_io_getevents_0_4(
     struct timespec* timeout) {
   std::shared_ptr<Context> c = Find(ctx);
   if (!c) {
-    // libaio's shortcut: a poll of an empty kernel ring needs no system call.
-    auto* ring = reinterpret_cast<aiokit::internal::AioRing*>(ctx);
-    if (ring != nullptr && timeout != nullptr && timeout->tv_sec == 0 &&
-        timeout->tv_nsec == 0 && aiokit::internal::AioRingUsable(ring) &&
-        std::atomic_ref<unsigned>(ring->head).load(std::memory_order_relaxed) ==
-            std::atomic_ref<unsigned>(ring->tail)
-                .load(std::memory_order_acquire)) {
-      return 0;
+    // libaio answers a poll (zero timeout) of an empty kernel ring in user
+    // space, before the kernel could refuse bad arguments: 0. Valid arguments
+    // get the same answer from the kernel, which also checks the pointers;
+    // bad ones are looked at here, through copies (the handle and the
+    // timeout may be bad pointers too).
+    if (min_nr > nr || min_nr < 0 || nr < 0) {
+      using aiokit::internal::AioRing;
+      AioRing ring{};
+      timespec ts{};
+      if (ctx != nullptr && timeout != nullptr &&
+          aiokit::compat::CopyFromUser(&ts, timeout, sizeof(ts)) &&
+          ts.tv_sec == 0 && ts.tv_nsec == 0 &&
+          aiokit::compat::CopyFromUser(&ring, ctx, sizeof(ring)) &&
+          aiokit::internal::AioRingUsable(&ring) && ring.head == ring.tail) {
+        return 0;
+      }
     }
     return static_cast<int>(aiokit::sys::real::IoGetevents(
         Kernel(ctx), min_nr, nr, events, timeout));
@@ -773,10 +862,13 @@ __attribute__((visibility("default"))) int io_pgetevents(
   }
   // The mask holds for the wait, as the kernel's does (not atomically with
   // the wait's start: a signal that arrives in between is taken before it).
+  sigset_t mask;
   sigset_t old;
-  if (sigmask != nullptr &&
-      ::pthread_sigmask(SIG_SETMASK, sigmask, &old) != 0) {
-    return -EINVAL;
+  if (sigmask != nullptr) {
+    if (!aiokit::compat::CopyFromUser(&mask, sigmask, _NSIG / 8)) {
+      return -EFAULT;
+    }
+    if (::pthread_sigmask(SIG_SETMASK, &mask, &old) != 0) return -EINVAL;
   }
   const long r = aiokit::compat::GeteventsOurs(*c, min_nr, nr, events, timeout);
   if (sigmask != nullptr) (void)::pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -790,8 +882,12 @@ __attribute__((visibility("default"))) int aiokit_io_cancel_0_4(
     return static_cast<int>(
         aiokit::sys::real::IoCancel(Kernel(ctx), iocb, result));
   }
-  if (iocb == nullptr) return -EFAULT;
-  if (iocb->aio_key != 0) return -EINVAL;  // the kernel's KIOCB_KEY
+  struct iocb copy {};
+  if (iocb == nullptr ||
+      !aiokit::compat::CopyFromUser(&copy, iocb, sizeof(copy))) {
+    return -EFAULT;
+  }
+  if (copy.aio_key != 0) return -EINVAL;  // the kernel's KIOCB_KEY
   aiokit::Request* req = nullptr;
   {
     std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->mu);
@@ -830,7 +926,9 @@ __attribute__((visibility("default"))) int io_queue_init(int maxevents,
                                                          io_context_t* ctxp) {
   if (ctxp == nullptr) return -EFAULT;
   if (maxevents < 0) return -EINVAL;
-  *ctxp = nullptr;
+  io_context_t none = nullptr;
+  if (!aiokit::compat::CopyToUser(ctxp, &none, aiokit::compat::kHandleBytes))
+    return -EFAULT;
   return io_setup(maxevents, ctxp);
 }
 
