@@ -953,6 +953,9 @@ class Run {
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
   // Read at each io_setup; set before the first. Single-threaded here.
   ::setenv("AIOKIT_ENGINE", "threads", 1);  // NOLINT(concurrency-mt-unsafe)
+  // The drop-in is compiled into this program, which so imports io_getevents
+  // from no library: give it the engine anyway.
+  ::setenv("AIOKIT_COMPAT_FORCE", "1", 1);  // NOLINT(concurrency-mt-unsafe)
   // NOLINTNEXTLINE(concurrency-mt-unsafe)
   trace = std::getenv("AIOKIT_FUZZ_TRACE") != nullptr;
   MakeFixture();
