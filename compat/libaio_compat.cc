@@ -841,13 +841,9 @@ __attribute__((visibility("default"))) int aiokit_io_getevents_0_4(
 __attribute__((visibility("default"))) int aiokit_io_getevents_0_1(
     io_context_t ctx, long nr, struct io_event* events,
     const struct timespec* timeout) {
-  struct timespec ts;
-  struct timespec* t = nullptr;
-  if (timeout != nullptr) {
-    ts = *timeout;
-    t = &ts;
-  }
-  return aiokit_io_getevents_0_4(ctx, 1, nr, events, t);
+  // Never written through: the timeout is only read (through a copy).
+  return aiokit_io_getevents_0_4(ctx, 1, nr, events,
+                                 const_cast<struct timespec*>(timeout));
 }
 
 __attribute__((visibility("default"))) int io_pgetevents(
@@ -959,13 +955,8 @@ __attribute__((visibility("default"))) int aiokit_io_queue_wait_0_4(
 
 __attribute__((visibility("default"))) int aiokit_io_queue_wait_0_1(
     io_context_t ctx, const struct timespec* timeout) {
-  struct timespec ts;
-  struct timespec* t = nullptr;
-  if (timeout != nullptr) {
-    ts = *timeout;
-    t = &ts;
-  }
-  return aiokit_io_getevents_0_4(ctx, 0, 0, nullptr, t);
+  return aiokit_io_getevents_0_4(ctx, 0, 0, nullptr,
+                                 const_cast<struct timespec*>(timeout));
 }
 
 }  // extern "C"
