@@ -606,7 +606,9 @@ long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
     if (got != 0 &&
         !CopyToUser(events + n, taken.data(), got * sizeof(io_event))) {
       // The kernel's answer for an event array it cannot write; the events
-      // stay in the ring (ring_mu held: no producer wrote since).
+      // stay in the ring (ring_mu held: no producer wrote since). Release, as
+      // ConsumeAioRing's own store of head: pairs with the acquire load in
+      // RingOccupancy.
       std::atomic_ref<unsigned>(c.ring->head)
           .store(head_before, std::memory_order_release);
       return n != 0 ? static_cast<long>(n) : -EFAULT;
