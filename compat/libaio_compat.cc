@@ -196,6 +196,9 @@ bool ReapsThroughLibaio() {
 void OnComplete(void* arg, Request* r);
 
 long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
+  // The calls on an engine context copy the program's memory on every
+  // request: through the fault catcher's windows, not a system call each.
+  InstallFaultCatcher();
   auto c = std::make_shared<Context>();
   EngineOptions o;
   o.kind = kind;
