@@ -25,6 +25,7 @@
 
 #include <fcntl.h>
 #include <linux/aio_abi.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -44,6 +45,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
@@ -127,10 +129,50 @@ struct Context {
   unsigned ring_waiters = 0;
   bool dead = false;  // io_destroy was called: waiters return
   std::atomic<unsigned> in_flight{0};
+  // io_uring with COOP_TASKRUN: a submitting thread's completions run when it
+  // enters the kernel, so a thread waiting for them must not spin in user
+  // space only.
+  bool enter_kernel_to_complete = false;
+  // io_uring has no thread of its own that completes requests: the thread in
+  // io_getevents reaps the engine itself (its callback fills the ring), until
+  // a request with an eventfd is submitted. A program that waits on an
+  // eventfd may never call io_getevents, so from then on a publisher thread
+  // reaps the engine into the ring and io_getevents only reads the ring.
+  bool caller_reaps = false;
+  std::atomic<bool> publishing{false};
+  std::mutex publisher_mu;  // starting and stopping the publisher
+  std::thread publisher;
+
+  // Starts the publisher (once). Thread safety: any thread.
+  void StartPublisher() {
+    std::lock_guard<std::mutex> lock(publisher_mu);
+    if (publishing.load(std::memory_order_relaxed) || dead_publisher) return;
+    publisher = std::thread([this] {
+      for (;;) {
+        Result<size_t> r =
+            engine->Reap(std::span<Request*>(), 1, std::chrono::seconds(1));
+        if (!r.ok() && r.status().Is(Errc::kShutdown)) return;
+      }
+    });
+    // Release: a reader that sees it also sees the thread started (pairs
+    // with the acquire load in GeteventsRing).
+    publishing.store(true, std::memory_order_release);
+  }
+  // After the engine's Shutdown: the publisher's Reap says kShutdown.
+  void StopPublisher() {
+    std::lock_guard<std::mutex> lock(publisher_mu);
+    dead_publisher = true;
+    if (publisher.joinable()) publisher.join();
+  }
+  bool dead_publisher = false;  // under publisher_mu
 
   std::unique_ptr<Engine> engine;
 
-  ~Context() { engine.reset(); }  // first: its workers call OnComplete
+  ~Context() {
+    if (engine) (void)engine->Shutdown(kForever);
+    StopPublisher();
+    engine.reset();  // first: its workers call OnComplete
+  }
 
   size_t IndexOf(const Request* r) const {
     return static_cast<size_t>(r - reqs.data());
@@ -213,9 +255,8 @@ long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
   // NOLINTNEXTLINE(concurrency-mt-unsafe)
   const char* coop = std::getenv("AIOKIT_COMPAT_COOP_TASKRUN");
   o.coop_taskrun = coop == nullptr || std::string_view(coop) != "0";
-  // io_uring has no thread of its own to complete requests with: its
-  // completion thread puts the events into the ring.
-  o.completion_thread = kind == EngineKind::kIoUring;
+  c->enter_kernel_to_complete = kind == EngineKind::kIoUring && o.coop_taskrun;
+  c->caller_reaps = kind == EngineKind::kIoUring;
   c->nr = o.queue_depth;
   // Room for every request's event, and the one empty slot that tells a full
   // ring from an empty one.
@@ -466,6 +507,7 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
   thread_local std::vector<Request*> batch;
   batch.clear();
   long first_error = 0;
+  bool saw_resfd = false;
   // Events not yet reaped hold ring slots, as in the kernel; a ring full of
   // them refuses more (EAGAIN). The slots are reserved under ring_mu, where
   // OnComplete moves a request from in flight to the ring, so that submitters
@@ -506,6 +548,7 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
       c.user_resfd[k] = (cb->aio_flags & IOCB_FLAG_RESFD) != 0
                             ? static_cast<int>(cb->aio_resfd)
                             : -1;
+      saw_resfd |= c.user_resfd[k] >= 0;
       batch.push_back(r);
     }
   }
@@ -535,6 +578,10 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
       c.user_iocb[c.IndexOf(batch[i])] = nullptr;
       c.free_reqs.push_back(batch[i]);
     }
+  }
+  if (saw_resfd && c.caller_reaps &&
+      !c.publishing.load(std::memory_order_relaxed)) {
+    c.StartPublisher();
   }
   if (accepted == 0 && first_error != 0) return first_error;
   return static_cast<long>(accepted);
@@ -598,6 +645,13 @@ long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
   // program's array, which may be a bad pointer: then they go back.
   thread_local std::vector<io_event> taken;
   if (taken.size() < c.ring_nr) taken.resize(c.ring_nr);
+  // io_uring before a publisher: this thread moves what has completed into
+  // the ring first (a poll), and below waits in the engine, not on ring_cv.
+  const bool reap_here =
+      c.caller_reaps && !c.publishing.load(std::memory_order_acquire);
+  if (reap_here) {
+    (void)c.engine->Reap(std::span<Request*>(), 0, nanoseconds(0));
+  }
   std::unique_lock<internal::AdaptiveMutex> lock(c.ring_mu);
   size_t n = 0;
   for (;;) {
@@ -620,6 +674,22 @@ long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
     if (n >= need || n == want) break;
     if (c.dead) return n != 0 ? static_cast<long>(n) : -EINVAL;
     if (!forever && std::chrono::steady_clock::now() >= deadline) break;
+    if (reap_here) {
+      // Wait in the engine, even with nothing in flight (another thread may
+      // submit): its callback (OnComplete, which takes ring_mu) puts what this
+      // thread reaps into the ring. In slices, so that events a publisher
+      // started meanwhile put in the ring, and io_destroy, are seen.
+      lock.unlock();
+      nanoseconds left = std::chrono::milliseconds(10);
+      if (!forever) {
+        left = std::min(left, std::chrono::duration_cast<nanoseconds>(
+                                  deadline - std::chrono::steady_clock::now()));
+      }
+      (void)c.engine->Reap(std::span<Request*>(), need - n,
+                           std::max(left, nanoseconds(0)));
+      lock.lock();
+      continue;
+    }
     // Rather than sleep, do a queued read or write here (as the engine's own
     // Reap does): its event lands in the ring (OnComplete takes ring_mu).
     lock.unlock();
@@ -633,6 +703,10 @@ long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
              std::chrono::steady_clock::now() < spin_until) {
         helped = c.engine->RunQueuedOnce();
         if (helped) break;
+        // io_uring with COOP_TASKRUN completes this thread's requests only
+        // when it enters the kernel (the task work of their completions is
+        // its own): spinning in user space would hold them back.
+        if (c.enter_kernel_to_complete) (void)::sched_yield();
       }
     }
     lock.lock();
@@ -795,6 +869,7 @@ __attribute__((visibility("default"))) int io_destroy(io_context_t ctx) {
   // As the kernel: wait for what is in flight; unreaped events are dropped,
   // and a thread waiting in io_getevents returns.
   (void)c->engine->Shutdown(aiokit::kForever);
+  c->StopPublisher();
   {
     std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->ring_mu);
     c->dead = true;
