@@ -10,9 +10,10 @@
 //    which the engine's completion callback fills as the kernel's aio_complete
 //    fills its own: the event, then the tail, then the request's eventfd. A
 //    program may reap it in user space (moving the head) or call io_getevents,
-//    which reads the same ring. io_uring, which has no threads of its own,
-//    runs a completion thread, so that events reach the ring whether or not
-//    the program ever calls io_getevents.
+//    which reads the same ring. io_uring has no threads of its own: the
+//    thread in io_getevents reaps the engine into the ring, and once a
+//    request with an eventfd is submitted (its program may wait on that and
+//    never call io_getevents) a publisher thread of the context does.
 //  - auto (the default): io_uring, else the kernel's AIO, else threads.
 // Calls on a context we did not make go to the kernel, which answers for
 // contexts it made and refuses the rest (EINVAL), exactly as it would.
@@ -45,6 +46,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
@@ -101,8 +103,9 @@ struct Context {
   std::vector<Request> reqs;
   std::vector<Request*> free_reqs;
   // Per request (by index): the caller's iocb, its aio_data and its eventfd
-  // (IOCB_FLAG_RESFD, or -1) at submission. The eventfd is ours to signal,
-  // not the engine's: only once the event is in the ring.
+  // (IOCB_FLAG_RESFD: a descriptor of our own for it, taken at submission as
+  // the kernel takes a reference, or -1). The eventfd is ours to signal, not
+  // the engine's: only once the event is in the ring.
   std::vector<struct iocb*> user_iocb;
   std::vector<uint64_t> user_data;
   std::vector<int> user_resfd;
@@ -147,13 +150,29 @@ struct Context {
   void StartPublisher() {
     std::lock_guard<std::mutex> lock(publisher_mu);
     if (publishing.load(std::memory_order_relaxed) || dead_publisher) return;
-    publisher = std::thread([this] {
-      for (;;) {
-        Result<size_t> r =
-            engine->Reap(std::span<Request*>(), 1, std::chrono::seconds(1));
-        if (!r.ok() && r.status().Is(Errc::kShutdown)) return;
-      }
-    });
+    // With every signal blocked, so that the process's signals keep going to
+    // the program's own threads (the thread inherits the mask).
+    sigset_t all;
+    sigset_t old;
+    sigfillset(&all);
+    (void)pthread_sigmask(SIG_SETMASK, &all, &old);
+    try {
+      publisher = std::thread([this] {
+        for (;;) {
+          Result<size_t> r =
+              engine->Reap(std::span<Request*>(), 1, std::chrono::seconds(1));
+          if (r.ok()) continue;
+          if (r.status().Is(Errc::kShutdown)) return;
+          // An error of the wait itself: try again in a moment, not at once.
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+      });
+    } catch (const std::system_error&) {
+      // No thread to be had (RLIMIT_NPROC): io_getevents goes on reaping.
+      (void)pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      return;
+    }
+    (void)pthread_sigmask(SIG_SETMASK, &old, nullptr);
     // Release: a reader that sees it also sees the thread started (pairs
     // with the acquire load in GeteventsRing).
     publishing.store(true, std::memory_order_release);
@@ -238,9 +257,6 @@ bool ReapsThroughLibaio() {
 void OnComplete(void* arg, Request* r);
 
 long MakeOurs(EngineKind kind, unsigned nr, io_context_t* ctxp) {
-  // The calls on an engine context copy the program's memory on every
-  // request: through the fault catcher's windows, not a system call each.
-  InstallFaultCatcher();
   auto c = std::make_shared<Context>();
   EngineOptions o;
   o.kind = kind;
@@ -545,9 +561,10 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
       const size_t k = c.IndexOf(r);
       c.user_iocb[k] = ptrs[i];
       c.user_data[k] = cb->aio_data;
-      c.user_resfd[k] = (cb->aio_flags & IOCB_FLAG_RESFD) != 0
-                            ? static_cast<int>(cb->aio_resfd)
-                            : -1;
+      c.user_resfd[k] =
+          (cb->aio_flags & IOCB_FLAG_RESFD) != 0
+              ? internal::HoldEventfd(static_cast<int>(cb->aio_resfd))
+              : -1;
       saw_resfd |= c.user_resfd[k] >= 0;
       batch.push_back(r);
     }
@@ -575,7 +592,10 @@ long SubmitOurs(Context& c, long nr, struct iocb** iocbs) {
                           std::memory_order_relaxed);
     std::lock_guard<internal::AdaptiveMutex> lock(c.mu);
     for (size_t i = accepted; i < batch.size(); ++i) {
-      c.user_iocb[c.IndexOf(batch[i])] = nullptr;
+      const size_t k = c.IndexOf(batch[i]);
+      c.user_iocb[k] = nullptr;
+      if (c.user_resfd[k] >= 0) (void)::close(c.user_resfd[k]);
+      c.user_resfd[k] = -1;
       c.free_reqs.push_back(batch[i]);
     }
   }
@@ -611,9 +631,9 @@ void OnComplete(void* arg, Request* r) {
     std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->mu);
     ev.obj = reinterpret_cast<uint64_t>(c->user_iocb[k]);
     ev.data = c->user_data[k];
-    // Held while the request is ours: once the event is in the ring the
-    // program may reap it and close the eventfd.
-    held = internal::HoldEventfd(c->user_resfd[k]);
+    // Ours since submission: the program may have closed its descriptor.
+    held = c->user_resfd[k];
+    c->user_resfd[k] = -1;
     c->Release(r);
   }
   {
@@ -632,7 +652,8 @@ void OnComplete(void* arg, Request* r) {
   internal::SignalHeldEventfd(held);
 }
 
-// io_getevents on a threads context: the kernel's read_events, from the ring.
+// io_getevents on one of our contexts: the kernel's read_events, from the
+// ring.
 long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
                    const timespec* timeout) {
   const auto want = static_cast<size_t>(nr);
@@ -658,8 +679,11 @@ long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
     const unsigned head_before =
         std::atomic_ref<unsigned>(c.ring->head).load(std::memory_order_relaxed);
     size_t got = 0;
+    // At most what `taken` holds, whatever the header (which the program
+    // can write) says.
     (void)internal::ConsumeAioRing(
-        c.ring, want - n, [&](const io_event& ev) { taken[got++] = ev; });
+        c.ring, std::min(want - n, taken.size()),
+        [&](const io_event& ev) { taken[got++] = ev; });
     if (got != 0 &&
         !CopyToUser(events + n, taken.data(), got * sizeof(io_event))) {
       // The kernel's answer for an event array it cannot write; the events
@@ -775,47 +799,53 @@ struct AioSigset {
 };
 
 // io_setup once the arguments are read: a new context in *ctxp (ours).
-int Setup(unsigned nr, io_context_t* ctxp) {
-  Result<EngineKind> kind = WantedKind();
-  if (!kind.ok()) return -EINVAL;
-  auto kernel = [&]() -> long {
-    aio_context_t id = 0;
-    const long r = sys::real::IoSetup(nr, &id);
-    if (r == 0) {
-      *ctxp = reinterpret_cast<io_context_t>(id);
-      // Programs reaping in user space read the whole ring; valgrind's
-      // io_destroy wrapper forgets all of it (it reads ring->nr).
-      internal::VgAioRingMapped(reinterpret_cast<const internal::AioRing*>(id));
+// Whether a new context of `kind` is to be one of ours. No: linux-aio, or a
+// program that cannot be served by an engine (it is told, once, when it
+// named one).
+bool WantsEngine(EngineKind kind) {
+  if (kind == EngineKind::kLinuxAio) return false;
+  if (ReapsThroughLibaio()) return true;
+  if (kind == EngineKind::kIoUring || kind == EngineKind::kThreads) {
+    // Once per process: the program asked for an engine it cannot use.
+    static std::atomic<bool> told{false};
+    if (!told.exchange(true)) {
+      std::fprintf(stderr,
+                   "aiokit libaio: AIOKIT_ENGINE=%s refused: this program "
+                   "does not call io_getevents through libaio (it reaps "
+                   "with the raw system call, which answers only the "
+                   "kernel's contexts), so its contexts are the kernel's; "
+                   "set AIOKIT_ENGINE=linux-aio, or AIOKIT_COMPAT_FORCE=1 "
+                   "if it finds io_getevents with dlsym\n",
+                   EngineKindName(kind));
     }
-    return r;
-  };
-  if (*kind != EngineKind::kLinuxAio && !ReapsThroughLibaio()) {
-    if (*kind == EngineKind::kIoUring || *kind == EngineKind::kThreads) {
-      // Once per process: the program asked for an engine it cannot use.
-      static std::atomic<bool> told{false};
-      if (!told.exchange(true)) {
-        std::fprintf(stderr,
-                     "aiokit libaio: AIOKIT_ENGINE=%s refused: this program "
-                     "does not call io_getevents through libaio (it reaps "
-                     "with the raw system call, which answers only the "
-                     "kernel's contexts), so its contexts are the kernel's; "
-                     "set AIOKIT_ENGINE=linux-aio, or AIOKIT_COMPAT_FORCE=1 "
-                     "if it finds io_getevents with dlsym\n",
-                     EngineKindName(*kind));
-      }
-    }
-    return static_cast<int>(kernel());
   }
-  switch (*kind) {
-    case EngineKind::kLinuxAio:
-      return static_cast<int>(kernel());
+  return false;
+}
+
+// The kernel's io_setup, as libaio calls it: the kernel reads and writes
+// *ctxp itself (EFAULT for a bad one).
+long KernelSetup(unsigned nr, io_context_t* ctxp) {
+  const long r = sys::real::IoSetup(nr, reinterpret_cast<aio_context_t*>(ctxp));
+  if (r == 0) {
+    // Programs reaping in user space read the whole ring; valgrind's
+    // io_destroy wrapper forgets all of it (it reads ring->nr).
+    internal::VgAioRingMapped(
+        reinterpret_cast<const internal::AioRing*>(*ctxp));
+  }
+  return r;
+}
+
+// io_setup for an engine kind (io_uring, threads or auto), once the
+// arguments are read: a new context in *ctxp (ours).
+int Setup(EngineKind kind, unsigned nr, io_context_t* ctxp) {
+  switch (kind) {
     case EngineKind::kIoUring:
     case EngineKind::kThreads:
-      return static_cast<int>(MakeOurs(*kind, nr, ctxp));
+      return static_cast<int>(MakeOurs(kind, nr, ctxp));
     default: {
       // auto: io_uring, else the kernel's AIO, else threads.
       if (MakeOurs(EngineKind::kIoUring, nr, ctxp) == 0) return 0;
-      const long k = kernel();
+      const long k = KernelSetup(nr, ctxp);
       if (k == 0 || k == -EINVAL) return static_cast<int>(k);
       return static_cast<int>(MakeOurs(EngineKind::kThreads, nr, ctxp));
     }
@@ -837,6 +867,15 @@ __attribute__((visibility("default"))) int io_destroy(io_context_t ctx);
 __attribute__((visibility("default"))) int io_setup(int maxevents,
                                                     io_context_t* ctxp) {
   using namespace aiokit;
+  Result<EngineKind> kind = compat::WantedKind();
+  if (!kind.ok()) return -EINVAL;
+  if (!compat::WantsEngine(*kind)) {
+    return static_cast<int>(
+        compat::KernelSetup(static_cast<unsigned>(maxevents), ctxp));
+  }
+  // The engine contexts' calls copy the program's memory on every request:
+  // through the fault catcher's windows.
+  compat::InstallFaultCatcher();
   // The kernel reads *ctxp first, and writes the new context there last.
   io_context_t current = nullptr;
   if (ctxp == nullptr ||
@@ -848,7 +887,7 @@ __attribute__((visibility("default"))) int io_setup(int maxevents,
     return -EINVAL;
   }
   io_context_t made = nullptr;
-  const int r = compat::Setup(static_cast<unsigned>(maxevents), &made);
+  const int r = compat::Setup(*kind, static_cast<unsigned>(maxevents), &made);
   if (r != 0) return r;
   if (!compat::CopyToUser(ctxp, &made, compat::kHandleBytes)) {
     (void)io_destroy(made);
@@ -870,6 +909,13 @@ __attribute__((visibility("default"))) int io_destroy(io_context_t ctx) {
   // and a thread waiting in io_getevents returns.
   (void)c->engine->Shutdown(aiokit::kForever);
   c->StopPublisher();
+  // What completed and nobody reaped goes through OnComplete (which closes
+  // the eventfds held for it) into the ring that is about to go.
+  for (;;) {
+    aiokit::Result<size_t> n = c->engine->Reap(std::span<aiokit::Request*>(), 0,
+                                               std::chrono::nanoseconds(0));
+    if (!n.ok() || *n == 0) break;
+  }
   {
     std::lock_guard<aiokit::internal::AdaptiveMutex> lock(c->ring_mu);
     c->dead = true;
@@ -1002,6 +1048,11 @@ __attribute__((visibility("default"))) int io_queue_init(int maxevents,
                                                          io_context_t* ctxp) {
   if (ctxp == nullptr) return -EFAULT;
   if (maxevents < 0) return -EINVAL;
+  // *ctxp is written here: through a window when the context will be ours.
+  if (aiokit::Result<aiokit::EngineKind> kind = aiokit::compat::WantedKind();
+      kind.ok() && aiokit::compat::WantsEngine(*kind)) {
+    aiokit::compat::InstallFaultCatcher();
+  }
   io_context_t none = nullptr;
   if (!aiokit::compat::CopyToUser(ctxp, &none, aiokit::compat::kHandleBytes))
     return -EFAULT;

@@ -1,14 +1,11 @@
 #include "user_memory.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/uio.h>
-#include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
-#include <cerrno>
-#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -19,8 +16,8 @@ namespace {
 
 // How copies are made (see user_memory.h).
 enum Mode : int {
-  kPlain = -1,   // AIOKIT_COMPAT_CHECK_POINTERS=0, or the system calls refused
-  kSyscall = 0,  // process_vm_readv/writev
+  kOff = -1,     // AIOKIT_COMPAT_CHECK_POINTERS=0: plain copies for good
+  kUnarmed = 0,  // no engine context yet: plain copies, as libaio makes
   kCatcher = 1,  // a window the fault handler ends
 };
 
@@ -28,11 +25,10 @@ int InitialMode() noexcept {
   // Read once, at load, before the program can call from two threads.
   // NOLINTNEXTLINE(concurrency-mt-unsafe)
   const char* v = std::getenv("AIOKIT_COMPAT_CHECK_POINTERS");
-  return v != nullptr && std::strcmp(v, "0") == 0 ? kPlain : kSyscall;
+  return v != nullptr && std::strcmp(v, "0") == 0 ? kOff : kUnarmed;
 }
 // Release when it becomes kCatcher, after g_prev_* are written; the acquire
-// loads in the copies pair with it (the handler reads g_prev_* only after a
-// copy saw kCatcher, or after the handler was installed by this thread).
+// load in Move pairs with it.
 std::atomic<int> g_mode{InitialMode()};
 
 // The handlers that were there before ours: faults outside a window go there.
@@ -47,8 +43,7 @@ struct sigaction g_prev_bus {};
 thread_local sigjmp_buf* t_window __attribute__((tls_model("initial-exec"))) =
     nullptr;
 
-void DefaultAction(int sig) noexcept {
-  // Put it back and return: the faulting instruction runs again and takes it.
+void SetDefault(int sig) noexcept {
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
@@ -56,36 +51,63 @@ void DefaultAction(int sig) noexcept {
 }
 
 void OnFault(int sig, siginfo_t* info, void* uctx) {
+  // si_code > 0: raised by the kernel for an access of this thread, not sent
+  // with kill, raise or pthread_kill.
+  const bool fault = info != nullptr && info->si_code > 0;
   sigjmp_buf* window = t_window;
-  // A fault of the copy (si_code > 0: raised by the kernel for this access,
-  // not sent with kill).
-  if (window != nullptr && info != nullptr && info->si_code > 0) {
+  if (window != nullptr && fault) {
     t_window = nullptr;
     siglongjmp(*window, 1);  // NOLINT(cert-err52-cpp): leaves only a copy loop
   }
   const struct sigaction& prev = sig == SIGBUS ? g_prev_bus : g_prev_segv;
-  if ((prev.sa_flags & SA_SIGINFO) != 0 && prev.sa_sigaction != nullptr) {
-    prev.sa_sigaction(sig, info, uctx);
+  const bool has_action =
+      (prev.sa_flags & SA_SIGINFO) != 0
+          ? prev.sa_sigaction != nullptr
+          : prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN;
+  if (has_action) {
+    // As the kernel would have called it: its mask, and the signal itself
+    // unless SA_NODEFER, blocked while it runs.
+    sigset_t mask = prev.sa_mask;
+    if ((prev.sa_flags & SA_NODEFER) == 0) sigaddset(&mask, sig);
+    sigset_t old;
+    (void)pthread_sigmask(SIG_BLOCK, &mask, &old);
+    if ((prev.sa_flags & SA_SIGINFO) != 0) {
+      prev.sa_sigaction(sig, info, uctx);
+    } else {
+      prev.sa_handler(sig);
+    }
+    (void)pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return;
   }
-  if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
-    prev.sa_handler(sig);
+  if (!fault) {
+    // Sent, not raised by an access: ignored if it was, else its default
+    // action, now.
+    if (prev.sa_handler == SIG_IGN && (prev.sa_flags & SA_SIGINFO) == 0) return;
+    SetDefault(sig);
+    (void)raise(sig);
     return;
   }
-  DefaultAction(sig);
+  // A fault with no handler before ours (ignoring one is not possible): the
+  // default action; the faulting instruction runs again and takes it.
+  SetDefault(sig);
 }
 
 // Copies `count` regions inside one window; returns how many were copied
 // whole before a fault ended it. Word copies where the regions allow (iocbs,
 // events, iovecs and pointers all do), volatile so that every access stays
 // inside the window; not instrumented, since the sanitizers would check the
-// bad address before the fault could be caught.
+// bad address before the fault could be caught. A window opened by a signal
+// handler that interrupted another on this thread puts the outer one back.
 __attribute__((noinline, no_sanitize("address", "undefined"))) size_t
 WindowCopy(const iovec* to, const iovec* from, size_t count) noexcept {
   volatile size_t done = 0;
+  sigjmp_buf* const outer = t_window;
   sigjmp_buf jb;
   // NOLINTNEXTLINE(cert-err52-cpp): the handler jumps back only from the loop
-  if (sigsetjmp(jb, 0) != 0) return done;
+  if (sigsetjmp(jb, 0) != 0) {
+    t_window = outer;
+    return done;
+  }
   t_window = &jb;
   asm volatile("" ::: "memory");
   for (size_t k = 0; k < count; ++k) {
@@ -104,60 +126,13 @@ WindowCopy(const iovec* to, const iovec* from, size_t count) noexcept {
     done = k + 1;
   }
   asm volatile("" ::: "memory");
-  t_window = nullptr;
+  t_window = outer;
   return done;
 }
 
-// After a failed system call: false when the calls are refused here (a
-// seccomp filter's EPERM, ENOSYS), which turns them off; true for a failure
-// of the request itself (EFAULT for the address, or ENOMEM, EINVAL), which
-// the caller reports as a bad pointer.
-bool FailedOnTheAddress(int err) noexcept {
-  if (err == EPERM || err == ENOSYS || err == ESRCH) {
-    int expected = kSyscall;
-    (void)g_mode.compare_exchange_strong(expected, kPlain,
-                                         std::memory_order_relaxed);
-    return false;
-  }
-  return true;
-}
-
-// Moves `count` regions with the system calls; how many leading regions were
-// moved whole, or -1 when the calls are refused here.
-long SyscallMove(bool write, const iovec* local, const iovec* remote,
-                 size_t count) noexcept {
-  const pid_t self = ::getpid();
-  size_t done = 0;
-  while (done < count) {
-    const size_t chunk = std::min<size_t>(count - done, IOV_MAX);
-    const ssize_t r = write ? ::process_vm_writev(self, local + done, chunk,
-                                                  remote + done, chunk, 0)
-                            : ::process_vm_readv(self, local + done, chunk,
-                                                 remote + done, chunk, 0);
-    if (r < 0) return FailedOnTheAddress(errno) ? static_cast<long>(done) : -1;
-    // A short count stops at the first region it could not move whole.
-    auto left = static_cast<size_t>(r);
-    size_t whole = 0;
-    while (whole < chunk && left >= remote[done + whole].iov_len) {
-      left -= remote[done + whole].iov_len;
-      ++whole;
-    }
-    done += whole;
-    if (whole < chunk) break;
-  }
-  return static_cast<long>(done);
-}
-
-// `to` and `from` as the copy sees them: for a write the program's memory is
-// the destination.
-size_t Move(bool write, const iovec* to, const iovec* from,
-            size_t count) noexcept {
-  const int mode = g_mode.load(std::memory_order_acquire);
-  if (mode == kCatcher) return WindowCopy(to, from, count);
-  if (mode == kSyscall) {
-    const long done = write ? SyscallMove(true, from, to, count)
-                            : SyscallMove(false, to, from, count);
-    if (done >= 0) return static_cast<size_t>(done);
+size_t Move(const iovec* to, const iovec* from, size_t count) noexcept {
+  if (g_mode.load(std::memory_order_acquire) == kCatcher) {
+    return WindowCopy(to, from, count);
   }
   for (size_t k = 0; k < count; ++k) {
     std::memcpy(to[k].iov_base, from[k].iov_base, from[k].iov_len);
@@ -170,7 +145,7 @@ size_t Move(bool write, const iovec* to, const iovec* from,
 void InstallFaultCatcher() noexcept {
   static std::mutex mu;
   std::lock_guard<std::mutex> lock(mu);
-  if (g_mode.load(std::memory_order_relaxed) == kPlain) return;
+  if (g_mode.load(std::memory_order_relaxed) == kOff) return;
   struct sigaction ours {};
   ours.sa_sigaction = &OnFault;
   // SA_NODEFER: the jump out leaves the signal mask as the window found it
@@ -196,19 +171,19 @@ bool CopyFromUser(void* to, const void* from, size_t n) noexcept {
   if (n == 0) return true;
   const iovec t{to, n};
   const iovec f{const_cast<void*>(from), n};
-  return Move(false, &t, &f, 1) == 1;
+  return Move(&t, &f, 1) == 1;
 }
 
 bool CopyToUser(void* to, const void* from, size_t n) noexcept {
   if (n == 0) return true;
   const iovec t{to, n};
   const iovec f{const_cast<void*>(from), n};
-  return Move(true, &t, &f, 1) == 1;
+  return Move(&t, &f, 1) == 1;
 }
 
 size_t CopyRegionsFromUser(const iovec* to, const iovec* from,
                            size_t count) noexcept {
-  return Move(false, to, from, count);
+  return Move(to, from, count);
 }
 
 }  // namespace aiokit::compat

@@ -2,16 +2,14 @@
 // faulting: the kernel answers a bad pointer with EFAULT, and so must the
 // drop-in, where a plain load would end the program with SIGSEGV.
 //
-// Two ways, one answer. Once InstallFaultCatcher has run (each engine
-// context's io_setup does it), a copy is a plain one inside a window that a
-// SIGSEGV or SIGBUS handler of ours ends early (siglongjmp): no system call, so
-// the hot path pays nothing; a fault outside a window goes on to the handler
-// that was there before ours (or the default action). Before that (a process
-// with only the kernel's contexts, whose calls pass through), or when the
-// handler could not be installed, process_vm_readv/writev on our own pid copy
-// with the kernel's own fault handling (about a microsecond per call here).
-// With AIOKIT_COMPAT_CHECK_POINTERS=0, plain copies that cannot tell a bad
-// pointer.
+// Once InstallFaultCatcher has run (each engine context's io_setup does it),
+// a copy is a plain one inside a window that a SIGSEGV or SIGBUS handler of
+// ours ends early (siglongjmp): no system call, so the hot path pays nothing;
+// a fault outside a window goes on to the handler that was there before ours
+// (or the default action). Before that (a process with only the kernel's
+// contexts, whose calls pass through and whose pointers the kernel checks),
+// and with AIOKIT_COMPAT_CHECK_POINTERS=0, copies are plain ones that cannot
+// tell a bad pointer, as the system's libaio makes them.
 
 #ifndef AIOKIT_COMPAT_USER_MEMORY_H_
 #define AIOKIT_COMPAT_USER_MEMORY_H_

@@ -111,8 +111,11 @@ int main(int argc, char** argv) {
   show("io_cancel(ctx, unmapped iocb, ev)", io_cancel(ctx, (struct iocb*)none, ev));
   if (getenv("AIOKIT_ENGINE") != NULL) {
     /* The kernel's answers, which the system's libaio does not get to give: it reads these pointers itself. */
-    long q = io_queue_init(8, (io_context_t*)none);
-    CHECK(q == -EFAULT, "io_queue_init with an unmapped ctxp: %ld, not -EFAULT", q);
+    if (strcmp(getenv("AIOKIT_ENGINE"), "linux-aio") != 0) {
+      /* On linux-aio the drop-in passes through as libaio does, writing *ctxp itself. */
+      long q = io_queue_init(8, (io_context_t*)none);
+      CHECK(q == -EFAULT, "io_queue_init with an unmapped ctxp: %ld, not -EFAULT", q);
+    }
     long t = io_getevents(ctx, 1, 1, ev, (struct timespec*)none);
     CHECK(t == -EFAULT, "io_getevents with an unmapped timeout: %ld, not -EFAULT", t);
     t = io_getevents(ctx, 0, 1, ev, (struct timespec*)none);
