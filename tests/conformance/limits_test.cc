@@ -20,6 +20,7 @@
 #include "aiokit/file.h"
 #include "aiokit/request.h"
 #include "conformance/conformance.h"
+#include "delivery.h"
 #include "sys/syscalls.h"
 #include "test_util.h"
 
@@ -190,6 +191,13 @@ TEST_P(ConformanceTest, SubmittingARequestStillInFlightIsRefused) {
   // read from an empty pipe where that does not block Submit, else a noop
   // (kept for the reaper; the threads engine would deliver it at once).
   const bool in_submit = !engine_->GetCapabilities().async_buffered_io;
+  if (in_submit && testing::DeliveryMode(GetParam()) == "thread") {
+    // A noop is all that stays in flight without blocking Submit here, and a
+    // completion thread hands it back at once: nothing is reliably in flight.
+    GTEST_SKIP() << GetParam()
+                 << ": no request stays in flight (the completion thread "
+                    "delivers a noop at once)";
+  }
   int p[2];
   ASSERT_EQ(::pipe(p), 0);
   char byte = 0;
