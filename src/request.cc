@@ -174,7 +174,8 @@ void Request::SetEventFd(int efd) noexcept {
   }
 }
 
-void Request::Reset(Op new_op, int new_fd, uint64_t off) noexcept {
+// Inline: on every Prep*, and used only in this file.
+inline void Request::Reset(Op new_op, int new_fd, uint64_t off) noexcept {
   op = new_op;
   fd = new_fd;
   offset = off;
@@ -193,19 +194,30 @@ void Request::Reset(Op new_op, int new_fd, uint64_t off) noexcept {
   iocb.aio_data = 0;  // as io_prep_* clear it; FillIocb writes the rest
 }
 
-void Request::PrepRead(int f, void* buf, size_t len, uint64_t off) {
-  Reset(Op::kRead, f, off);
-  iov.emplace_back(buf, len);
+// PrepRead and PrepWrite, the most common requests: the iocb written directly,
+// as FillIocb would write it for a request just Reset (no priority, no
+// eventfd, no flags).
+void Request::PrepOneBuffer(Op new_op, int f, void* buf, size_t len,
+                            uint64_t off) noexcept {
+  Reset(new_op, f, off);
+  iov.assign_one(buf, len);
   length = len;
-  FillIocb();
+  iocb = {};
+  iocb.aio_lio_opcode = new_op == Op::kRead ? uint16_t{IOCB_CMD_PREAD}
+                                            : uint16_t{IOCB_CMD_PWRITE};
+  iocb.aio_fildes = static_cast<uint32_t>(f);
+  iocb.aio_buf = reinterpret_cast<uint64_t>(buf);
+  iocb.aio_nbytes = len;
+  iocb.aio_offset = static_cast<int64_t>(off);
+}
+
+void Request::PrepRead(int f, void* buf, size_t len, uint64_t off) {
+  PrepOneBuffer(Op::kRead, f, buf, len, off);
 }
 
 void Request::PrepWrite(int f, const void* buf, size_t len, uint64_t off) {
-  Reset(Op::kWrite, f, off);
   // iovec has a non-const base; the kernel only reads it for a write.
-  iov.emplace_back(const_cast<void*>(buf), len);
-  length = len;
-  FillIocb();
+  PrepOneBuffer(Op::kWrite, f, const_cast<void*>(buf), len, off);
 }
 
 void Request::PrepReadv(int f, const iovec* iovs, size_t n, uint64_t off) {

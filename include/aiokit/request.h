@@ -84,6 +84,11 @@ class IovecVector {
   void push_back(const iovec& v);
   void emplace_back(void* base, size_t len) { push_back(iovec{base, len}); }
   void assign(const iovec* v, size_t n);
+  // Makes the vector hold only `v` (there is always room for one).
+  void assign_one(void* base, size_t len) noexcept {
+    data()[0] = iovec{base, len};
+    size_ = 1;
+  }
   void reserve(size_t n);
   // Empties the vector and keeps its capacity.
   void clear() noexcept { size_ = 0; }
@@ -297,6 +302,9 @@ struct Request {
 
  private:
   void Reset(Op new_op, int new_fd, uint64_t off) noexcept;
+  // PrepRead / PrepWrite. REQUIRES: new_op is kRead or kWrite.
+  void PrepOneBuffer(Op new_op, int f, void* buf, size_t len,
+                     uint64_t off) noexcept;
 };
 
 // "read fd=5 offset=4096 length=512: completed, 512 bytes" or, for a failure,
