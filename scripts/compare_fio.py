@@ -69,6 +69,11 @@ ROWS.update({
                                    ["--rw=randread", "--bs=4k", "--direct=0", "--iodepth=32", "--invalidate=0",
                                     *FIO_URING], "the buffered path: page-cache copies"),
 })
+# Two jobs, each a thread with its own engine (aiokit) or ring (fio), on the CPU-bound ram loop: spinning that
+# takes the CPU from the other job and from the loop device's worker shows here.
+ROWS["ram-uring-qd32-numjobs2"] = (
+    "ram", [*RR4K, "--iodepth=32", *URING, "--numjobs=2", "--group_reporting"],
+    [*RR4K, "--iodepth=32", *FIO_URING, "--numjobs=2", "--group_reporting"], "two jobs: >= 1.0x fio --numjobs=2")
 MATRIX_ROWS = [r for r in ROWS if r.startswith("matrix-")]
 # The libaio drop-in (issue 6): fio's libaio engine through compat/libaio.so.1 on an engine (side A) against
 # fio with the system's libaio (side B). Side A is ("fio", AIOKIT_ENGINE, options).
@@ -96,7 +101,7 @@ DROPIN_ROWS = [r for r in ROWS if r.startswith("dropin-")]
 # Rows behind earlier claims (issues 2-4), run with --rows=claims.
 CLAIM_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
               "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll",
-              "pc-threads-vs-posixaio", "pc-threads-vs-psync2"]
+              "pc-threads-vs-posixaio", "pc-threads-vs-psync2", "ram-uring-qd32-numjobs2"]
 DEFAULT_ROWS = MATRIX_ROWS
 
 

@@ -96,7 +96,10 @@ struct EngineOptions {
   // Before sleeping for completions, watch the completion ring for up to this
   // long (engines that reap in user space). A sleep and a wake-up cost several
   // microseconds, far more in a virtual machine whose idle CPU halts, so on a
-  // fast device spinning buys latency and IOPS for some CPU. 0: never spin.
+  // fast device spinning buys latency and IOPS for some CPU. Across all the
+  // process's engines, at most one fewer reapers than the CPUs the process may
+  // run on spin at once (none on one CPU), so that spinners leave a CPU to the
+  // threads their completions wait for; the others sleep. 0: never spin.
   std::chrono::microseconds spin_before_wait{50};
   // Spin only while spinning pays: while at least half of the recent spins
   // caught a completion before the budget ran out (a fast device), and

@@ -7,6 +7,7 @@
 #define AIOKIT_SRC_ENGINE_COMMON_H_
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -276,18 +277,54 @@ class UserGuard {
   std::atomic<int>* users_;
 };
 
+// The process's spinning reapers, across all its engines. A spinner holds a
+// CPU that the thread producing its completions (a loop device's worker,
+// another job's submitter) may need, so at most one fewer reapers than the CPUs
+// the process may run on spin at once (none on one CPU); the others sleep at
+// once. Thread safety: any thread.
+class SpinSlots {
+ public:
+  // On success (true) the caller may spin and MUST call Give() after.
+  static bool TryTake() noexcept {
+    static const int kSlots = Count();
+    if (spinning().fetch_add(1, std::memory_order_relaxed) < kSlots) {
+      return true;
+    }
+    spinning().fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  static void Give() noexcept {
+    spinning().fetch_sub(1, std::memory_order_relaxed);
+  }
+
+ private:
+  // Relaxed: a count of threads, ordering nothing else.
+  static std::atomic<int>& spinning() noexcept {
+    static std::atomic<int> n{0};
+    return n;
+  }
+  static int Count() noexcept {
+    cpu_set_t mask;
+    CPU_ZERO(&mask);
+    if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return 1;
+    return CPU_COUNT(&mask) - 1;
+  }
+};
+
 // The adaptive spin of EngineOptions::spin_before_wait: spin while at least
 // half of the recent spins caught a completion (a fast device), else only on
 // every 16th wait, to notice when that changes. On a device whose completions
 // take longer than the budget, this bounds the CPU spent spinning to
-// budget / 16 per wait. Not thread-safe: used under an engine's reap lock.
+// budget / 16 per wait. Only as many threads spin at once as SpinSlots allows.
+// Not thread-safe: used under an engine's reap lock.
 class AdaptiveSpin {
  public:
   AdaptiveSpin(std::chrono::microseconds budget, bool adaptive)
       : budget_(budget), adaptive_(adaptive) {}
 
   // Spins until ready() is true (returns true) or the budget or the deadline
-  // runs out (returns false). `ready` must be cheap and must not block.
+  // runs out, or no SpinSlots slot is free (returns false). `ready` must be
+  // cheap and must neither block nor throw.
   template <typename Ready>
   bool Spin(Clock::time_point deadline, Ready&& ready) {
     if (budget_.count() <= 0) return false;
@@ -295,6 +332,7 @@ class AdaptiveSpin {
     if (adaptive_ && hit_rate_ < 512 && ++waits_since_spin_ < kProbeEvery) {
       return false;
     }
+    if (!SpinSlots::TryTake()) return false;
     waits_since_spin_ = 0;
     const Clock::time_point until = std::min(deadline, Clock::now() + budget_);
     bool hit = false;
@@ -304,6 +342,7 @@ class AdaptiveSpin {
         if (!hit) CpuRelax();
       }
     } while (!hit && Clock::now() < until);
+    SpinSlots::Give();
     // A moving average with weight 1/8, in 1/1024ths.
     hit_rate_ += ((hit ? 1024 : 0) - hit_rate_) / 8;
     return hit;
