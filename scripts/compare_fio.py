@@ -111,6 +111,10 @@ def parse(doc):
     secs = d["runtime"] / 1000.0
     ios = d["total_ios"]
     cpu = (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * secs
+    if doc.get("fio version", "").startswith("fio-"):
+        # fio's group (--group_reporting) CPU is the mean of its jobs' (each thread's rusage over its runtime);
+        # aiokit bench's is the whole process's.
+        cpu *= int(job.get("job options", {}).get("numjobs", "1"))
     return {
         "iops": d["iops"],
         "mibs": d["bw"] / 1024.0,
