@@ -10,8 +10,8 @@
 #
 # Usage: scripts/compare-fio.sh [--rounds N] [--runtime SECONDS] [--rows matrix|claims|all|name,...] [--list]
 #                               [--baseline PATH-TO-ANOTHER-AIOKIT]   (A/B instead of fio; see ab-bench.sh)
-# The default is the matrix: ram 4k randread QD1/QD32, disk 4k randread QD32, disk 128k read QD8, disk 4k
-# randwrite QD32, page-cached 4k randread QD32, each aiokit io_uring against fio io_uring.
+# The default is the matrix: ram 4k randread QD1/QD32, disk 4k randread QD32, disk 128k read QD8, disk 1M read
+# and write QD4, disk 4k randwrite QD32, page-cached 4k randread QD32, each aiokit io_uring against fio io_uring.
 # Everything it creates (loop device, image, files) is removed on exit, also on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
