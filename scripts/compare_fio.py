@@ -75,6 +75,15 @@ ROWS.update({
                                    ["--rw=randread", "--bs=4k", "--direct=0", "--iodepth=32", "--invalidate=0",
                                     *FIO_URING], "the buffered path: page-cache copies"),
 })
+# The engine's own cost, without buying speed with CPU: aiokit never spinning, with its default submission
+# batch (a quarter of the depth) and with fio's (one request per submission call).
+ROWS["ram-uring-qd32-nospin"] = ("ram", [*RR4K, "--iodepth=32", *URING, "--spin_us=0"],
+                                 [*RR4K, "--iodepth=32", *FIO_URING],
+                                 "never spinning: >= 1.0x fio at no more CPU per I/O")
+ROWS["ram-uring-qd32-nospin-batch1"] = ("ram", [*RR4K, "--iodepth=32", *URING, "--spin_us=0",
+                                                "--iodepth_batch_submit=1"],
+                                        [*RR4K, "--iodepth=32", *FIO_URING],
+                                        "never spinning, fio's submission batch: >= 1.0x at no more CPU")
 # Two jobs, each a thread with its own engine (aiokit) or ring (fio), on the CPU-bound ram loop: spinning that
 # takes the CPU from the other job and from the loop device's worker shows here.
 ROWS["ram-uring-qd32-numjobs2"] = (
@@ -107,7 +116,8 @@ DROPIN_ROWS = [r for r in ROWS if r.startswith("dropin-")]
 # Rows behind earlier claims (issues 2-4), run with --rows=claims.
 CLAIM_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
               "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll",
-              "pc-threads-vs-posixaio", "pc-threads-vs-psync2", "ram-uring-qd32-numjobs2"]
+              "pc-threads-vs-posixaio", "pc-threads-vs-psync2", "ram-uring-qd32-numjobs2",
+              "ram-uring-qd32-nospin", "ram-uring-qd32-nospin-batch1"]
 DEFAULT_ROWS = MATRIX_ROWS
 
 
