@@ -684,8 +684,11 @@ long GeteventsRing(Context& c, long min_nr, long nr, io_event* events,
     (void)internal::ConsumeAioRing(
         c.ring, std::min(want - n, taken.size()),
         [&](const io_event& ev) { taken[got++] = ev; });
+    // A null array is EFAULT only once there is an event to write to it, as
+    // in the kernel (an empty ring still answers 0 or waits).
     if (got != 0 &&
-        !CopyToUser(events + n, taken.data(), got * sizeof(io_event))) {
+        (events == nullptr ||
+         !CopyToUser(events + n, taken.data(), got * sizeof(io_event)))) {
       // The kernel's answer for an event array it cannot write; the events
       // stay in the ring (ring_mu held: no producer wrote since). Release, as
       // ConsumeAioRing's own store of head: pairs with the acquire load in
@@ -777,7 +780,6 @@ long GeteventsOurs(Context& c, long min_nr, long nr, io_event* events,
     // io_queue_wait's way to sleep: nothing can be returned.
     return 0;
   }
-  if (events == nullptr) return -EFAULT;
   // The kernel completes buffered I/O inside io_submit, and programs that
   // reap with min_nr 0 and a timeout right after submitting count on finding
   // the event. So: with min_nr 0 and a finite non-zero timeout, an empty ring

@@ -102,10 +102,15 @@ int main(int argc, char** argv) {
   struct timespec zero = {0, 0};
   show("io_getevents(ctx, 0, 1, unmapped events, zero), none due",
        io_getevents(ctx, 0, 1, (struct io_event*)none, &zero));
+  /* A null event array is the kernel's EFAULT only once there is an event to write. */
+  show("io_getevents(ctx, 0, 1, NULL, zero), none due", io_getevents(ctx, 0, 1, NULL, &zero));
+  struct timespec ms = {0, 1000000};
+  show("io_getevents(ctx, 0, 1, NULL, 1 ms), none due", io_getevents(ctx, 0, 1, NULL, &ms));
   sigset_t* bad_mask = (sigset_t*)none;
   io_prep_pread(&good, fd, buf, sizeof(buf), 0);
   cbs[0] = &good;
   CHECK(io_submit(ctx, 1, cbs) == 1, "io_submit");
+  show("io_getevents(ctx, 1, 1, NULL, NULL), one due", io_getevents(ctx, 1, 1, NULL, NULL));
   show("io_pgetevents(ctx, 1, 1, ev, NULL, unmapped sigmask)", io_pgetevents(ctx, 1, 1, ev, NULL, bad_mask));
   CHECK(io_getevents(ctx, 1, 1, ev, NULL) == 1, "the event after io_pgetevents");
   show("io_cancel(ctx, unmapped iocb, ev)", io_cancel(ctx, (struct iocb*)none, ev));
