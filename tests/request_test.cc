@@ -4,6 +4,7 @@
 #include <linux/aio_abi.h>
 
 #include <cerrno>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -174,6 +175,33 @@ TEST(RequestTest, ACopyOfACompletedRequestIsIdleWithItsOwnIocb) {
   Request assigned;
   assigned = r;
   check(assigned);
+}
+
+// PrepRead and PrepWrite write the iocb by a path of their own: it must be
+// byte for byte what the general one (FillIocb, as a copy runs it) writes, and
+// leave nothing of an earlier request's options.
+TEST(RequestTest, PrepReadAndPrepWriteBuildTheIocbTheGeneralPathBuilds) {
+  char buf[512] = {};
+  for (const bool write : {false, true}) {
+    Request r;
+    r.PrepReadv(3, nullptr, 0, 4096);
+    r.SetEventFd(11);
+    r.SetIoPriority(IoPriority(IoPrioClass::kIdle, 0));
+    r.SetRwFlags(rwf::kDsync);
+    r.iocb.aio_data = 7;
+    if (write) {
+      r.PrepWrite(9, buf, sizeof(buf), 8192);
+    } else {
+      r.PrepRead(9, buf, sizeof(buf), 8192);
+    }
+    const Request copy(r);
+    EXPECT_EQ(std::memcmp(&copy.iocb, &r.iocb, sizeof(r.iocb)), 0)
+        << (write ? "PrepWrite" : "PrepRead");
+    EXPECT_EQ(r.iocb.aio_flags, 0U);
+    EXPECT_EQ(r.iocb.aio_rw_flags, 0);
+    EXPECT_EQ(r.iocb.aio_data, 0U);
+    EXPECT_EQ(r.iov.size(), 1U);
+  }
 }
 
 // Prep* build the iocb as libaio's io_prep_* do, and clear aio_data; Set*
