@@ -8,9 +8,11 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -29,7 +31,7 @@ using Clock = std::chrono::steady_clock;
 // that finds it held sleeps and must be woken (a futex wait and wake, several
 // microseconds), and once that happens the lock's users fall into step behind
 // each other -- the threads engine ran whole benchmark runs at half speed so.
-// Meets Lockable; with std::condition_variable_any for waits.
+// Meets Lockable; AdaptiveCondVar waits on it.
 class AdaptiveMutex {
  public:
   AdaptiveMutex() noexcept {
@@ -50,9 +52,66 @@ class AdaptiveMutex {
   void lock() noexcept { (void)pthread_mutex_lock(&mu_); }
   void unlock() noexcept { (void)pthread_mutex_unlock(&mu_); }
   bool try_lock() noexcept { return pthread_mutex_trylock(&mu_) == 0; }
+  pthread_mutex_t* native_handle() noexcept { return &mu_; }
 
  private:
   pthread_mutex_t mu_;
+};
+
+// A condition variable for AdaptiveMutex: glibc's pthread_cond_t, on the
+// monotonic clock. (std::condition_variable_any adds a mutex of its own that
+// every wait and notify takes: a second lock for woken and waking threads to
+// meet on.) Notifying without holding the mutex is allowed, and better: the
+// woken thread does not wake only to wait for the notifier's lock.
+// Thread safety: as std::condition_variable.
+class AdaptiveCondVar {
+ public:
+  AdaptiveCondVar() noexcept {
+    pthread_condattr_t attr;
+    (void)pthread_condattr_init(&attr);
+    (void)pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    (void)pthread_cond_init(&cv_, &attr);
+    (void)pthread_condattr_destroy(&attr);
+  }
+  ~AdaptiveCondVar() { (void)pthread_cond_destroy(&cv_); }
+  AdaptiveCondVar(const AdaptiveCondVar&) = delete;
+  AdaptiveCondVar& operator=(const AdaptiveCondVar&) = delete;
+
+  void notify_one() noexcept { (void)pthread_cond_signal(&cv_); }
+  void notify_all() noexcept { (void)pthread_cond_broadcast(&cv_); }
+
+  // REQUIRES: `lock` holds its mutex.
+  template <typename Pred>
+  void wait(std::unique_lock<AdaptiveMutex>& lock, Pred pred) {
+    while (!pred()) {
+      (void)pthread_cond_wait(&cv_, lock.mutex()->native_handle());
+    }
+  }
+  // Returns pred() at the end: false when `timeout` passed with it false.
+  // REQUIRES: `lock` holds its mutex.
+  template <typename Pred>
+  bool wait_for(std::unique_lock<AdaptiveMutex>& lock,
+                std::chrono::nanoseconds timeout, Pred pred) {
+    timespec now{};
+    (void)clock_gettime(CLOCK_MONOTONIC, &now);
+    const auto deadline = std::chrono::seconds(now.tv_sec) +
+                          std::chrono::nanoseconds(now.tv_nsec) + timeout;
+    const auto secs =
+        std::chrono::duration_cast<std::chrono::seconds>(deadline);
+    timespec ts{};
+    ts.tv_sec = static_cast<time_t>(secs.count());
+    ts.tv_nsec = static_cast<long>((deadline - secs).count());
+    while (!pred()) {
+      if (pthread_cond_timedwait(&cv_, lock.mutex()->native_handle(), &ts) ==
+          ETIMEDOUT) {
+        return pred();
+      }
+    }
+    return true;
+  }
+
+ private:
+  pthread_cond_t cv_;
 };
 
 // Requests completed (by the engine itself, or collected from the kernel on

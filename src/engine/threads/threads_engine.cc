@@ -158,6 +158,9 @@ class ThreadsBackend final : public BackendBase {
     if (queued > idle) Signal();
   }
   void WorkerMain(size_t slot);
+  // An idle worker watches the queue for up to 20 us before it sleeps.
+  // Returns true when work arrived. REQUIRES mu_ not held.
+  bool SpinForWork();
   // Runs `first` (taken off the queue) and, when more wait and none of them
   // blocks, up to kWorkerBatch - 1 more; completes them together. Called and
   // returns with `lock` (on mu_) held.
@@ -241,8 +244,8 @@ class ThreadsBackend final : public BackendBase {
 
   // ---- The queue and the worker pool: shared, under mu_.
   alignas(kCacheLine) AdaptiveMutex mu_;
-  std::condition_variable_any work_cv_;   // workers wait for work here
-  std::condition_variable_any drain_cv_;  // Destroy waits for the pool here
+  AdaptiveCondVar work_cv_;   // workers wait for work here
+  AdaptiveCondVar drain_cv_;  // Destroy waits for the pool here
   RequestQueue queue_;
   size_t running_ = 0;
   std::vector<std::thread> workers_;  // slots, max_workers_ of them
@@ -384,16 +387,19 @@ void ThreadsBackend::QueueRequests(Request* const* reqs, size_t n) {
   added_.fetch_add(static_cast<int64_t>(n), std::memory_order_release);
   size_t queued = 0;
   size_t idle = 0;
+  size_t wake = 0;
   {
     std::lock_guard<AdaptiveMutex> lock(mu_);
     for (size_t i = 0; i < n; ++i) queue_.Enqueue(reqs[i]);
-    const size_t idle_before = idle_workers_;
+    // As many idle workers as there is new work (no more); those just
+    // started look for work by themselves.
+    wake = std::min(n, idle_workers_);
     GrowPoolLocked();
-    // Wake as many idle workers as there is new work (no more).
-    for (size_t i = 0; i < std::min(n, idle_before); ++i) work_cv_.notify_one();
     queued = queue_.size();
     idle = idle_workers_;
   }
+  // After the unlock, so that a woken worker finds the lock free.
+  for (size_t i = 0; i < wake; ++i) work_cv_.notify_one();
   WakeHelperIfNeeded(queued, idle);
 }
 
@@ -530,12 +536,11 @@ void ThreadsBackend::RunBatch(Request* first,
         queue_.RequeueFront(back[i], back_would_block[i]);
       }
       GrowPoolLocked();
-      for (size_t i = 0; i < std::min(n_back, idle_workers_); ++i) {
-        work_cv_.notify_one();
-      }
+      const size_t wake = std::min(n_back, idle_workers_);
       queued = queue_.size();
       idle = idle_workers_;
       lock->unlock();
+      for (size_t i = 0; i < wake; ++i) work_cv_.notify_one();
       WakeHelperIfNeeded(queued, idle);
       n_back = 0;
     }
@@ -582,6 +587,34 @@ void ThreadsBackend::RunBatch(Request* first,
   running_ -= completed;
 }
 
+bool ThreadsBackend::SpinForWork() {
+  const Clock::time_point spin_until =
+      Clock::now() + std::chrono::microseconds(20);
+  bool work = false;
+  do {
+    for (int i = 0; i < 64 && !work; ++i) {
+      // Shutting down: no spin (nothing new comes); the wait that follows
+      // ends when Destroy sets stopping_.
+      if (core_->shutting_down()) return false;
+      work = !queue_.empty_hint();
+      if (!work) CpuRelax();
+    }
+    // Spinning on the CPU the reaper was put on keeps it off that CPU, and
+    // the work the worker waits for comes from it. The scheduler tends to
+    // keep them together (it wakes a worker next to the thread that woke it):
+    // whole runs went at half speed, or worse. Step to another CPU, or at
+    // least let the reaper run.
+    if (!work) {
+      const int cpu = sched_getcpu();
+      if (cpu >= 0 && cpu == reaper_cpu_.load(std::memory_order_relaxed) &&
+          !StepAside(cpu)) {
+        sched_yield();
+      }
+    }
+  } while (!work && Clock::now() < spin_until);
+  return work;
+}
+
 void ThreadsBackend::WorkerMain(size_t slot) {
   const EngineOptions& options = core_->options();
   int thread_prio = 0;  // IOPRIO_CLASS_NONE: the thread's default
@@ -594,34 +627,11 @@ void ThreadsBackend::WorkerMain(size_t slot) {
       if (stopping_) break;
       // Look for work a little before sleeping: under load the next request
       // is a few microseconds away, and a sleep plus a futex wake-up costs
-      // more than that on both sides.
+      // more than that on both sides. Not while requests block: the next one
+      // is a device's latency away, and a spin only takes the CPU from the
+      // workers whose requests are completing.
       lock.unlock();
-      const Clock::time_point spin_until =
-          Clock::now() + std::chrono::microseconds(20);
-      bool work = false;
-      // Shutting down: no spin (nothing new comes); the wait below ends when
-      // Destroy sets stopping_.
-      bool quit = false;
-      do {
-        for (int i = 0; i < 64 && !work; ++i) {
-          work = !queue_.empty_hint();
-          quit = core_->shutting_down();
-          if (quit) break;
-          if (!work) CpuRelax();
-        }
-        // Spinning on the CPU the reaper was put on keeps it off that CPU,
-        // and the work the worker waits for comes from it. The scheduler
-        // tends to keep them together (it wakes a worker next to the thread
-        // that woke it): whole runs went at half speed, or worse. Step to
-        // another CPU, or at least let the reaper run.
-        if (!work && !quit) {
-          const int cpu = sched_getcpu();
-          if (cpu >= 0 && cpu == reaper_cpu_.load(std::memory_order_relaxed) &&
-              !StepAside(cpu)) {
-            sched_yield();
-          }
-        }
-      } while (!work && !quit && Clock::now() < spin_until);
+      const bool work = !BlockedRecently() && SpinForWork();
       lock.lock();
       if (work) continue;
       ++idle_workers_;
@@ -667,6 +677,11 @@ void ThreadsBackend::WorkerMain(size_t slot) {
 void ThreadsBackend::NoteBlocking() {
   last_block_ns_.store(Clock::now().time_since_epoch().count(),
                        std::memory_order_relaxed);
+  // Nothing waits: no worker to start and no reaper to wake. (A request
+  // queued after this look is the submitter's to look after: it grows the
+  // pool and wakes the reaper after it has queued.) Most O_DIRECT requests
+  // pass here, so they skip the queue's lock.
+  if (queue_.empty_hint()) return;
   size_t queued = 0;
   size_t idle = 0;
   {
@@ -778,11 +793,15 @@ bool ThreadsBackend::HelpOnce() {
       // A worker does it the ordinary way.
       last_block_ns_.store(Clock::now().time_since_epoch().count(),
                            std::memory_order_relaxed);
-      std::lock_guard<AdaptiveMutex> lock(mu_);
-      --running_;
-      queue_.RequeueFront(req, /*would_block=*/true);
-      GrowPoolLocked();
-      if (idle_workers_ != 0) work_cv_.notify_one();
+      bool wake = false;
+      {
+        std::lock_guard<AdaptiveMutex> lock(mu_);
+        --running_;
+        queue_.RequeueFront(req, /*would_block=*/true);
+        GrowPoolLocked();
+        wake = idle_workers_ != 0;
+      }
+      if (wake) work_cv_.notify_one();
       continue;
     }
     Complete(req, r);
