@@ -150,6 +150,7 @@ class IoUringBackend final : public BackendBase {
   // Writes req's SQE(s); false when the SQ ring has no room.
   bool QueueSqe(Request* req) noexcept;
   void FifoPushBack(Request* req) noexcept;
+  void FifoPushFront(Request* req) noexcept;
   Request* FifoPopFront() noexcept;
   // Moves FIFO requests into the SQ ring (up to the in-flight cap) and hands
   // the ring to the kernel, again while it takes some. 0 when everything went
@@ -520,6 +521,13 @@ void IoUringBackend::FifoPushBack(Request* req) noexcept {
   fifo_count_.fetch_add(1, std::memory_order_relaxed);
 }
 
+void IoUringBackend::FifoPushFront(Request* req) noexcept {
+  req->engine_next = fifo_head_;
+  fifo_head_ = req;
+  if (fifo_tail_ == nullptr) fifo_tail_ = req;
+  fifo_count_.fetch_add(1, std::memory_order_relaxed);
+}
+
 Request* IoUringBackend::FifoPopFront() noexcept {
   Request* r = fifo_head_;
   if (r == nullptr) return nullptr;
@@ -561,11 +569,7 @@ void IoUringBackend::RetractUnconsumed() noexcept {
     const uint64_t ud = sqe->user_data;
     if (ud == kWakeTag) wake_in_flight_.store(false, std::memory_order_release);
     if (ud <= kCancelTag) continue;  // the engine's own SQEs
-    auto* req = reinterpret_cast<Request*>(ud);
-    req->engine_next = fifo_head_;
-    fifo_head_ = req;
-    if (fifo_tail_ == nullptr) fifo_tail_ = req;
-    fifo_count_.fetch_add(1, std::memory_order_relaxed);
+    FifoPushFront(reinterpret_cast<Request*>(ud));
     in_kernel_.fetch_sub(1, std::memory_order_relaxed);
   }
   sq.sqe_head = head;
@@ -585,10 +589,12 @@ int IoUringBackend::Pump() {
       // Counted before the kernel can see it: a completion reaped on another
       // thread never drives the count negative.
       in_kernel_.fetch_add(1, std::memory_order_relaxed);
-      if (QueueSqe(fifo_head_)) {
-        (void)FifoPopFront();
-        continue;
-      }
+      // Off the FIFO before QueueSqe: once its SQE is written, the request is
+      // the kernel's and then its completer's (QueueSqe's TsanRelease says
+      // so), and nothing here may write it again.
+      Request* req = FifoPopFront();
+      if (QueueSqe(req)) continue;
+      FifoPushFront(req);
       in_kernel_.fetch_sub(1, std::memory_order_relaxed);
       if (!core_->options().sqpoll) break;  // SQ full: enter, then refill
       // The poller has the ring full. It may even have posted their
