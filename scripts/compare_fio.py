@@ -89,6 +89,18 @@ ROWS["ram-uring-qd32-nospin-batch1"] = ("ram", [*RR4K, "--iodepth=32", *URING, "
 ROWS["ram-uring-qd32-numjobs2"] = (
     "ram", [*RR4K, "--iodepth=32", *URING, "--numjobs=2", "--group_reporting"],
     [*RR4K, "--iodepth=32", *FIO_URING, "--numjobs=2", "--group_reporting"], "two jobs: >= 1.0x fio --numjobs=2")
+# What a log store does: a 4 KiB O_DIRECT write, then an fsync, one at a time (the fsync runs on a kernel worker
+# thread, which a spinning reaper would take the CPU from).
+ROWS["disk-uring-write-fsync-qd1"] = (
+    "disk", ["--rw=randwrite", "--bs=4k", "--direct=1", "--iodepth=1", "--fsync=1", *URING],
+    ["--rw=randwrite", "--bs=4k", "--direct=1", "--iodepth=1", "--fsync=1", *FIO_URING],
+    "write + fsync at depth 1: >= 1.0x fio")
+# The threads engine on the device: O_DIRECT reads that block, handed to workers, against fio's psync with as many
+# threads as the depth (each doing only pread).
+ROWS["disk-threads-vs-psync8"] = (
+    "disk", [*RR4K, "--iodepth=8", "--engine=threads"],
+    [*RR4K, "--ioengine=psync", "--numjobs=8", "--group_reporting"],
+    "threads at depth 8 >= 1.0x fio psync x8")
 MATRIX_ROWS = [r for r in ROWS if r.startswith("matrix-")]
 # The libaio drop-in (issue 6): fio's libaio engine through compat/libaio.so.1 on an engine (side A) against
 # fio with the system's libaio (side B). Side A is ("fio", AIOKIT_ENGINE, options).
@@ -117,7 +129,8 @@ DROPIN_ROWS = [r for r in ROWS if r.startswith("dropin-")]
 CLAIM_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
               "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll",
               "pc-threads-vs-posixaio", "pc-threads-vs-psync2", "ram-uring-qd32-numjobs2",
-              "ram-uring-qd32-nospin", "ram-uring-qd32-nospin-batch1"]
+              "ram-uring-qd32-nospin", "ram-uring-qd32-nospin-batch1", "disk-uring-write-fsync-qd1",
+              "disk-threads-vs-psync8"]
 DEFAULT_ROWS = MATRIX_ROWS
 
 

@@ -99,7 +99,9 @@ struct EngineOptions {
   // fast device spinning buys latency and IOPS for some CPU. Across all the
   // process's engines, at most one fewer reapers than the CPUs the process may
   // run on spin at once (none on one CPU), so that spinners leave a CPU to the
-  // threads their completions wait for; the others sleep. 0: never spin.
+  // threads their completions wait for; the others sleep. Nor while an fsync
+  // or fdatasync is in flight: a kernel worker runs it, on the CPU a spin
+  // would take, and it waits for the device. 0: never spin.
   std::chrono::microseconds spin_before_wait{50};
   // Spin only while spinning pays: while at least half of the recent spins
   // caught a completion before the budget ran out (a fast device), and

@@ -20,6 +20,7 @@ void CoreState::Deliver(Request* req, int64_t res, Origin origin) {
   req->rval = res;
   req->origin = origin;
   const int held = HoldEventfd(req->resfd);
+  SyncHanded(*req);
   req->engine_state.store(request_state::kCompleted, std::memory_order_relaxed);
   counters_.completed.fetch_add(1, std::memory_order_relaxed);
   TsanRelease(req);
@@ -31,6 +32,7 @@ void CoreState::Deliver(Request* req, int64_t res, Origin origin) {
 }
 
 void CoreState::Hand(Request* req) {
+  SyncHanded(*req);
   req->engine_state.store(request_state::kCompleted, std::memory_order_relaxed);
   counters_.completed.fetch_add(1, std::memory_order_relaxed);
   options_.on_complete(options_.on_complete_arg, req);

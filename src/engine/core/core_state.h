@@ -66,6 +66,35 @@ class CoreState {
     return shutdown_.load(std::memory_order_acquire);
   }
 
+  // fsync and fdatasync requests: accepted and not yet handed to the caller
+  // (by Reap, or to the callback), and handed over so far. The reaper does not
+  // spin while one is in flight, nor for a few waits after one was handed
+  // over (EngineCore::SpinAllowed): the kernel runs them on a worker thread
+  // (io-wq, a kworker, the threads engine's pool) that needs the CPU a spin
+  // would take. Hints for speed only (relaxed), never for liveness.
+  [[nodiscard]] bool sync_in_flight() const noexcept {
+    return syncs_in_flight_.load(std::memory_order_relaxed) != 0;
+  }
+  [[nodiscard]] uint64_t syncs_handed() const noexcept {
+    return syncs_handed_.load(std::memory_order_relaxed);
+  }
+  static bool IsSync(const Request& req) noexcept {
+    return req.op == Op::kFsync || req.op == Op::kFdatasync;
+  }
+  // Submit counts a sync request in (+1) and, if it is not accepted, out (-1).
+  void CountSync(const Request& req, int delta) noexcept {
+    if (IsSync(req)) {
+      syncs_in_flight_.fetch_add(delta, std::memory_order_relaxed);
+    }
+  }
+  // A request is handed to the caller.
+  void SyncHanded(const Request& req) noexcept {
+    if (IsSync(req)) {
+      syncs_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+      syncs_handed_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
   // Hands a request the backend completed on a thread of its own to the
   // callback at once: sets rval and origin, marks it completed, calls
   // on_complete, then signals NotifyFd and the request's eventfd. The caller
@@ -92,6 +121,8 @@ class CoreState {
   alignas(kCacheLine) std::atomic<int> users_{0};  // inside Submit or Cancel
   std::atomic<bool> shutdown_{false};
   EngineCounters counters_;
+  std::atomic<int64_t> syncs_in_flight_{0};
+  std::atomic<uint64_t> syncs_handed_{0};
 
   // ---- Written by whoever completes without I/O, and by the reaper.
   alignas(kCacheLine) DoneList done_;

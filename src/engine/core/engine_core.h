@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cassert>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -148,10 +149,27 @@ class EngineCore final : public Engine {
   CoreState state_;
   Backend backend_;
   Capabilities caps_;
-  ReaperGate gate_;      // one reaper: the backend's ring and Sleep
-  AdaptiveSpin spin_;    // guarded by the gate
-  bool inited_ = false;  // Init succeeded (set before any concurrency)
-  bool dead_ = true;     // guarded by the gate: false from Init to Destroy
+  ReaperGate gate_;    // one reaper: the backend's ring and Sleep
+  AdaptiveSpin spin_;  // guarded by the gate
+  // Not while a sync request is in flight, nor for kQuietWaits waits after
+  // one was handed over: between a log's write and its fsync a spin slowed
+  // the fsync (CoreState::sync_in_flight says why). Under the gate.
+  bool SpinAllowed() noexcept {
+    static constexpr unsigned kQuietWaits = 16;
+    const uint64_t handed = state_.syncs_handed();
+    if (state_.sync_in_flight() || handed != syncs_seen_) {
+      syncs_seen_ = handed;
+      quiet_waits_ = kQuietWaits;
+      return false;
+    }
+    if (quiet_waits_ == 0) return true;
+    --quiet_waits_;
+    return false;
+  }
+  uint64_t syncs_seen_ = 0;   // guarded by the gate
+  unsigned quiet_waits_ = 0;  // guarded by the gate
+  bool inited_ = false;       // Init succeeded (set before any concurrency)
+  bool dead_ = true;          // guarded by the gate: false from Init to Destroy
   // Shutdown finished (Destroy ran); Shutdown's own: calls to Shutdown do not
   // overlap.
   bool finished_ = false;
@@ -217,10 +235,13 @@ EngineCore<Backend>::~EngineCore() {
   Request* left[64];
   while (size_t n = state_.done_.Take(left, 64)) {
     for (size_t i = 0; i < n; ++i) {
+      state_.SyncHanded(*left[i]);
       left[i]->engine_state.store(request_state::kCompleted,
                                   std::memory_order_relaxed);
     }
   }
+  // Every sync request accepted was handed back exactly once.
+  assert(!state_.sync_in_flight());
   if (state_.notify_fd_ >= 0) (void)sys::Close(state_.notify_fd_);
 }
 
@@ -302,6 +323,7 @@ SubmitResult EngineCore<Backend>::Submit(std::span<Request* const> batch) {
                                     ": submitted again before it was reaped"));
       return result;
     }
+    state_.CountSync(*req, 1);  // taken back below if not accepted
     // The iocb is as Prep*/Set* built it; a backend that submits it builds it
     // again from the fields, which the engines read.
     if constexpr (Backend::kSubmitsIocb) req->FillIocb();
@@ -396,6 +418,7 @@ bool EngineCore<Backend>::Offer(std::span<Request* const> batch, size_t first,
     Request* req = batch[i];
     req->engine_state.store(request_state::kIdle, std::memory_order_relaxed);
     req->engine_next = nullptr;
+    state_.CountSync(*req, -1);
   }
   c.submitted.fetch_sub(end - done, std::memory_order_relaxed);
   result->accepted = done;
@@ -586,7 +609,8 @@ Status EngineCore<Backend>::Collect(Request** out, size_t max, size_t* n,
     // Work, then spin, before announcing a wait: an announced reaper makes
     // every completion pay for a wake-up.
     if (backend_.Help()) continue;
-    if (backend_.CanSpin() && backend_.Busy() && spin_.Spin(deadline, [&] {
+    if (backend_.CanSpin() && backend_.Busy() && SpinAllowed() &&
+        spin_.Spin(deadline, [&] {
           return backend_.Ready() || done.count_relaxed() != 0 || reached(*n);
         })) {
       continue;
@@ -640,6 +664,7 @@ Result<size_t> EngineCore<Backend>::Reap(std::span<Request*> out, size_t min,
     }
   }
   for (size_t i = 0; i < n; ++i) {
+    state_.SyncHanded(*out[i]);
     out[i]->engine_state.store(request_state::kCompleted,
                                std::memory_order_relaxed);
   }
