@@ -13,6 +13,9 @@
 //
 // Usage: logstore_mix [--engine=E] [--dir=D] [--seconds=S] [--writers=N]
 //                     [--depth=Q] [--log-mib=M] [--data-mib=M]
+//                     [--log-reap=thread|self]
+// --log-reap=self: no completion thread; the waiting writers reap the log
+// engine themselves (Reap delivers to the callback).
 // Defaults: the default engine, /var/tmp, 5 s, 4 writers, depth 8, a 512 MiB
 // log (preallocated), a 256 MiB data file. Prints one line of figures
 // (acknowledged records/s, reads/s, syncs/s, records per sync) and each
@@ -30,6 +33,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -56,6 +60,10 @@ struct Config {
   long depth = 8;
   long log_mib = 512;
   long data_mib = 256;
+  // The log engine's completions: delivered by its completion thread
+  // ("thread", BlueStore's aio thread), or reaped by the waiting writers
+  // themselves ("self").
+  bool self_reap = false;
 };
 
 // Record `seq`: its sequence number, then bytes that depend on it and on their
@@ -82,8 +90,10 @@ class GroupCommit {
   // The first caller that finds no sync in flight submits one (through
   // `submit`); the others wait for the next one to finish. Returns false when
   // a sync failed (the error is in error()).
+  // `reap` is empty when the engine's completion thread delivers; otherwise
+  // the waiting writers reap (and so deliver) themselves.
   template <typename SubmitSync>
-  bool WaitDurable(SubmitSync&& submit) {
+  bool WaitDurable(SubmitSync&& submit, const std::function<bool()>& reap) {
     std::unique_lock lock(mu_);
     // A sync already in flight may have started before our write completed,
     // so only the one after it counts.
@@ -97,7 +107,14 @@ class GroupCommit {
         lock.lock();
         continue;
       }
-      cv_.wait(lock);
+      if (reap) {
+        lock.unlock();
+        const bool ok = reap();
+        lock.lock();
+        if (!ok) break;
+      } else {
+        cv_.wait(lock);
+      }
     }
     return failed_.empty();
   }
@@ -188,6 +205,11 @@ bool ParseArgs(int argc, char** argv, Config* c) {
       c->engine = *k;
       continue;
     }
+    if (key == "--log-reap") {
+      if (value != "thread" && value != "self") return false;
+      c->self_reap = value == "self";
+      continue;
+    }
     if (key == "--dir") {
       c->dir = value;
       continue;
@@ -246,7 +268,8 @@ int main(int argc, char** argv) {
   if (!ParseArgs(argc, argv, &cfg)) {
     std::fprintf(stderr,
                  "usage: logstore_mix [--engine=E] [--dir=D] [--seconds=S] "
-                 "[--writers=N] [--depth=Q] [--log-mib=M] [--data-mib=M]\n");
+                 "[--writers=N] [--depth=Q] [--log-mib=M] [--data-mib=M] "
+                 "[--log-reap=thread|self]\n");
     return 2;
   }
   auto log = MakeFile(cfg.dir, cfg.log_mib, false);
@@ -268,7 +291,7 @@ int main(int argc, char** argv) {
   lo.notify_fd = false;
   lo.on_complete = OnLogComplete;
   lo.on_complete_arg = &cb;
-  lo.completion_thread = true;
+  lo.completion_thread = !cfg.self_reap;
   auto log_engine = aiokit::MakeEngine(lo);
   // An engine this kernel or process refuses is not a failure of the mix.
   if (!log_engine.ok()) return Skip(log_engine.status().ToString());
@@ -292,6 +315,16 @@ int main(int argc, char** argv) {
       group.Fail("submitting fdatasync: " + sr.status.ToString());
   };
 
+  // A self-reaping writer delivers whatever has completed (its own request or
+  // another's) and looks at its own state again at least every millisecond:
+  // another writer may be the one that delivers its completion.
+  // False (and the group failed) when Reap fails.
+  const std::function<bool()> reap = [&] {
+    const aiokit::Result<size_t> r =
+        (*log_engine)->Reap({}, 1, std::chrono::milliseconds(1));
+    if (!r.ok()) group.Fail("reaping the log: " + r.status().ToString());
+    return r.ok();
+  };
   std::vector<std::thread> writers;
   std::vector<std::string> writer_errors(static_cast<size_t>(cfg.writers));
   for (long w = 0; w < cfg.writers; ++w) {
@@ -320,14 +353,21 @@ int main(int argc, char** argv) {
           return;
         }
         // Pairs with the release store in OnLogComplete.
-        while (slot.done.load(std::memory_order_acquire) == 0)
-          slot.done.wait(0);
+        while (slot.done.load(std::memory_order_acquire) == 0) {
+          if (cfg.self_reap) {
+            if (!reap()) return;
+          } else {
+            slot.done.wait(0);
+          }
+        }
         if (slot.req.rval != static_cast<int64_t>(kRecord)) {
           writer_errors[w] = "write of record " + std::to_string(seq) +
                              " returned " + std::to_string(slot.req.rval);
           return;
         }
-        if (!group.WaitDurable(submit_sync)) return;
+        if (!group.WaitDurable(submit_sync,
+                               cfg.self_reap ? reap : std::function<bool()>()))
+          return;
         acked[seq].store(1, std::memory_order_relaxed);
         acked_count.fetch_add(1, std::memory_order_relaxed);
       }
