@@ -40,6 +40,8 @@ class AiokitCategory final : public std::error_category {
         return "engine shut down";
       case Errc::kNotCancellable:
         return "request cannot be cancelled";
+      case Errc::kEndOfFile:
+        return "end of file";
     }
     return "unknown aiokit error " + std::to_string(ev);
   }
@@ -96,6 +98,8 @@ int ToNegativeErrno(const Status& status) noexcept {
       return -ESHUTDOWN;
     case Errc::kNotCancellable:
       return -EBUSY;
+    case Errc::kEndOfFile:
+      return -ENODATA;
   }
   return -EIO;
 }

@@ -6,6 +6,8 @@
 // - request.h: one request (BlueStore's aio_t): the kernel iocb first, fd,
 //   iovecs, result;
 // - engine.h: the engine interface (BlueStore's aio_queue_t) and MakeEngine;
+// - device.h: the device layer (BlueStore's KernelDevice and IOContext):
+//   groups, flush, discard, deadlines, buffers;
 // - fault.h: an engine wrapper that injects faults, for tests;
 // - info.h: what this machine and kernel offer;
 // - bluestore.h: BlueStore's aio_t / aio_queue_t, on every engine.
@@ -13,6 +15,7 @@
 #ifndef AIOKIT_AIOKIT_H_
 #define AIOKIT_AIOKIT_H_
 
+#include "aiokit/device.h"
 #include "aiokit/engine.h"
 #include "aiokit/engine_wrapper.h"
 #include "aiokit/fault.h"

@@ -125,7 +125,12 @@ inline constexpr uint32_t kNowait =
     0x08;  // fail with -EAGAIN instead of blocking
 inline constexpr uint32_t kAppend =
     0x10;  // this write appends (offset ignored)
-inline constexpr uint32_t kAll = kHipri | kDsync | kSync | kNowait | kAppend;
+// This write is all or nothing on power loss (Linux 6.11+; statx
+// STATX_WRITE_ATOMIC gives the sizes a file takes, and the kernel refuses
+// others with EINVAL).
+inline constexpr uint32_t kAtomic = 0x40;
+inline constexpr uint32_t kAll =
+    kHipri | kDsync | kSync | kNowait | kAppend | kAtomic;
 }  // namespace rwf
 
 // I/O priority classes (ioprio_set(2)).

@@ -57,6 +57,10 @@ enum class Errc {
   // The engine cannot cancel this request (kernel AIO on regular files, or it
   // already started); it will complete normally and be reaped like any other.
   kNotCancellable = 7,
+  // A read met the end of the file before its whole length was read (the
+  // device layer's ReadExactly, or a read whose caller did not ask for the
+  // byte count): the message says how many bytes there were.
+  kEndOfFile = 8,
 };
 
 // The aiokit error category ("aiokit").
@@ -75,7 +79,8 @@ namespace internal {
 // The status as a negative errno for C-style interfaces (0 when OK): the errno
 // itself for system codes; for aiokit codes EINVAL (kInvalidArgument,
 // kMisaligned), EOPNOTSUPP (kUnsupported), EAGAIN (kQueueFull), ETIMEDOUT
-// (kTimedOut), ESHUTDOWN (kShutdown), EBUSY (kNotCancellable).
+// (kTimedOut), ESHUTDOWN (kShutdown), EBUSY (kNotCancellable), ENODATA
+// (kEndOfFile).
 int ToNegativeErrno(const Status& status) noexcept;
 
 // The result of an operation that returns no value. Cheap when OK (no

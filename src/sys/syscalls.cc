@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 namespace aiokit::sys {
 
@@ -179,6 +181,72 @@ int Fallocate(int fd, int mode, off_t off, off_t len) noexcept {
 }
 int Ftruncate(int fd, off_t len) noexcept {
   return static_cast<int>(RetryEintr([&] { return ::ftruncate(fd, len); }));
+}
+
+int SetRwHint(int fd, uint64_t hint) noexcept {
+  const FaultHooks* h = Hooks();
+  if (h != nullptr && h->set_rw_hint != nullptr) [[unlikely]] {
+    if (int r = h->set_rw_hint(fd, hint); r < 0) return r;
+  }
+  return static_cast<int>(Ret(::fcntl(fd, F_SET_RW_HINT, &hint)));
+}
+int GetRwHint(int fd, uint64_t* hint) noexcept {
+  return static_cast<int>(Ret(::fcntl(fd, F_GET_RW_HINT, hint)));
+}
+
+namespace {
+// The kernel's struct statx as of Linux 6.16 (include/uapi/linux/stat.h):
+// 256 bytes, the fields after stx_dio_offset_align newer than glibc 2.36.
+struct KernelStatx {
+  uint32_t mask;
+  uint32_t blksize;
+  uint64_t attributes;
+  uint32_t nlink, uid, gid;
+  uint16_t mode, pad0;
+  uint64_t ino, size, blocks, attributes_mask;
+  uint8_t timestamps[64];  // atime, btime, ctime, mtime
+  uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
+  uint64_t mnt_id;
+  uint32_t dio_mem_align;
+  uint32_t dio_offset_align;
+  uint64_t subvol;
+  uint32_t atomic_write_unit_min;
+  uint32_t atomic_write_unit_max;
+  uint32_t atomic_write_segments_max;
+  uint32_t dio_read_offset_align;
+  uint32_t atomic_write_unit_max_opt;
+  uint32_t pad2;
+  uint64_t spare[8];
+};
+static_assert(sizeof(KernelStatx) == 256);
+static_assert(offsetof(KernelStatx, dio_mem_align) == 0x98);
+static_assert(offsetof(KernelStatx, atomic_write_unit_min) == 0xa8);
+}  // namespace
+
+int StatxLimitsOf(int fd, StatxLimits* out) noexcept {
+  KernelStatx k;
+  std::memset(&k, 0, sizeof(k));
+  const long r = RetryEintr([&] {
+    return syscall(SYS_statx, fd, "", AT_EMPTY_PATH,
+                   kStatxDioAlign | kStatxWriteAtomic | kStatxDioReadAlign, &k);
+  });
+  if (r < 0) return static_cast<int>(r);
+  *out = StatxLimits{};
+  out->mask = k.mask;
+  out->attributes = k.attributes;
+  if ((k.mask & kStatxDioAlign) != 0) {
+    out->dio_mem_align = k.dio_mem_align;
+    out->dio_offset_align = k.dio_offset_align;
+  }
+  if ((k.mask & kStatxDioReadAlign) != 0) {
+    out->dio_read_offset_align = k.dio_read_offset_align;
+  }
+  if ((k.mask & kStatxWriteAtomic) != 0) {
+    out->atomic_write_unit_min = k.atomic_write_unit_min;
+    out->atomic_write_unit_max = k.atomic_write_unit_max;
+    out->atomic_write_segments_max = k.atomic_write_segments_max;
+  }
+  return 0;
 }
 
 KernelVersion RunningKernel() noexcept {

@@ -77,6 +77,10 @@ struct FaultHooks {
   // ReadSmallFile: the text to return for `path` instead of reading it, or
   // nullptr to read it (fakes /proc/sys values such as fs.aio-max-nr).
   const char* (*read_file)(const char* path) = nullptr;
+
+  // SetRwHint: -errno to refuse it (as a kernel without write hints), 0 to
+  // let it through.
+  int (*set_rw_hint)(int fd, uint64_t hint) = nullptr;
 };
 
 namespace detail {
@@ -177,6 +181,30 @@ int FutexWake(const uint32_t* addr, int count) noexcept;
 // The thread id (gettid).
 int ThreadId() noexcept;
 int Ftruncate(int fd, off_t len) noexcept;
+// fcntl(F_SET_RW_HINT) and fcntl(F_GET_RW_HINT): the inode's write lifetime
+// hint (RWH_WRITE_LIFE_*). 0 or -errno; SetRwHint goes through the hook.
+int SetRwHint(int fd, uint64_t hint) noexcept;
+int GetRwHint(int fd, uint64_t* hint) noexcept;
+
+// What statx says of O_DIRECT and atomic writes, including the fields newer
+// than the C library's struct statx (read with the raw system call). A field
+// whose mask bit is not in `mask` is 0.
+struct StatxLimits {
+  uint32_t mask = 0;
+  uint64_t attributes = 0;
+  uint32_t dio_mem_align = 0;
+  uint32_t dio_offset_align = 0;
+  uint32_t dio_read_offset_align = 0;  // 0: dio_offset_align applies
+  uint32_t atomic_write_unit_min = 0;
+  uint32_t atomic_write_unit_max = 0;
+  uint32_t atomic_write_segments_max = 0;
+};
+inline constexpr unsigned kStatxDioAlign = 0x2000;       // Linux 6.1
+inline constexpr unsigned kStatxWriteAtomic = 0x10000;   // Linux 6.11
+inline constexpr unsigned kStatxDioReadAlign = 0x20000;  // Linux 6.14
+inline constexpr uint64_t kStatxAttrWriteAtomic = 0x400000;
+// 0 or -errno.
+int StatxLimitsOf(int fd, StatxLimits* out) noexcept;
 
 struct KernelVersion {
   int major = 0;

@@ -1,0 +1,696 @@
+// The device layer's request path: queueing on an IoContext, pieces handed
+// to the engine, and what each completion leads to (the rest of a short
+// transfer, a retry, the next piece, or the end of the request and the news
+// to its context).
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "device/device_impl.h"
+#include "sys/syscalls.h"
+
+namespace aiokit::device_internal {
+namespace {
+
+// The engine requests handed over in one Submit call.
+constexpr size_t kSubmitBatch = 64;
+// Submissions in a row the engine refused whole (kQueueFull after its own
+// retry policy, or a wrapper's injected refusal) before the requests fail,
+// sleeping 1, 2, 4, 8 and then 10 ms between them.
+constexpr unsigned kMaxRefusals = 16;
+std::chrono::milliseconds RefusalDelay(unsigned refusals) {
+  return std::chrono::milliseconds(refusals < 4 ? 1U << refusals : 10U);
+}
+
+// The callback running on this thread (for ~IoContext called inside it).
+struct CallbackFrame {
+  IoContext* ioc = nullptr;
+  bool destroyed = false;
+};
+thread_local CallbackFrame* tl_callback = nullptr;
+// The device whose completions this thread is delivering.
+thread_local const DeviceImpl* tl_delivering = nullptr;
+
+}  // namespace
+
+bool DeviceImpl::OnCompletionThread() const noexcept {
+  return tl_delivering == this;
+}
+
+// True when the context's destructor runs inside its own callback (then it
+// must not wait, and the callback's caller must not touch it afterwards).
+bool DestroyedInsideOwnCallback(IoContext* ioc) noexcept {
+  if (tl_callback == nullptr || tl_callback->ioc != ioc) return false;
+  tl_callback->destroyed = true;
+  return true;
+}
+
+std::string DeviceImpl::Describe(const Io& io) const {
+  return std::string(io.op == Op::kRead ? "read" : "write") + " of \"" + path_ +
+         "\" at offset " + std::to_string(io.offset) + ", length " +
+         std::to_string(io.length);
+}
+
+Status DeviceImpl::CheckRange(const char* what, uint64_t offset,
+                              uint64_t length, bool write) const {
+  // The message is built only on the error path: this runs per request.
+  auto asked = [&] {
+    return std::string(what) + " of \"" + path_ + "\" at offset " +
+           std::to_string(offset) + ", length " + std::to_string(length);
+  };
+  if (closing_.load(std::memory_order_acquire)) {
+    return Status::Error(Errc::kShutdown, asked() + ": the device is closing");
+  }
+  if (write && options_.read_only) {
+    return Status::Error(Errc::kInvalidArgument,
+                         asked() + ": the device is open read-only");
+  }
+  if (length == 0) {
+    return Status::Error(Errc::kInvalidArgument, asked() + ": length is 0");
+  }
+  if (offset > static_cast<uint64_t>(INT64_MAX) ||
+      length > static_cast<uint64_t>(INT64_MAX) - offset) {
+    return Status::Error(Errc::kInvalidArgument,
+                         asked() + ": the range ends past 2^63 - 1");
+  }
+  if (block_device_ && offset + length > info_.size) {
+    return Status::Error(Errc::kInvalidArgument,
+                         asked() + ": beyond the end of the device (" +
+                             std::to_string(info_.size) + " bytes)");
+  }
+  return {};
+}
+
+namespace {
+Status Bind(DeviceImpl* device, std::atomic<DeviceImpl*>& slot) {
+  DeviceImpl* expected = nullptr;
+  if (slot.compare_exchange_strong(expected, device,
+                                   std::memory_order_acq_rel) ||
+      expected == device) {
+    return {};
+  }
+  return Status::Error(Errc::kInvalidArgument,
+                       "an IoContext belongs to the device it was first used "
+                       "with; use another context for this device");
+}
+}  // namespace
+
+Status DeviceImpl::AioRead(uint64_t offset, Buffer buffer, IoContext* ioc,
+                           uint64_t* got) {
+  if (ioc == nullptr) {
+    return Status::Error(Errc::kInvalidArgument, "AioRead: ioc is null");
+  }
+  if (Status s = CheckRange("read", offset, buffer.size(), false); !s.ok()) {
+    return s;
+  }
+  if (Status s = Bind(this, ioc->device_); !s.ok()) return s;
+  if (read_align_.known()) {
+    if (Status s = read_align_.Check(buffer.data(), offset, buffer.size());
+        !s.ok()) {
+      return {s.code(), "read of \"" + path_ + "\": " + s.context()};
+    }
+  }
+  Io* io = TakeIo();
+  if (io == nullptr) {
+    return Status::FromErrno(ENOMEM, "read of \"" + path_ + "\": a request");
+  }
+  io->kind = Io::Kind::kData;
+  io->op = Op::kRead;
+  io->offset = offset;
+  io->length = buffer.size();
+  io->done = 0;
+  io->got = got;
+  io->write = {};
+  io->iov.push_back(iovec{buffer.data(), buffer.size()});
+  io->buffers.push_back(std::move(buffer));
+  return Queue(io, ioc);
+}
+
+Status DeviceImpl::AioWrite(uint64_t offset, std::span<const Buffer> buffers,
+                            IoContext* ioc, WriteOptions options) {
+  if (ioc == nullptr) {
+    return Status::Error(Errc::kInvalidArgument, "AioWrite: ioc is null");
+  }
+  uint64_t total = 0;
+  for (const Buffer& b : buffers) {
+    if (b.empty()) {
+      return Status::Error(Errc::kInvalidArgument,
+                           "write of \"" + path_ + "\" at offset " +
+                               std::to_string(offset) +
+                               ": an empty buffer in the list");
+    }
+    total += b.size();
+  }
+  if (Status s = CheckRange("write", offset, total, true); !s.ok()) return s;
+  if (Status s = Bind(this, ioc->device_); !s.ok()) return s;
+  auto asked = [&] {
+    return "write of \"" + path_ + "\" at offset " + std::to_string(offset) +
+           ", length " + std::to_string(total);
+  };
+  if (write_align_.known()) {
+    for (const Buffer& b : buffers) {
+      if (Status s = write_align_.Check(b.data(), offset, b.size()); !s.ok()) {
+        return {s.code(), asked() + ": " + s.context()};
+      }
+    }
+  }
+  if (options.atomic) {
+    if (info_.atomic_write_max == 0) {
+      return Status::Error(
+          Errc::kUnsupported,
+          asked() + ": atomic write refused: " + info_.atomic_write_note);
+    }
+    const bool pow2 = (total & (total - 1)) == 0;
+    if (buffers.size() != 1 || !pow2 || total < info_.atomic_write_min ||
+        total > info_.atomic_write_max || offset % total != 0) {
+      return Status::Error(
+          Errc::kInvalidArgument,
+          asked() + ": an atomic write must be one buffer whose length is a " +
+              "power of two from " + std::to_string(info_.atomic_write_min) +
+              " to " + std::to_string(info_.atomic_write_max) +
+              " bytes, at an offset aligned to its length");
+    }
+  }
+  Io* io = TakeIo();
+  if (io == nullptr) return Status::FromErrno(ENOMEM, asked() + ": a request");
+  io->kind = Io::Kind::kData;
+  io->op = Op::kWrite;
+  io->offset = offset;
+  io->length = total;
+  io->done = 0;
+  io->got = nullptr;
+  io->write = options;
+  for (const Buffer& b : buffers) {
+    io->iov.push_back(iovec{b.data(), b.size()});
+    io->buffers.push_back(b);
+  }
+  return Queue(io, ioc);
+}
+
+Status DeviceImpl::Queue(Io* io, IoContext* ioc) {
+  io->ioc = ioc;
+  io->retries = 0;
+  io->split = false;
+  io->reported.store(false, std::memory_order_relaxed);
+  io->next = nullptr;
+  if (ioc->pending_tail_ == nullptr) {
+    ioc->pending_head_ = io;
+  } else {
+    ioc->pending_tail_->next = io;
+  }
+  ioc->pending_tail_ = io;
+  ioc->pending_.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
+void DeviceImpl::DropPending(IoContext* ioc) {
+  Io* io = ioc->pending_head_;
+  ioc->pending_head_ = ioc->pending_tail_ = nullptr;
+  ioc->pending_.store(0, std::memory_order_relaxed);
+  while (io != nullptr) {
+    Io* next = io->next;
+    ReleaseIo(io);
+    io = next;
+  }
+}
+
+Status DeviceImpl::Submit(IoContext* ioc, ThenFlush then_flush) {
+  if (ioc == nullptr) {
+    return Status::Error(Errc::kInvalidArgument, "Submit: ioc is null");
+  }
+  if (closing_.load(std::memory_order_acquire)) {
+    return Status::Error(Errc::kShutdown,
+                         "Submit on \"" + path_ + "\": the device is closing");
+  }
+  if (Status s = Bind(this, ioc->device_); !s.ok()) return s;
+  const size_t n = ioc->pending_.load(std::memory_order_relaxed);
+  const bool flush = then_flush == ThenFlush::kYes;
+  if (n == 0 && !flush) {
+    return Status::Error(
+        Errc::kInvalidArgument,
+        "Submit on \"" + path_ + "\": nothing is queued on this context");
+  }
+  Io* io = ioc->pending_head_;
+  ioc->pending_head_ = ioc->pending_tail_ = nullptr;
+  ioc->pending_.store(0, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(ioc->mu_);
+    // Raised before anything is handed over, so the group cannot complete
+    // before its last request was submitted.
+    ioc->running_.store(
+        ioc->running_.load(std::memory_order_relaxed) + (n == 0 ? 1 : n),
+        std::memory_order_relaxed);
+    if (flush && n != 0) ioc->flush_after_ = true;
+  }
+  if (n == 0) {
+    RequestFlush(ioc);
+    return {};
+  }
+  in_flight_.fetch_add(n, std::memory_order_relaxed);
+  const bool timed = ioc->request_timeout_.count() > 0;
+  const Clock::time_point deadline =
+      timed ? Clock::now() + ioc->request_timeout_ : Clock::time_point{};
+  if (timed) EnsureDeadlineThread();
+  Io* batch[kSubmitBatch];
+  while (io != nullptr) {
+    size_t k = 0;
+    // Read each `next` before anything is handed over: a request may
+    // complete, and its Io be reused, as soon as the engine has it.
+    while (io != nullptr && k < kSubmitBatch) {
+      Io* next = io->next;
+      io->next = nullptr;
+      PreparePiece(io);
+      if (timed) {
+        io->has_deadline = true;
+        io->deadline = deadline;
+        LinkDeadline(io);
+      }
+      batch[k++] = io;
+      io = next;
+    }
+    SubmitToEngine(batch, k);
+  }
+  return {};
+}
+
+void DeviceImpl::PreparePiece(Io* io) {
+  const uint64_t pos = io->done;
+  const uint64_t remaining = io->length - pos;
+  size_t i = 0;
+  uint64_t skip = pos;
+  while (skip >= io->iov[i].iov_len) {
+    skip -= io->iov[i].iov_len;
+    ++i;
+  }
+  Request& req = io->req;
+  const int fd = file_.fd();
+  const uint64_t off = io->offset + pos;
+  const uint64_t first_len = io->iov[i].iov_len - skip;
+  char* first = static_cast<char*>(io->iov[i].iov_base) + skip;
+  if (first_len >= remaining || i + 1 == io->iov.size() ||
+      first_len >= info_.max_transfer) {
+    const uint64_t len = std::min({first_len, remaining, info_.max_transfer});
+    if (io->op == Op::kRead) {
+      req.PrepRead(fd, first, len, off);
+    } else {
+      req.PrepWrite(fd, first, len, off);
+    }
+    if (registered_) {
+      const int16_t index = io->buffers[i].registered_index();
+      if (index >= 0) req.SetFixedBuffer(index);
+    }
+  } else {
+    const size_t n = std::min<size_t>(io->iov.size() - i, IOV_MAX);
+    if (io->op == Op::kRead) {
+      req.PrepReadv(fd, &io->iov[i], n, off);
+    } else {
+      req.PrepWritev(fd, &io->iov[i], n, off);
+    }
+    req.iov[0].iov_base = first;
+    req.iov[0].iov_len = first_len;
+    // Cut at the maximum transfer (aligned, so an O_DIRECT cut stays legal)
+    // and drop the iovecs past it.
+    uint64_t total = 0;
+    size_t used = 0;
+    while (used < req.iov.size() && total < info_.max_transfer) {
+      const uint64_t room = info_.max_transfer - total;
+      if (req.iov[used].iov_len > room) req.iov[used].iov_len = room;
+      total += req.iov[used].iov_len;
+      ++used;
+    }
+    if (used < req.iov.size()) {
+      // Rebuild from the trimmed copy (PrepReadv copies the array).
+      IovecVector trimmed;
+      trimmed.assign(req.iov.data(), used);
+      if (io->op == Op::kRead) {
+        req.PrepReadv(fd, trimmed.data(), used, off);
+      } else {
+        req.PrepWritev(fd, trimmed.data(), used, off);
+      }
+    } else {
+      req.length = total;
+    }
+  }
+  if (pos == 0 && req.length < io->length && !io->split) {
+    io->split = true;
+    split_.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (io->op == Op::kWrite && io->write.atomic) req.SetRwFlags(rwf::kAtomic);
+  req.priv = io;
+}
+
+void DeviceImpl::SubmitToEngine(Io* const* ios, size_t n) {
+  Request* reqs[kSubmitBatch];
+  size_t start = 0;
+  while (start < n) {
+    // A run of requests the inode's write hint fits: the kernel keeps one
+    // hint per inode, so it changes between runs of different lifetimes.
+    size_t end = start;
+    if (info_.write_hints) {
+      std::lock_guard lock(hint_mu_);
+      const Io* first = ios[start];
+      if (first->op == Op::kWrite && first->write.life != inode_hint_) {
+        if (sys::SetRwHint(file_.fd(),
+                           static_cast<uint64_t>(first->write.life)) == 0) {
+          inode_hint_ = first->write.life;
+        }
+      }
+      while (end < n && (ios[end]->op != Op::kWrite ||
+                         ios[end]->write.life == inode_hint_)) {
+        reqs[end - start] = &ios[end]->req;
+        ++end;
+      }
+      if (end == start) {  // the hint could not be set: unhinted
+        reqs[0] = &ios[start]->req;
+        end = start + 1;
+      }
+    } else {
+      for (; end < n; ++end) reqs[end - start] = &ios[end]->req;
+    }
+    size_t off = 0;
+    const size_t count = end - start;
+    unsigned refusals = 0;
+    while (off < count) {
+      SubmitResult r =
+          engine_->Submit(std::span<Request* const>(reqs + off, count - off));
+      requests_.fetch_add(r.accepted, std::memory_order_relaxed);
+      off += r.accepted;
+      if (r.status.ok()) break;
+      if (r.accepted != 0) refusals = 0;
+      if (r.status.Is(Errc::kQueueFull) && refusals < kMaxRefusals) {
+        std::this_thread::sleep_for(RefusalDelay(refusals));
+        ++refusals;
+        continue;
+      }
+      // What the engine would not take completes with why.
+      for (size_t i = off; i < count; ++i) {
+        Io* io = ios[start + i];
+        FinishIo(io,
+                 {r.status.code(),
+                  Describe(*io) +
+                      ": the engine did not take it: " + r.status.ToString()},
+                 false);
+      }
+      break;
+    }
+    start = end;
+  }
+}
+
+// ---------------------------------------------------------------- completion
+
+void DeviceImpl::Process(Request* req) {
+  Io* io = static_cast<Io*>(req->priv);
+  if (io->kind == Io::Kind::kFlush) {
+    FlushDone(req->rval);
+    return;
+  }
+  ProcessData(io);
+}
+
+void DeviceImpl::ProcessData(Io* io) {
+  bool cancel_asked = false;
+  if (io->has_deadline) {
+    std::lock_guard lock(dl_mu_);
+    UnlinkDeadlineLocked(io);
+    cancel_asked = io->cancel_asked;
+    io->cancel_asked = false;
+  }
+  if (io->reported.load(std::memory_order_acquire)) {
+    // Its deadline told the context already; the request is done with the
+    // buffers only now.
+    pinned_.fetch_sub(1, std::memory_order_relaxed);
+    ReleaseIo(io);
+    if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard lock(idle_mu_);
+      idle_cv_.notify_all();
+    }
+    return;
+  }
+  const Request& req = io->req;
+  int64_t r = req.rval;
+  const uint64_t piece = req.length;
+  auto resubmit = [&] {
+    resubmitted_.fetch_add(1, std::memory_order_relaxed);
+    PreparePiece(io);
+    if (io->has_deadline) LinkDeadline(io);
+    Io* one[1] = {io};
+    SubmitToEngine(one, 1);
+  };
+  if ((r == -EINTR || r == -EAGAIN) && io->retries < kMaxRetries &&
+      !cancel_asked) {
+    ++io->retries;
+    resubmit();
+    return;
+  }
+  if (r == -ECANCELED && cancel_asked) {
+    timed_out_.fetch_add(1, std::memory_order_relaxed);
+    FinishIo(
+        io,
+        Status::Error(Errc::kTimedOut,
+                      Describe(*io) + ": cancelled at its deadline after " +
+                          std::to_string(io->done) + " bytes"),
+        false);
+    return;
+  }
+  if (r < 0) {
+    std::string ctx = Describe(*io);
+    if (io->done != 0) ctx += " (after " + std::to_string(io->done) + " bytes)";
+    FinishIo(io, Status::FromErrno(static_cast<int>(-r), std::move(ctx)),
+             r == -EIO);
+    return;
+  }
+  if (static_cast<uint64_t>(r) > piece) r = static_cast<int64_t>(piece);
+  const auto got = static_cast<uint64_t>(r);
+  if (io->op == Op::kRead) {
+    const uint64_t before = io->done;
+    io->done += got;
+    if (io->done >= io->length) {
+      io->done = io->length;
+      FinishIo(io, {}, false);
+      return;
+    }
+    if (got < piece && read_align_.known()) {
+      // Restart at the alignment: an O_DIRECT read must start on it.
+      io->done -= io->done % read_align_.offset;
+    }
+    if (io->done > before) {
+      io->retries = 0;
+      if (got < piece) {
+        resubmit();
+      } else {
+        PreparePiece(io);
+        if (io->has_deadline) LinkDeadline(io);
+        Io* one[1] = {io};
+        SubmitToEngine(one, 1);
+      }
+      return;
+    }
+    // No progress: the end of the file, or a transfer cut short (a signal,
+    // a fault). The file's size tells which.
+    const uint64_t pos = io->offset + before;
+    uint64_t size = info_.size;
+    if (!block_device_) {
+      Result<uint64_t> now = file_.Size();
+      size = now.ok() ? *now : 0;
+    }
+    if (size <= pos + got) {
+      io->done = before + (size > pos ? std::min(got, size - pos) : 0);
+      if (io->got != nullptr) {
+        FinishIo(io, {}, false);
+      } else {
+        FinishIo(io,
+                 Status::Error(Errc::kEndOfFile,
+                               Describe(*io) + ": end of file after " +
+                                   std::to_string(io->done) +
+                                   " bytes (the file has " +
+                                   std::to_string(size) + ")"),
+                 false);
+      }
+      return;
+    }
+    if (++io->retries > kMaxRetries) {
+      FinishIo(io,
+               Status::FromErrno(EIO, Describe(*io) + ": " +
+                                          std::to_string(kMaxRetries) +
+                                          " reads in a row made no progress "
+                                          "before the end of the file (after " +
+                                          std::to_string(io->done) + " bytes)"),
+               false);
+      return;
+    }
+    resubmit();
+    return;
+  }
+  // A write.
+  const uint64_t before = io->done;
+  io->done += got;
+  if (got < piece && write_align_.known()) {
+    // Restart at the alignment: the bytes past it are written again.
+    io->done -= io->done % write_align_.offset;
+  }
+  if (io->done >= io->length) {
+    io->done = io->length;
+    FinishIo(io, {}, false);
+    return;
+  }
+  if (io->done == before) {
+    // Nothing usable was written (0, or less than the alignment).
+    if (++io->retries > kMaxRetries) {
+      FinishIo(io,
+               Status::FromErrno(EIO, Describe(*io) + ": " +
+                                          std::to_string(kMaxRetries) +
+                                          " writes in a row made no progress "
+                                          "(after " +
+                                          std::to_string(io->done) + " bytes)"),
+               false);
+      return;
+    }
+    resubmit();
+    return;
+  }
+  io->retries = 0;
+  if (got < piece) {
+    resubmit();
+  } else {
+    PreparePiece(io);
+    if (io->has_deadline) LinkDeadline(io);
+    Io* one[1] = {io};
+    SubmitToEngine(one, 1);
+  }
+}
+
+void DeviceImpl::FinishIo(Io* io, const Status& error, bool is_eio) {
+  if (io->has_deadline) {
+    std::lock_guard lock(dl_mu_);
+    UnlinkDeadlineLocked(io);
+  }
+  if (io->op == Op::kRead) {
+    reads_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    writes_.fetch_add(1, std::memory_order_relaxed);
+    // Counted before the context hears of it, so that a Flush called after
+    // the group completed sees this write (acquire in RequestFlush).
+    write_gen_.fetch_add(1, std::memory_order_release);
+  }
+  if (io->got != nullptr) *io->got = io->done;
+  IoContext* ioc = io->ioc;
+  const Extent extent{io->offset, io->length};
+  const bool report = !io->reported.exchange(true, std::memory_order_acq_rel);
+  if (!report) pinned_.fetch_sub(1, std::memory_order_relaxed);
+  ReleaseIo(io);
+  if (report) CompleteOnContext(ioc, error, is_eio, extent);
+  if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    std::lock_guard lock(idle_mu_);
+    idle_cv_.notify_all();
+  }
+}
+
+void DeviceImpl::CompleteOnContext(IoContext* ioc, const Status& error,
+                                   bool is_eio, Extent extent) {
+  std::unique_lock lock(ioc->mu_);
+  if (!error.ok()) {
+    if (is_eio && ioc->allow_eio_) {
+      ioc->eio_.push_back(extent);
+    } else if (ioc->status_.ok()) {
+      ioc->status_ = error;
+    }
+  }
+  const size_t left = ioc->running_.load(std::memory_order_relaxed) - 1;
+  if (left == 0) {
+    const bool flush = ioc->flush_after_;
+    ioc->flush_after_ = false;
+    if (flush && ioc->status_.ok()) {
+      // The flush is the group's last request: running stays at one.
+      lock.unlock();
+      RequestFlush(ioc);
+      return;
+    }
+  }
+  const bool callback = left == 0 && static_cast<bool>(ioc->on_done_);
+  // Before running reads zero: a waiter that sees zero then sees busy.
+  if (callback) {
+    ioc->busy_.store(ioc->busy_.load(std::memory_order_relaxed) + 1,
+                     std::memory_order_relaxed);
+  }
+  // seq_cst: with WakeReapWaiters' load of reap_waiters_, the other half of
+  // the followers' increment-then-check in Wait (no lost wake-up); it also
+  // releases what the group wrote to the waiters that read it unlocked.
+  ioc->running_.store(left, std::memory_order_seq_cst);
+  if (left == 0) GroupDone(ioc, lock, callback);
+}
+
+void DeviceImpl::GroupDone(IoContext* ioc, std::unique_lock<std::mutex>& lock,
+                           bool callback) {
+  ioc->cv_.notify_all();
+  lock.unlock();
+  WakeReapWaiters();
+  if (!callback) return;
+  CallbackFrame frame{ioc, false};
+  CallbackFrame* const outer = tl_callback;
+  tl_callback = &frame;
+  ioc->on_done_(*ioc);
+  tl_callback = outer;
+  if (frame.destroyed) return;
+  {
+    std::lock_guard again(ioc->mu_);
+    // seq_cst for the same reason as running_ in CompleteOnContext.
+    ioc->busy_.store(ioc->busy_.load(std::memory_order_relaxed) - 1,
+                     std::memory_order_seq_cst);
+    ioc->cv_.notify_all();
+  }
+  WakeReapWaiters();
+}
+
+void DeviceImpl::WakeReapWaiters() {
+  // seq_cst pairs with Wait: a follower raises reap_waiters_ and then reads
+  // the context's counts; this side wrote the counts and now reads
+  // reap_waiters_. One of the two sees the other's write.
+  if (reap_waiters_.load(std::memory_order_seq_cst) == 0) return;
+  std::lock_guard lock(reap_mu_);
+  reap_cv_.notify_all();
+}
+
+void DeviceImpl::CompletionThreadMain() {
+  tl_delivering = this;
+  const size_t max = std::min<size_t>(options_.reap_max, 256);
+  Request* out[256];
+  for (;;) {
+    Result<size_t> r =
+        engine_->Reap(std::span<Request*>(out, max), 1, options_.poll_interval);
+    if (!r.ok()) {
+      if (r.status().Is(Errc::kShutdown)) return;
+      // An error of the wait itself: nothing was reaped; try again shortly.
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    for (size_t i = 0; i < *r; ++i) Process(out[i]);
+  }
+}
+
+Result<size_t> DeviceImpl::Reap(std::chrono::nanoseconds timeout, bool wait) {
+  if (OnCompletionThread()) {
+    return Status::Error(Errc::kInvalidArgument,
+                         "Device::Poll/Run on \"" + path_ +
+                             "\" from a completion callback of the same "
+                             "device");
+  }
+  const DeviceImpl* const outer = tl_delivering;
+  tl_delivering = this;
+  const size_t max = std::min<size_t>(options_.reap_max, 256);
+  Request* out[256];
+  Result<size_t> r =
+      engine_->Reap(std::span<Request*>(out, max), wait ? 1 : 0, timeout);
+  if (r.ok()) {
+    for (size_t i = 0; i < *r; ++i) Process(out[i]);
+  }
+  tl_delivering = outer;
+  return r;
+}
+
+}  // namespace aiokit::device_internal

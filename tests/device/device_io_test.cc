@@ -1,0 +1,411 @@
+// The device layer's request path on every engine and reaping mode: groups,
+// callbacks, the synchronous calls, end of file, unaligned reads, splits.
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "aiokit/device.h"
+#include "device_util.h"
+
+namespace aiokit::testing {
+namespace {
+
+constexpr size_t kBlock = 4096;
+
+// A device buffer of `len` bytes holding pattern `seed` from stream offset
+// `start`.
+Buffer PatternBuffer(Device& d, size_t len, uint64_t seed, uint64_t start) {
+  Result<Buffer> b = d.AllocateBuffer(len);
+  EXPECT_TRUE(b.ok()) << b.status().ToString();
+  if (!b.ok()) return Buffer();
+  FillPattern(b->data(), len, seed, start);
+  return std::move(*b);
+}
+
+class DeviceIoTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DeviceIoTest, AGroupOfWritesThenReadsRoundTrips) {
+  PatternFile file(1 << 20, 1);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
+  IoContext writes;
+  for (size_t off = 0; off < (1 << 20); off += 64 * 1024) {
+    ASSERT_TRUE(
+        dev->AioWrite(off, PatternBuffer(*dev, 64 * 1024, 7, off), &writes)
+            .ok());
+  }
+  EXPECT_EQ(writes.pending(), 16U);
+  ASSERT_TRUE(dev->Submit(&writes).ok());
+  EXPECT_EQ(writes.pending(), 0U);
+  ASSERT_TRUE(writes.Wait().ok()) << writes.status().ToString();
+  EXPECT_EQ(writes.running(), 0U);
+
+  Result<Buffer> back = dev->AllocateBuffer(1 << 20);
+  ASSERT_TRUE(back.ok());
+  ASSERT_TRUE(dev->ReadExactly(0, *back).ok());
+  EXPECT_EQ(FirstMismatch(back->data(), 1 << 20, 7), -1);
+  const DeviceStats s = dev->Stats();
+  EXPECT_EQ(s.writes, 16U);
+  EXPECT_EQ(s.reads, 1U);
+}
+
+TEST_P(DeviceIoTest, GroupsOfThousandsFromSeveralThreadsCallBackOnceEach) {
+  constexpr size_t kThreads = 4;
+  constexpr size_t kGroups = 3;  // write, read back, write with a flush
+  constexpr size_t kPerGroup = 1024;
+  constexpr size_t kRegion = kPerGroup * kBlock;
+  PatternFile file(kThreads * kRegion, 0);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
+  std::vector<std::atomic<int>> callbacks(kThreads * kGroups);
+  std::vector<std::string> failures(kThreads);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const uint64_t base = t * kRegion;
+      std::string& why = failures[t];
+      for (size_t g = 0; g < kGroups; ++g) {
+        std::atomic<int>& count = callbacks[t * kGroups + g];
+        IoContext ioc([&count](IoContext&) { count.fetch_add(1); });
+        std::vector<Buffer> reads;
+        for (size_t i = 0; i < kPerGroup; ++i) {
+          const uint64_t off = base + i * kBlock;
+          Status s;
+          if (g == 1) {
+            Result<Buffer> b = dev->AllocateBuffer(kBlock);
+            if (!b.ok()) {
+              why = b.status().ToString();
+              return;
+            }
+            reads.push_back(*b);
+            s = dev->AioRead(off, *b, &ioc);
+          } else {
+            s = dev->AioWrite(
+                off, PatternBuffer(*dev, kBlock, 100 + t + g, off), &ioc);
+          }
+          if (!s.ok()) {
+            why = s.ToString();
+            return;
+          }
+        }
+        if (Status s =
+                dev->Submit(&ioc, g == 2 ? ThenFlush::kYes : ThenFlush::kNo);
+            !s.ok()) {
+          why = s.ToString();
+          return;
+        }
+        if (Status s = ioc.Wait(); !s.ok()) {
+          why = "group " + std::to_string(g) + ": " + s.ToString();
+          return;
+        }
+        for (size_t i = 0; i < reads.size(); ++i) {
+          const uint64_t off = base + i * kBlock;
+          if (FirstMismatch(reads[i].data(), kBlock, 100 + t, off) != -1) {
+            why = "read back at " + std::to_string(off) + " differs";
+            return;
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (size_t t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], "") << t;
+  for (size_t i = 0; i < callbacks.size(); ++i) {
+    EXPECT_EQ(callbacks[i].load(), 1) << "group " << i;
+  }
+  // The last groups' data, read back whole.
+  Result<Buffer> all = dev->AllocateBuffer(kThreads * kRegion);
+  ASSERT_TRUE(all.ok());
+  ASSERT_TRUE(dev->ReadExactly(0, *all).ok());
+  for (size_t t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(
+        FirstMismatch(all->data() + t * kRegion, kRegion, 102 + t, t * kRegion),
+        -1)
+        << t;
+  }
+  EXPECT_GE(dev->Stats().fdatasyncs, 1U);
+}
+
+TEST_P(DeviceIoTest, AReadMeetingTheEndOfTheFileGivesTheByteCount) {
+  PatternFile file(10000, 3);  // not a multiple of any alignment
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
+  Result<Buffer> b = dev->AllocateBuffer(8192);
+  ASSERT_TRUE(b.ok());
+  Result<uint64_t> got = dev->Read(8192, *b);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, 10000U - 8192U);
+  EXPECT_EQ(FirstMismatch(b->data(), 10000 - 8192, 3, 8192), -1);
+
+  Status exact = dev->ReadExactly(8192, *b);
+  ASSERT_TRUE(exact.Is(Errc::kEndOfFile)) << exact.ToString();
+  EXPECT_NE(exact.context().find("after 1808 bytes"), std::string::npos)
+      << exact.ToString();
+  EXPECT_NE(exact.context().find(file.path()), std::string::npos);
+
+  Result<uint64_t> past = dev->Read(16384, *b);
+  ASSERT_TRUE(past.ok());
+  EXPECT_EQ(*past, 0U);
+
+  // Asynchronously, without a count: the group fails with the end of file.
+  IoContext ioc;
+  ASSERT_TRUE(dev->AioRead(8192, *b, &ioc).ok());
+  ASSERT_TRUE(dev->Submit(&ioc).ok());
+  EXPECT_TRUE(ioc.Wait().Is(Errc::kEndOfFile));
+}
+
+TEST_P(DeviceIoTest, ReadUnalignedReadsAnyRange) {
+  PatternFile file(64 * 1024, 5);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
+  std::vector<char> dst(5000);
+  Result<uint64_t> got = dev->ReadUnaligned(1001, dst.size(), dst.data());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, dst.size());
+  EXPECT_EQ(FirstMismatch(dst.data(), dst.size(), 5, 1001), -1);
+  // Across the end of the file.
+  got = dev->ReadUnaligned(64 * 1024 - 100, dst.size(), dst.data());
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, 100U);
+  EXPECT_EQ(FirstMismatch(dst.data(), 100, 5, 64 * 1024 - 100), -1);
+}
+
+TEST_P(DeviceIoTest, MoreBuffersThanIovMaxAreSplitAndCompleteAsOne) {
+  constexpr size_t kBuffers = IOV_MAX + 76;
+  PatternFile file(0, 0);
+  DeviceOptions o = DeviceOptionsFor(GetParam());
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), o);
+  std::vector<Buffer> bufs;
+  for (size_t i = 0; i < kBuffers; ++i) {
+    bufs.push_back(PatternBuffer(*dev, kBlock, 9, i * kBlock));
+  }
+  int calls = 0;
+  IoContext ioc([&calls](IoContext&) { ++calls; });
+  ASSERT_TRUE(dev->AioWrite(0, bufs, &ioc).ok());
+  EXPECT_EQ(ioc.pending(), 1U);
+  ASSERT_TRUE(dev->Submit(&ioc).ok());
+  ASSERT_TRUE(ioc.Wait().ok()) << ioc.status().ToString();
+  EXPECT_EQ(calls, 1);
+  EXPECT_GE(dev->Stats().split, 1U);
+  EXPECT_EQ(dev->Stats().writes, 1U);
+  // Read back into as many buffers.
+  std::vector<Buffer> back;
+  for (size_t i = 0; i < kBuffers; ++i) {
+    Result<Buffer> b = dev->AllocateBuffer(kBlock);
+    ASSERT_TRUE(b.ok());
+    back.push_back(*b);
+  }
+  Result<Buffer> whole = dev->AllocateBuffer(kBuffers * kBlock);
+  ASSERT_TRUE(whole.ok());
+  ASSERT_TRUE(dev->ReadExactly(0, *whole).ok());
+  EXPECT_EQ(FirstMismatch(whole->data(), kBuffers * kBlock, 9), -1);
+}
+
+TEST_P(DeviceIoTest, ACallbackThatWaitsOnTheDeviceIsRefusedNotDeadlocked) {
+  PatternFile file(64 * 1024, 4);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
+  Result<Buffer> b = dev->AllocateBuffer(kBlock);
+  ASSERT_TRUE(b.ok());
+  Status wait_inside, read_inside, flush_inside;
+  std::atomic<bool> called{false};
+  IoContext ioc([&](IoContext& self) {
+    wait_inside = self.Wait();
+    read_inside = dev->Read(0, *b).status();
+    flush_inside = dev->Flush();
+    called.store(true);
+  });
+  ASSERT_TRUE(dev->AioRead(0, *b, &ioc).ok());
+  ASSERT_TRUE(dev->Submit(&ioc).ok());
+  ASSERT_TRUE(ioc.Wait().ok());
+  EXPECT_TRUE(called.load());
+  EXPECT_TRUE(wait_inside.Is(Errc::kInvalidArgument)) << wait_inside.ToString();
+  EXPECT_NE(wait_inside.context().find("completion callback"),
+            std::string::npos);
+  EXPECT_TRUE(read_inside.Is(Errc::kInvalidArgument)) << read_inside.ToString();
+  EXPECT_TRUE(flush_inside.Is(Errc::kInvalidArgument))
+      << flush_inside.ToString();
+}
+
+TEST_P(DeviceIoTest, ACallbackMayDestroyItsContext) {
+  PatternFile file(64 * 1024, 4);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
+  std::atomic<int> done{0};
+  // A context that deletes itself from its callback.
+  struct SelfDeleting {
+    static IoContext* Make(std::atomic<int>* done) {
+      auto* holder = new IoContext*;
+      auto* ioc = new IoContext([done, holder](IoContext& self) {
+        EXPECT_EQ(&self, *holder);
+        // The captures go with the context: copy what is needed first.
+        std::atomic<int>* const count = done;
+        IoContext** const box = holder;
+        delete &self;
+        delete box;
+        count->fetch_add(1);
+      });
+      *holder = ioc;
+      return ioc;
+    }
+  };
+  std::vector<Buffer> bufs;
+  for (int i = 0; i < 50; ++i) {
+    IoContext* ioc = SelfDeleting::Make(&done);
+    Result<Buffer> b = dev->AllocateBuffer(kBlock);
+    ASSERT_TRUE(b.ok());
+    bufs.push_back(*b);
+    ASSERT_TRUE(dev->AioRead((i % 16) * kBlock, *b, ioc).ok());
+    ASSERT_TRUE(dev->Submit(ioc).ok());
+  }
+  // Nothing is left to wait on: drive completions until all ran.
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (done.load() < 50 && std::chrono::steady_clock::now() < deadline) {
+    if (DeviceOptionsFor(GetParam()).completion_threads == 0) {
+      ASSERT_TRUE(dev->Run(std::chrono::milliseconds(10)).ok());
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  EXPECT_EQ(done.load(), 50);
+}
+
+TEST_P(DeviceIoTest, CloseWaitsForEveryRequestInFlight) {
+  PatternFile file(256 * 1024, 6);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
+  std::atomic<int> calls{0};
+  std::vector<std::unique_ptr<IoContext>> iocs;
+  for (int i = 0; i < 64; ++i) {
+    iocs.push_back(std::make_unique<IoContext>(
+        [&calls](IoContext&) { calls.fetch_add(1); }));
+    ASSERT_TRUE(dev->AioRead((i % 64) * kBlock, *dev->AllocateBuffer(kBlock),
+                             iocs.back().get())
+                    .ok());
+    ASSERT_TRUE(dev->Submit(iocs.back().get()).ok());
+  }
+  ASSERT_TRUE(dev->Close().ok());
+  EXPECT_EQ(calls.load(), 64);
+  for (auto& ioc : iocs) EXPECT_EQ(ioc->running(), 0U);
+  // Closed: refused, not crashed.
+  IoContext late;
+  EXPECT_TRUE(
+      dev->AioRead(0, *Buffer::Allocate(kBlock), &late).Is(Errc::kShutdown));
+  EXPECT_TRUE(dev->Close().ok());
+}
+
+TEST_P(DeviceIoTest, BadRequestsAreRefusedWithTheirContext) {
+  PatternFile file(64 * 1024, 8);
+  DeviceOptions o = DeviceOptionsFor(GetParam());
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), o);
+  IoContext ioc;
+  EXPECT_TRUE(dev->AioRead(0, Buffer(), &ioc).Is(Errc::kInvalidArgument));
+  EXPECT_TRUE(dev->AioRead(0, *Buffer::Allocate(kBlock), nullptr)
+                  .Is(Errc::kInvalidArgument));
+  EXPECT_TRUE(dev->Submit(&ioc).Is(Errc::kInvalidArgument));  // nothing
+  if (dev->Info().direct) {
+    Buffer odd = Buffer::Allocate(2 * kBlock)->Slice(1, kBlock);
+    Status s = dev->AioWrite(0, odd, &ioc);
+    EXPECT_TRUE(s.Is(Errc::kMisaligned)) << s.ToString();
+    EXPECT_NE(s.context().find(file.path()), std::string::npos);
+    s = dev->AioRead(100, *Buffer::Allocate(kBlock), &ioc);
+    EXPECT_TRUE(s.Is(Errc::kMisaligned)) << s.ToString();
+  }
+  EXPECT_EQ(ioc.pending(), 0U);
+  // A context belongs to one device.
+  PatternFile other_file(64 * 1024, 8);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(other, other_file.path(), o);
+  ASSERT_TRUE(dev->AioRead(0, *dev->AllocateBuffer(kBlock), &ioc).ok());
+  EXPECT_TRUE(other->AioRead(0, *other->AllocateBuffer(kBlock), &ioc)
+                  .Is(Errc::kInvalidArgument));
+  // Waiting with requests queued and not submitted is refused.
+  EXPECT_TRUE(ioc.Wait().Is(Errc::kInvalidArgument));
+  ASSERT_TRUE(dev->Submit(&ioc).ok());
+  EXPECT_TRUE(ioc.Wait().ok());
+}
+
+TEST_P(DeviceIoTest, InfoNamesTheEngineAndTheAlignment) {
+  PatternFile file(64 * 1024, 8);
+  DeviceOptions o = DeviceOptionsFor(GetParam());
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), o);
+  const DeviceInfo& info = dev->Info();
+  EXPECT_EQ(info.engine, o.engine.kind);
+  EXPECT_EQ(info.size, 64U * 1024);
+  EXPECT_FALSE(info.block_device);
+  EXPECT_TRUE(info.direct);
+  EXPECT_GE(info.read_alignment, 1U);
+  EXPECT_GE(info.write_alignment, info.read_alignment);
+  EXPECT_EQ(info.max_transfer % info.write_alignment, 0U);
+  const std::string text = info.ToString();
+  EXPECT_NE(text.find(std::string("engine: ") + EngineKindName(o.engine.kind)),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("discard: "), std::string::npos) << text;
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, DeviceIoTest,
+                         ::testing::ValuesIn(DeviceParams()), EngineParamName);
+
+// Transfers over the kernel's maximum (0x7ffff000 bytes), on a buffered
+// tmpfs file: one 2049 MiB write made of the same 1 MiB buffer 2049 times
+// (over IOV_MAX too). One reaping mode per engine.
+class DeviceLargeTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DeviceLargeTest, ATransferOverTheKernelsMaximumIsSplit) {
+  constexpr size_t kMiB = 1 << 20;
+  constexpr size_t kCount = 2049;
+  struct statfs fs;
+  if (::statfs("/dev/shm", &fs) != 0 ||
+      static_cast<uint64_t>(fs.f_bavail) * fs.f_bsize < (kCount + 256) * kMiB) {
+    GTEST_SKIP() << "/dev/shm is missing or has less than 2.3 GiB free";
+  }
+  const std::string path =
+      "/dev/shm/aiokit-device-large-" + std::to_string(::getpid());
+  DeviceOptions o = DeviceOptionsFor(GetParam());
+  o.direct = false;
+  o.create = true;
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, path, o);
+  ::unlink(path.c_str());  // the descriptor keeps it until Close
+  Result<Buffer> one = dev->AllocateBuffer(kMiB);
+  ASSERT_TRUE(one.ok());
+  FillPattern(one->data(), kMiB, 11);
+  std::vector<Buffer> bufs(kCount, *one);
+  ASSERT_TRUE(dev->Write(0, bufs).ok());
+  EXPECT_EQ(*dev->Size(), kCount * kMiB);
+  const DeviceStats s = dev->Stats();
+  EXPECT_EQ(s.writes, 1U);
+  EXPECT_GE(s.split, 1U);
+  EXPECT_GE(s.requests, 2U);
+  // The last MiB through the device, three more places with pread.
+  FillPattern(one->data(), kMiB, 12);
+  IoContext ioc;
+  uint64_t got = 0;
+  ASSERT_TRUE(dev->AioRead((kCount - 1) * kMiB, *one, &ioc, &got).ok());
+  ASSERT_TRUE(dev->Submit(&ioc).ok());
+  ASSERT_TRUE(ioc.Wait().ok());
+  EXPECT_EQ(got, kMiB);
+  EXPECT_EQ(FirstMismatch(one->data(), kMiB, 11), -1);
+  for (uint64_t at :
+       {uint64_t{0}, uint64_t{1024} * kMiB, (kCount - 2) * kMiB}) {
+    std::vector<char> head(4096);
+    ASSERT_EQ(
+        ::pread(dev->fd(), head.data(), head.size(), static_cast<off_t>(at)),
+        4096);
+    EXPECT_EQ(FirstMismatch(head.data(), head.size(), 11), -1) << at;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, DeviceLargeTest,
+                         ::testing::Values("linux-aio/thread",
+                                           "io_uring/thread", "threads/thread",
+                                           "sync/caller"),
+                         EngineParamName);
+
+}  // namespace
+}  // namespace aiokit::testing
