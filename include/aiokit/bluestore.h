@@ -27,13 +27,17 @@
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
+#include "aiokit/device.h"
 #include "aiokit/engine.h"
 #include "aiokit/request.h"
 #include "aiokit/status.h"
@@ -51,6 +55,10 @@ class bufferptr {
 
   [[nodiscard]] char* c_str() const noexcept { return data_.get(); }
   [[nodiscard]] size_t length() const noexcept { return len_; }
+  // The shared memory (an aiokit addition: a request holds it while it runs).
+  [[nodiscard]] const std::shared_ptr<char>& shared() const noexcept {
+    return data_;
+  }
 
  private:
   std::shared_ptr<char> data_;
@@ -171,6 +179,139 @@ struct aio_queue_t {
   void SetError(Status s);
 
   std::unique_ptr<Engine> engine_;
+  mutable std::mutex error_mu_;
+  Status last_error_;  // guarded by error_mu_
+};
+
+// ---- The device: BlueStore's KernelDevice and IOContext (os/bluestore/
+// BlockDevice.h), over aiokit::Device. Differences, all towards not losing
+// data: errors are returned (-errno, the message in last_error()) where
+// BlueStore aborts (EIO without allow_eio, a failed fdatasync, a refused
+// submission); a failed flush stays failed until the device is reopened;
+// requests are split, resubmitted and retried by the layer below.
+
+// Ceph's write lifetime hints, for write_hint.
+enum {
+  WRITE_LIFE_NOT_SET = 0,
+  WRITE_LIFE_NONE = 1,
+  WRITE_LIFE_SHORT = 2,
+  WRITE_LIFE_MEDIUM = 3,
+  WRITE_LIFE_LONG = 4,
+  WRITE_LIFE_EXTREME = 5,
+  WRITE_LIFE_MAX = 6,
+};
+
+// Disjoint byte ranges (the part of Ceph's interval_set<uint64_t> that
+// discard uses): start -> length, adjacent and overlapping ranges merged.
+class interval_set {
+ public:
+  using map_type = std::map<uint64_t, uint64_t>;
+  void insert(uint64_t start, uint64_t len);
+  void clear() noexcept { m_.clear(); }
+  [[nodiscard]] bool empty() const noexcept { return m_.empty(); }
+  [[nodiscard]] size_t num_intervals() const noexcept { return m_.size(); }
+  // Bytes covered.
+  [[nodiscard]] uint64_t size() const noexcept;
+  [[nodiscard]] map_type::const_iterator begin() const noexcept {
+    return m_.begin();
+  }
+  [[nodiscard]] map_type::const_iterator end() const noexcept {
+    return m_.end();
+  }
+
+ private:
+  map_type m_;
+};
+
+class KernelDevice;
+
+// BlueStore's IOContext: a group of aios (one transaction). With a priv, the
+// device's aio callback gets it once the group completes; without, the
+// caller waits with aio_wait().
+class IOContext {
+ public:
+  explicit IOContext(void* priv = nullptr, bool allow_eio = false);
+  IOContext(const IOContext&) = delete;
+  IOContext& operator=(const IOContext&) = delete;
+
+  void* const priv;
+
+  [[nodiscard]] bool has_pending_aios() const noexcept {
+    return ioc_.pending() != 0;
+  }
+  [[nodiscard]] uint64_t num_pending() const noexcept { return ioc_.pending(); }
+  [[nodiscard]] uint64_t num_running() const noexcept { return ioc_.running(); }
+  // Waits until nothing of the group runs (BlueStore's aio_wait).
+  void aio_wait();
+  // 0, or the first error as -errno (-EIO when allow_eio and a request met
+  // EIO); the message is in context().status().
+  [[nodiscard]] int get_return_value() const;
+  [[nodiscard]] IoContext& context() noexcept { return ioc_; }
+
+ private:
+  friend class KernelDevice;
+  std::atomic<KernelDevice*> dev_{nullptr};
+  IoContext ioc_;
+};
+
+class KernelDevice {
+ public:
+  // BlueStore's callbacks: aio_cb(aio_cb_priv, ioc->priv) when a group with a
+  // priv completes (on the device's completion thread); discard_cb(
+  // discard_cb_priv, interval_set*) with the ranges a discard pass released.
+  using aio_callback_t = void (*)(void* handle, void* aio);
+  KernelDevice(aio_callback_t aio_cb, void* aio_cb_priv,
+               aio_callback_t discard_cb = nullptr,
+               void* discard_cb_priv = nullptr);
+  // Closes (waits for what is in flight).
+  ~KernelDevice();
+  KernelDevice(const KernelDevice&) = delete;
+  KernelDevice& operator=(const KernelDevice&) = delete;
+
+  // O_DIRECT, one completion thread (BlueStore's aio thread), the engine
+  // AIOKIT_ENGINE names (auto when unset). 0 or -errno.
+  int open(const std::string& path);
+  void close();
+  [[nodiscard]] uint64_t get_size() const;
+  [[nodiscard]] uint64_t get_block_size() const;
+
+  // Synchronous; `buffered` goes through the page cache (a second, buffered
+  // descriptor opened on first use). 0 or -errno.
+  int read(uint64_t off, uint64_t len, bufferlist* pbl, IOContext* ioc,
+           bool buffered);
+  int read_random(uint64_t off, uint64_t len, char* buf, bool buffered);
+  int write(uint64_t off, bufferlist& bl, bool buffered,
+            int write_hint = WRITE_LIFE_NOT_SET);
+  // Queued on ioc until aio_submit. A buffered write is written at once, as
+  // BlueStore does. 0 or -errno.
+  int aio_read(uint64_t off, uint64_t len, bufferlist* pbl, IOContext* ioc);
+  int aio_write(uint64_t off, bufferlist& bl, IOContext* ioc, bool buffered,
+                int write_hint = WRITE_LIFE_NOT_SET);
+  void aio_submit(IOContext* ioc);
+  int flush();
+  // 0, or -EOPNOTSUPP where the device cannot discard (last_error() says
+  // why).
+  int queue_discard(interval_set& to_release);
+  void discard_drain();
+
+  // ---- aiokit additions ----
+  [[nodiscard]] Device* device() noexcept { return direct_.get(); }
+  [[nodiscard]] Status last_error() const;
+
+ private:
+  friend class IOContext;  // calls aio_cb_
+  int Fail(Status s);
+  Device* Buffered();
+  static std::vector<Buffer> Wrap(bufferlist& bl, size_t align);
+
+  aio_callback_t aio_cb_;
+  void* aio_cb_priv_;
+  aio_callback_t discard_cb_;
+  void* discard_cb_priv_;
+  std::string path_;
+  std::unique_ptr<Device> direct_;
+  std::mutex buffered_mu_;
+  std::unique_ptr<Device> buffered_;  // guarded by buffered_mu_ until made
   mutable std::mutex error_mu_;
   Status last_error_;  // guarded by error_mu_
 };
