@@ -125,6 +125,15 @@ ROWS["dropin-ram-ceiling-fio-io_uring"] = (
     "ram", ("fio", "io_uring", [*RR4K, "--iodepth=32", "--ioengine=io_uring"]), [*RR4K, "--iodepth=32", *LIBAIO],
     "the ceiling: fio's io_uring engine vs its libaio engine")
 DROPIN_ROWS = [r for r in ROWS if r.startswith("dropin-")]
+# The device layer (aiokit/device.h, issue 16) against the raw engine, both aiokit, same binary and options:
+# side A runs --api=device, side B ("aiokit", options) the engine directly. The ratio is the layer's cost.
+for _engine in ("io_uring", "linux-aio", "threads"):
+    for _depth, _goal in ((32, "0.97"), (1, "0.95")):
+        _opts = [*RR4K, f"--iodepth={_depth}", f"--engine={_engine}"]
+        ROWS[f"device-ram-{_engine}-qd{_depth}"] = (
+            "ram", [*_opts, "--api=device"], ("aiokit", _opts),
+            f"device layer >= {_goal}x the raw engine")
+DEVICE_ROWS = [r for r in ROWS if r.startswith("device-")]
 # Rows behind earlier claims (issues 2-4), run with --rows=claims.
 CLAIM_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
               "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll",
@@ -183,7 +192,7 @@ def main():
         return
     rows = []
     for r in a.rows.split(","):
-        rows += {"matrix": MATRIX_ROWS, "claims": CLAIM_ROWS, "dropin": DROPIN_ROWS,
+        rows += {"matrix": MATRIX_ROWS, "claims": CLAIM_ROWS, "dropin": DROPIN_ROWS, "device": DEVICE_ROWS,
                  "all": list(ROWS)}.get(r, [r] if r else [])
     for r in rows:
         if r not in ROWS:
@@ -219,8 +228,12 @@ def main():
             ak_cmd = ["fio", "--name=fio", f"--filename={path}", *size, *opts, *common, "--lat_percentiles=1"]
         else:
             ak_cmd = [a.aiokit, "bench", f"--filename={path}", *size, *ak_opts, *common]
-        fio_cmd = ["fio", "--name=fio", f"--filename={path}", *size, *fio_opts, *common,
-                   "--lat_percentiles=1"]
+        if isinstance(fio_opts, tuple):
+            # The other side is aiokit too (the device rows): the engine API with the same options.
+            fio_cmd = [a.aiokit, "bench", f"--filename={path}", *size, *fio_opts[1], *common]
+        else:
+            fio_cmd = ["fio", "--name=fio", f"--filename={path}", *size, *fio_opts, *common,
+                       "--lat_percentiles=1"]
         if a.baseline:
             if isinstance(ak_opts, tuple):
                 sys.exit(f"compare_fio: --baseline compares aiokit rows; {name} runs fio through the drop-in")
@@ -263,6 +276,8 @@ def main():
         return statistics.median(r[who][key] for r in rounds)
 
     other = "baseline" if a.baseline else "fio"
+    if all(isinstance(ROWS[n][2], tuple) and ROWS[n][2][0] == "aiokit" for n in results):
+        other = "engine API"
     if a.baseline:
         print(f"(A/B: 'aiokit' is {a.aiokit}, 'baseline' is {a.baseline}, same options)")
     print(f"| row | claim | aiokit IOPS (median) | {other} IOPS (median) | ratio (median of rounds) | "

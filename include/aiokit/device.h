@@ -136,6 +136,9 @@ struct DiscardResult {
 struct DeviceOptions {
   // The engine, as MakeEngine takes it (kind, queue depth, spin, ...).
   // on_complete and completion_thread must be left unset: the device reaps.
+  // single_thread (io_uring's cheapest setup) is honoured only with no
+  // completion threads, and then promises that the thread that opens the
+  // device makes every call; request deadlines are refused then.
   EngineOptions engine;
   // O_DIRECT (the default): reads and writes bypass the page cache; buffers,
   // offsets and lengths must respect the alignment Info() reports.
@@ -269,8 +272,13 @@ class IoContext {
   // Requests queued and not submitted.
   [[nodiscard]] size_t pending() const noexcept;
   // Requests submitted and not yet completed (a write over the kernel's
-  // limit counts once).
+  // limit counts once; inside the callback, the request whose completion
+  // runs it still counts).
   [[nodiscard]] size_t running() const noexcept;
+  // status().ok() without copying the status. Reliable once nothing runs.
+  [[nodiscard]] bool ok() const noexcept {
+    return !failed_.load(std::memory_order_acquire);
+  }
 
   // Waits until nothing of this context is running, at most `timeout`
   // (kForever: no limit). Reaps itself when the device has no completion
@@ -308,21 +316,21 @@ class IoContext {
   std::chrono::nanoseconds request_timeout_{0};
   // The device the first request bound this context to.
   std::atomic<device_internal::DeviceImpl*> device_{nullptr};
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
+  mutable std::mutex mu_;  // status_ and eio_
   // Queued, in order; only the queueing thread touches the list.
   device_internal::Io* pending_head_ = nullptr;
   device_internal::Io* pending_tail_ = nullptr;
   std::atomic<size_t> pending_{0};
-  // Changed under mu_; read without it by pending()/running() and by
-  // waiters that hold the device's reap lock.
+  // Requests running. Raised by Submit, lowered by completions without a
+  // lock; the last one of a group lowers it to zero only after the callback
+  // returned, and touches the context no more after that (waiters sleep on
+  // the device's side), so a waiter that sees zero may destroy it at once.
   std::atomic<size_t> running_{0};
-  // Callbacks running (changed under mu_): Wait and the destructor wait for
-  // them too.
-  std::atomic<uint32_t> busy_{0};
-  bool flush_after_ = false;  // guarded by mu_
-  Status status_;             // guarded by mu_
-  std::vector<Extent> eio_;   // guarded by mu_
+  std::atomic<uint64_t> submits_{0};      // Submit calls, for GroupDone
+  std::atomic<bool> flush_after_{false};  // Submit asked a flush after
+  std::atomic<bool> failed_{false};       // status_ is not OK
+  Status status_;                         // guarded by mu_
+  std::vector<Extent> eio_;               // guarded by mu_
   // The flush coordinator's waiter list (guarded by its mutex).
   IoContext* flush_next_ = nullptr;
   uint64_t flush_target_ = 0;
@@ -391,6 +399,13 @@ class Device {
   // On failure: kInvalidArgument when nothing is queued on ioc and no flush
   //   is asked; kShutdown (the requests stay queued).
   Status Submit(IoContext* ioc, ThenFlush then_flush = ThenFlush::kNo);
+  // Sends what is queued on each context, in one engine submission where the
+  // engine takes it (contexts with nothing queued are skipped, unless
+  // ThenFlush asks a flush of each). Each context is a group of its own.
+  // On failure (nothing sent): kInvalidArgument for a null context, one bound
+  // to another device, or nothing queued on any; kShutdown.
+  Status Submit(std::span<IoContext* const> iocs,
+                ThenFlush then_flush = ThenFlush::kNo);
 
   // ---- Synchronous (each a group of one, waited for). ----
   // Reads up to buffer.size() bytes at offset: fewer only at the end of the

@@ -102,6 +102,16 @@ Status DeviceImpl::Open() {
     info_.memory_alignment = a.memory;
     info_.read_alignment = read_align_.offset;
     info_.write_alignment = write_align_.offset;
+    // Powers of two (statx and the block layer give nothing else); any
+    // other value makes the quick test fail always, so the full check
+    // decides.
+    auto mask = [](uint32_t v) -> uint64_t {
+      if (v <= 1) return 0;
+      return (v & (v - 1)) == 0 ? v - 1 : ~uint64_t{0};
+    };
+    memory_mask_ = mask(a.memory);
+    read_mask_ = mask(read_align_.offset);
+    write_mask_ = mask(write_align_.offset);
     // The largest transfer must stay aligned.
     info_.max_transfer = kMaxTransfer - (kMaxTransfer % write_align_.offset);
   }
@@ -241,10 +251,12 @@ Status DeviceImpl::MakeEngine() {
   EngineOptions eo = options_.engine;
   eo.on_complete = nullptr;
   eo.completion_thread = false;
-  // Several threads submit (callers, completion threads, the deadline
-  // thread's cancels): a ring promised to one thread would refuse them.
-  eo.single_thread = false;
-  eo.defer_taskrun = false;
+  // With completion threads, several threads enter the engine: a ring
+  // promised to one thread would refuse them.
+  if (options_.completion_threads != 0) {
+    eo.single_thread = false;
+    eo.defer_taskrun = false;
+  }
   Result<std::unique_ptr<Engine>> e =
       aiokit::MakeEngine(eo, &info_.engines_passed_over);
   if (!e.ok()) {
@@ -303,6 +315,8 @@ Status DeviceImpl::GrowPool(size_t n) {
   }
   for (size_t i = 0; i < n; ++i) {
     chunk[i].req.priv = &chunk[i];
+    chunk[i].buffers.reserve(4);
+    chunk[i].iov.reserve(4);
     chunk[i].next = i + 1 < n ? &chunk[i + 1] : free_;
   }
   free_ = &chunk[0];
@@ -313,7 +327,7 @@ Status DeviceImpl::GrowPool(size_t n) {
 }
 
 Io* DeviceImpl::TakeIo() {
-  std::lock_guard lock(pool_mu_);
+  std::lock_guard<PoolLock> lock(pool_mu_);
   if (free_ == nullptr) {
     // A burst beyond the pool: grow by half (never in steady state).
     if (!GrowPool(std::max<size_t>(pool_size_ / 2, 64)).ok()) return nullptr;
@@ -331,7 +345,7 @@ void DeviceImpl::ReleaseIo(Io* io) {
   io->got = nullptr;
   io->has_deadline = false;
   io->cancel_asked = false;
-  std::lock_guard lock(pool_mu_);
+  std::lock_guard<PoolLock> lock(pool_mu_);
   io->next = free_;
   free_ = io;
 }
@@ -473,6 +487,9 @@ Status Device::AioWrite(uint64_t offset, std::span<const Buffer> buffers,
 }
 Status Device::Submit(IoContext* ioc, ThenFlush then_flush) {
   return impl_->Submit(ioc, then_flush);
+}
+Status Device::Submit(std::span<IoContext* const> iocs, ThenFlush then_flush) {
+  return impl_->Submit(iocs, then_flush);
 }
 Result<uint64_t> Device::Read(uint64_t offset, Buffer buffer) {
   return impl_->Read(offset, std::move(buffer), /*exactly=*/false);

@@ -226,8 +226,8 @@ Status DeviceImpl::QueueDiscard(std::span<const Extent> ranges) {
                          "discard on \"" + path_ + "\": " + info_.discard_note);
   }
   for (const Extent& e : ranges) {
-    if (Status s = CheckRange("discard", e.offset, e.length, true); !s.ok()) {
-      return s;
+    if (!RangeOk(e.offset, e.length, true)) {
+      return RangeError("discard", e.offset, e.length, true);
     }
     if (block_device_) {
       // BLKDISCARD takes whole logical blocks.

@@ -76,6 +76,35 @@ struct Io {
   Io* next = nullptr;
 };
 
+// A lock for a few instructions (the request pool's free list): a test and
+// set, spinning briefly and then yielding while another thread holds it.
+// Yielding keeps a preempted holder from being waited for at full speed; it
+// tunes speed only: the holder always gets to finish.
+class PoolLock {
+ public:
+  void lock() noexcept {
+    for (unsigned spins = 0; held_.exchange(true, std::memory_order_acquire);) {
+      while (held_.load(std::memory_order_relaxed)) {
+        if (++spins < 64) {
+          CpuPause();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
+  }
+  // Release pairs with the acquire exchange of the next holder.
+  void unlock() noexcept { held_.store(false, std::memory_order_release); }
+
+ private:
+  static void CpuPause() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  std::atomic<bool> held_{false};
+};
+
 // True when ~IoContext runs inside the context's own callback: it must not
 // wait, and the thread that called the callback must not touch it again
 // (this records that it is gone).
@@ -97,10 +126,15 @@ class DeviceImpl {
   Result<uint64_t> Size() const;
   Result<Buffer> AllocateBuffer(size_t length);
 
-  Status AioRead(uint64_t offset, Buffer buffer, IoContext* ioc, uint64_t* got);
+  Status AioRead(uint64_t offset, Buffer&& buffer, IoContext* ioc,
+                 uint64_t* got);
   Status AioWrite(uint64_t offset, std::span<const Buffer> buffers,
                   IoContext* ioc, WriteOptions options);
-  Status Submit(IoContext* ioc, ThenFlush then_flush);
+  Status Submit(std::span<IoContext* const> iocs, ThenFlush then_flush);
+  Status Submit(IoContext* ioc, ThenFlush then_flush) {
+    IoContext* one[1] = {ioc};
+    return Submit(one, then_flush);
+  }
   Result<uint64_t> Read(uint64_t offset, Buffer buffer, bool exactly);
   Status Write(uint64_t offset, std::span<const Buffer> buffers,
                WriteOptions options);
@@ -135,7 +169,19 @@ class DeviceImpl {
   Status GrowPool(size_t n);
 
   // ---- Submission ----
-  Status CheckRange(const char* what, uint64_t offset, uint64_t length,
+  // The quick test of a request's range (per request); RangeError says what
+  // is wrong when it fails.
+  bool RangeOk(uint64_t offset, uint64_t length, bool write) const noexcept {
+    const uint64_t end = offset + length;
+    // One branch: each term is one rule (closing, read-only, empty, past
+    // 2^63 - 1 or wrapped, past a block device's end).
+    const bool bad = closing_.load(std::memory_order_acquire) |
+                     (write & options_.read_only) | (length == 0) |
+                     (end < offset) | (end > static_cast<uint64_t>(INT64_MAX)) |
+                     (block_device_ & (end > info_.size));
+    return !bad;
+  }
+  Status RangeError(const char* what, uint64_t offset, uint64_t length,
                     bool write) const;
   Status Queue(Io* io, IoContext* ioc);
   // Makes io->req the next piece from io->done.
@@ -153,10 +199,9 @@ class DeviceImpl {
   // One request of `ioc` (data or flush) completed with `error`.
   void CompleteOnContext(IoContext* ioc, const Status& error, bool is_eio,
                          Extent extent);
-  // The group's running count reached zero: waiters woken, then the callback
-  // (when `callback`), outside the context's lock.
-  void GroupDone(IoContext* ioc, std::unique_lock<std::mutex>& lock,
-                 bool callback);
+  // The group's last request completed: the callback, then running drops to
+  // zero and waiters wake.
+  void GroupDone(IoContext* ioc);
   std::string Describe(const Io& io) const;
   void CompletionThreadMain();
   void WakeReapWaiters();
@@ -183,12 +228,17 @@ class DeviceImpl {
   bool block_device_ = false;
   Alignment read_align_;  // known() only with O_DIRECT
   Alignment write_align_;
+  // The same as masks (alignment - 1; 0 when buffered): one test per
+  // request, the message only when it fails.
+  uint64_t read_mask_ = 0;
+  uint64_t write_mask_ = 0;
+  uint64_t memory_mask_ = 0;
   std::unique_ptr<Engine> engine_;
   std::atomic<bool> closing_{false};
   bool closed_ = false;
 
   // The pool.
-  std::mutex pool_mu_;
+  PoolLock pool_mu_;
   Io* free_ = nullptr;                         // guarded by pool_mu_
   std::vector<std::unique_ptr<Io[]>> chunks_;  // guarded by pool_mu_
   size_t pool_size_ = 0;                       // guarded by pool_mu_
@@ -203,6 +253,20 @@ class DeviceImpl {
   std::atomic<uint64_t> reads_{0}, writes_{0}, requests_{0}, resubmitted_{0},
       split_{0}, fdatasyncs_{0}, flushes_skipped_{0}, timed_out_{0}, pinned_{0},
       discarded_bytes_{0};
+
+  // Waiters of contexts whose completions the completion threads deliver
+  // park here, by the context's address (the device outlives the contexts,
+  // so a completer never touches a context after its count reached zero).
+  struct Park {
+    std::mutex mu;
+    std::condition_variable cv;
+  };
+  static constexpr size_t kParks = 16;
+  Park& ParkOf(const IoContext* ioc) noexcept {
+    return parks_[(reinterpret_cast<uintptr_t>(ioc) >> 6) % kParks];
+  }
+  Park parks_[kParks];
+  std::atomic<uint32_t> parked_{0};  // threads parked in Wait
 
   // Completion threads, or the caller's reaping (leader and followers).
   std::vector<std::thread> completion_threads_;

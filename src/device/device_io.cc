@@ -56,38 +56,37 @@ std::string DeviceImpl::Describe(const Io& io) const {
          std::to_string(io.length);
 }
 
-Status DeviceImpl::CheckRange(const char* what, uint64_t offset,
+Status DeviceImpl::RangeError(const char* what, uint64_t offset,
                               uint64_t length, bool write) const {
-  // The message is built only on the error path: this runs per request.
-  auto asked = [&] {
-    return std::string(what) + " of \"" + path_ + "\" at offset " +
-           std::to_string(offset) + ", length " + std::to_string(length);
-  };
+  const std::string asked = std::string(what) + " of \"" + path_ +
+                            "\" at offset " + std::to_string(offset) +
+                            ", length " + std::to_string(length);
   if (closing_.load(std::memory_order_acquire)) {
-    return Status::Error(Errc::kShutdown, asked() + ": the device is closing");
+    return Status::Error(Errc::kShutdown, asked + ": the device is closing");
   }
   if (write && options_.read_only) {
     return Status::Error(Errc::kInvalidArgument,
-                         asked() + ": the device is open read-only");
+                         asked + ": the device is open read-only");
   }
   if (length == 0) {
-    return Status::Error(Errc::kInvalidArgument, asked() + ": length is 0");
+    return Status::Error(Errc::kInvalidArgument, asked + ": length is 0");
   }
   if (offset > static_cast<uint64_t>(INT64_MAX) ||
       length > static_cast<uint64_t>(INT64_MAX) - offset) {
     return Status::Error(Errc::kInvalidArgument,
-                         asked() + ": the range ends past 2^63 - 1");
+                         asked + ": the range ends past 2^63 - 1");
   }
-  if (block_device_ && offset + length > info_.size) {
-    return Status::Error(Errc::kInvalidArgument,
-                         asked() + ": beyond the end of the device (" +
-                             std::to_string(info_.size) + " bytes)");
-  }
-  return {};
+  return Status::Error(Errc::kInvalidArgument,
+                       asked + ": beyond the end of the device (" +
+                           std::to_string(info_.size) + " bytes)");
 }
 
 namespace {
 Status Bind(DeviceImpl* device, std::atomic<DeviceImpl*>& slot) {
+  // Relaxed: the pointer is compared only; a first use publishes nothing.
+  if (slot.load(std::memory_order_relaxed) == device) [[likely]] {
+    return {};
+  }
   DeviceImpl* expected = nullptr;
   if (slot.compare_exchange_strong(expected, device,
                                    std::memory_order_acq_rel) ||
@@ -100,16 +99,18 @@ Status Bind(DeviceImpl* device, std::atomic<DeviceImpl*>& slot) {
 }
 }  // namespace
 
-Status DeviceImpl::AioRead(uint64_t offset, Buffer buffer, IoContext* ioc,
+Status DeviceImpl::AioRead(uint64_t offset, Buffer&& buffer, IoContext* ioc,
                            uint64_t* got) {
   if (ioc == nullptr) {
     return Status::Error(Errc::kInvalidArgument, "AioRead: ioc is null");
   }
-  if (Status s = CheckRange("read", offset, buffer.size(), false); !s.ok()) {
-    return s;
+  if (!RangeOk(offset, buffer.size(), false)) [[unlikely]] {
+    return RangeError("read", offset, buffer.size(), false);
   }
   if (Status s = Bind(this, ioc->device_); !s.ok()) return s;
-  if (read_align_.known()) {
+  const auto addr = reinterpret_cast<uintptr_t>(buffer.data());
+  if (read_align_.known() &&
+      ((addr & memory_mask_) | ((offset | buffer.size()) & read_mask_)) != 0) {
     if (Status s = read_align_.Check(buffer.data(), offset, buffer.size());
         !s.ok()) {
       return {s.code(), "read of \"" + path_ + "\": " + s.context()};
@@ -146,7 +147,9 @@ Status DeviceImpl::AioWrite(uint64_t offset, std::span<const Buffer> buffers,
     }
     total += b.size();
   }
-  if (Status s = CheckRange("write", offset, total, true); !s.ok()) return s;
+  if (!RangeOk(offset, total, true)) [[unlikely]] {
+    return RangeError("write", offset, total, true);
+  }
   if (Status s = Bind(this, ioc->device_); !s.ok()) return s;
   auto asked = [&] {
     return "write of \"" + path_ + "\" at offset " + std::to_string(offset) +
@@ -154,6 +157,10 @@ Status DeviceImpl::AioWrite(uint64_t offset, std::span<const Buffer> buffers,
   };
   if (write_align_.known()) {
     for (const Buffer& b : buffers) {
+      const auto addr = reinterpret_cast<uintptr_t>(b.data());
+      if (((addr & memory_mask_) | ((offset | b.size()) & write_mask_)) == 0) {
+        continue;
+      }
       if (Status s = write_align_.Check(b.data(), offset, b.size()); !s.ok()) {
         return {s.code(), asked() + ": " + s.context()};
       }
@@ -204,7 +211,9 @@ Status DeviceImpl::Queue(Io* io, IoContext* ioc) {
     ioc->pending_tail_->next = io;
   }
   ioc->pending_tail_ = io;
-  ioc->pending_.fetch_add(1, std::memory_order_relaxed);
+  // One queueing thread at a time writes it (the contract); others read.
+  ioc->pending_.store(ioc->pending_.load(std::memory_order_relaxed) + 1,
+                      std::memory_order_relaxed);
   return {};
 }
 
@@ -219,49 +228,67 @@ void DeviceImpl::DropPending(IoContext* ioc) {
   }
 }
 
-Status DeviceImpl::Submit(IoContext* ioc, ThenFlush then_flush) {
-  if (ioc == nullptr) {
-    return Status::Error(Errc::kInvalidArgument, "Submit: ioc is null");
-  }
+Status DeviceImpl::Submit(std::span<IoContext* const> iocs,
+                          ThenFlush then_flush) {
   if (closing_.load(std::memory_order_acquire)) {
     return Status::Error(Errc::kShutdown,
                          "Submit on \"" + path_ + "\": the device is closing");
   }
-  if (Status s = Bind(this, ioc->device_); !s.ok()) return s;
-  const size_t n = ioc->pending_.load(std::memory_order_relaxed);
   const bool flush = then_flush == ThenFlush::kYes;
-  if (n == 0 && !flush) {
-    return Status::Error(
-        Errc::kInvalidArgument,
-        "Submit on \"" + path_ + "\": nothing is queued on this context");
+  size_t total = 0;
+  for (IoContext* ioc : iocs) {
+    if (ioc == nullptr) {
+      return Status::Error(Errc::kInvalidArgument, "Submit: ioc is null");
+    }
+    if (Status s = Bind(this, ioc->device_); !s.ok()) return s;
+    if (ioc->request_timeout_.count() > 0 && options_.engine.single_thread &&
+        options_.completion_threads == 0) {
+      // The deadline thread would cancel on a ring promised to one thread.
+      return Status::Error(Errc::kInvalidArgument,
+                           "Submit on \"" + path_ +
+                               "\": request deadlines need an engine not "
+                               "promised to one thread "
+                               "(EngineOptions::single_thread)");
+    }
+    total += ioc->pending_.load(std::memory_order_relaxed);
   }
-  Io* io = ioc->pending_head_;
-  ioc->pending_head_ = ioc->pending_tail_ = nullptr;
-  ioc->pending_.store(0, std::memory_order_relaxed);
-  {
-    std::lock_guard lock(ioc->mu_);
-    // Raised before anything is handed over, so the group cannot complete
-    // before its last request was submitted.
-    ioc->running_.store(
-        ioc->running_.load(std::memory_order_relaxed) + (n == 0 ? 1 : n),
-        std::memory_order_relaxed);
-    if (flush && n != 0) ioc->flush_after_ = true;
+  if (total == 0 && !flush) {
+    return Status::Error(Errc::kInvalidArgument,
+                         "Submit on \"" + path_ +
+                             "\": nothing is queued on the context" +
+                             (iocs.size() == 1 ? "" : "s"));
   }
-  if (n == 0) {
-    RequestFlush(ioc);
-    return {};
-  }
-  in_flight_.fetch_add(n, std::memory_order_relaxed);
-  const bool timed = ioc->request_timeout_.count() > 0;
-  const Clock::time_point deadline =
-      timed ? Clock::now() + ioc->request_timeout_ : Clock::time_point{};
-  if (timed) EnsureDeadlineThread();
   Io* batch[kSubmitBatch];
-  while (io != nullptr) {
-    size_t k = 0;
-    // Read each `next` before anything is handed over: a request may
-    // complete, and its Io be reused, as soon as the engine has it.
-    while (io != nullptr && k < kSubmitBatch) {
+  size_t k = 0;
+  for (IoContext* ioc : iocs) {
+    const size_t n = ioc->pending_.load(std::memory_order_relaxed);
+    if (n == 0 && !flush) continue;
+    Io* io = ioc->pending_head_;
+    ioc->pending_head_ = ioc->pending_tail_ = nullptr;
+    ioc->pending_.store(0, std::memory_order_relaxed);
+    // Raised before anything is handed over, so the group cannot complete
+    // before its last request was submitted. (Relaxed: what the requests
+    // carry reaches the completer through the engine's own hand-over.)
+    if (flush && n != 0) {
+      ioc->flush_after_.store(true, std::memory_order_relaxed);
+    }
+    // The count first, then the submission number (release, paired with
+    // GroupDone's acquire): a group's holder that sees the new number sees
+    // the new count, and the flag.
+    ioc->running_.fetch_add(n == 0 ? 1 : n, std::memory_order_release);
+    ioc->submits_.fetch_add(1, std::memory_order_release);
+    if (n == 0) {
+      RequestFlush(ioc);
+      continue;
+    }
+    in_flight_.fetch_add(n, std::memory_order_relaxed);
+    const bool timed = ioc->request_timeout_.count() > 0;
+    const Clock::time_point deadline =
+        timed ? Clock::now() + ioc->request_timeout_ : Clock::time_point{};
+    if (timed) EnsureDeadlineThread();
+    while (io != nullptr) {
+      // Read `next` before anything is handed over: a request may complete,
+      // and its Io be reused, as soon as the engine has it.
       Io* next = io->next;
       io->next = nullptr;
       PreparePiece(io);
@@ -271,14 +298,36 @@ Status DeviceImpl::Submit(IoContext* ioc, ThenFlush then_flush) {
         LinkDeadline(io);
       }
       batch[k++] = io;
+      if (k == kSubmitBatch) {
+        SubmitToEngine(batch, k);
+        k = 0;
+      }
       io = next;
     }
-    SubmitToEngine(batch, k);
   }
+  if (k != 0) SubmitToEngine(batch, k);
   return {};
 }
 
 void DeviceImpl::PreparePiece(Io* io) {
+  Request& req = io->req;
+  if (io->done == 0 && io->iov.size() == 1 && io->length <= info_.max_transfer)
+      [[likely]] {
+    // The whole request in one piece: one buffer, from its start.
+    void* base = io->iov[0].iov_base;
+    if (io->op == Op::kRead) {
+      req.PrepRead(file_.fd(), base, io->length, io->offset);
+    } else {
+      req.PrepWrite(file_.fd(), base, io->length, io->offset);
+      if (io->write.atomic) req.SetRwFlags(rwf::kAtomic);
+    }
+    if (registered_) {
+      const int16_t index = io->buffers[0].registered_index();
+      if (index >= 0) req.SetFixedBuffer(index);
+    }
+    req.priv = io;
+    return;
+  }
   const uint64_t pos = io->done;
   const uint64_t remaining = io->length - pos;
   size_t i = 0;
@@ -287,7 +336,6 @@ void DeviceImpl::PreparePiece(Io* io) {
     skip -= io->iov[i].iov_len;
     ++i;
   }
-  Request& req = io->req;
   const int fd = file_.fd();
   const uint64_t off = io->offset + pos;
   const uint64_t first_len = io->iov[i].iov_len - skip;
@@ -421,7 +469,7 @@ void DeviceImpl::ProcessData(Io* io) {
     cancel_asked = io->cancel_asked;
     io->cancel_asked = false;
   }
-  if (io->reported.load(std::memory_order_acquire)) {
+  if (io->has_deadline && io->reported.load(std::memory_order_acquire)) {
     // Its deadline told the context already; the request is done with the
     // buffers only now.
     pinned_.fetch_sub(1, std::memory_order_relaxed);
@@ -581,7 +629,9 @@ void DeviceImpl::FinishIo(Io* io, const Status& error, bool is_eio) {
   if (io->got != nullptr) *io->got = io->done;
   IoContext* ioc = io->ioc;
   const Extent extent{io->offset, io->length};
-  const bool report = !io->reported.exchange(true, std::memory_order_acq_rel);
+  // Only a deadline races for the news; without one it is this thread's.
+  const bool report = !io->has_deadline ||
+                      !io->reported.exchange(true, std::memory_order_acq_rel);
   if (!report) pinned_.fetch_sub(1, std::memory_order_relaxed);
   ReleaseIo(io);
   if (report) CompleteOnContext(ioc, error, is_eio, extent);
@@ -593,58 +643,83 @@ void DeviceImpl::FinishIo(Io* io, const Status& error, bool is_eio) {
 
 void DeviceImpl::CompleteOnContext(IoContext* ioc, const Status& error,
                                    bool is_eio, Extent extent) {
-  std::unique_lock lock(ioc->mu_);
   if (!error.ok()) {
+    std::lock_guard lock(ioc->mu_);
     if (is_eio && ioc->allow_eio_) {
       ioc->eio_.push_back(extent);
     } else if (ioc->status_.ok()) {
       ioc->status_ = error;
+      ioc->failed_.store(true, std::memory_order_release);
     }
   }
-  const size_t left = ioc->running_.load(std::memory_order_relaxed) - 1;
-  if (left == 0) {
-    const bool flush = ioc->flush_after_;
-    ioc->flush_after_ = false;
-    if (flush && ioc->status_.ok()) {
-      // The flush is the group's last request: running stays at one.
-      lock.unlock();
-      RequestFlush(ioc);
+  // Not the group's last request: one decrement and nothing else. The last
+  // one (running reads 1) leaves the count at 1 until the group is done, so
+  // that nobody sees zero before the flush or the callback.
+  size_t cur = ioc->running_.load(std::memory_order_acquire);
+  while (cur > 1) {
+    // acq_rel: this request's effects (status, data) happen before the
+    // last completer's, which publishes them to the waiters.
+    if (ioc->running_.compare_exchange_weak(cur, cur - 1,
+                                            std::memory_order_acq_rel)) {
       return;
     }
   }
-  const bool callback = left == 0 && static_cast<bool>(ioc->on_done_);
-  // Before running reads zero: a waiter that sees zero then sees busy.
-  if (callback) {
-    ioc->busy_.store(ioc->busy_.load(std::memory_order_relaxed) + 1,
-                     std::memory_order_relaxed);
-  }
-  // seq_cst: with WakeReapWaiters' load of reap_waiters_, the other half of
-  // the followers' increment-then-check in Wait (no lost wake-up); it also
-  // releases what the group wrote to the waiters that read it unlocked.
-  ioc->running_.store(left, std::memory_order_seq_cst);
-  if (left == 0) GroupDone(ioc, lock, callback);
+  GroupDone(ioc);
 }
 
-void DeviceImpl::GroupDone(IoContext* ioc, std::unique_lock<std::mutex>& lock,
-                           bool callback) {
-  ioc->cv_.notify_all();
-  lock.unlock();
-  WakeReapWaiters();
-  if (!callback) return;
-  CallbackFrame frame{ioc, false};
-  CallbackFrame* const outer = tl_callback;
-  tl_callback = &frame;
-  ioc->on_done_(*ioc);
-  tl_callback = outer;
-  if (frame.destroyed) return;
-  {
-    std::lock_guard again(ioc->mu_);
-    // seq_cst for the same reason as running_ in CompleteOnContext.
-    ioc->busy_.store(ioc->busy_.load(std::memory_order_relaxed) - 1,
-                     std::memory_order_seq_cst);
-    ioc->cv_.notify_all();
+void DeviceImpl::GroupDone(IoContext* ioc) {
+  // The caller holds the group's last count (the "token"): no other
+  // completion lowers running from 1, so zero is reached only here.
+  for (;;) {
+    if (ioc->flush_after_.exchange(false, std::memory_order_acq_rel) &&
+        ioc->ok()) {
+      RequestFlush(ioc);  // the token passes to the flush
+      return;
+    }
+    const uint64_t seen = ioc->submits_.load(std::memory_order_acquire);
+    if (ioc->on_done_) {
+      CallbackFrame frame{ioc, false};
+      CallbackFrame* const outer = tl_callback;
+      tl_callback = &frame;
+      ioc->on_done_(*ioc);
+      tl_callback = outer;
+      if (frame.destroyed) return;
+    }
+    size_t cur = ioc->running_.load(std::memory_order_acquire);
+    bool again = false;
+    for (;;) {
+      if (cur == 1 && ioc->submits_.load(std::memory_order_acquire) != seen) {
+        // Submitted during the callback: if its requests are all done (the
+        // count, read again after the number, is back to this token), the
+        // group completed while this one held the token, and its completion
+        // is this thread's to deliver.
+        cur = ioc->running_.load(std::memory_order_acquire);
+        if (cur == 1) {
+          again = true;
+          break;
+        }
+        continue;
+      }
+      // seq_cst: the writing half of the parking handshakes (Wait counts
+      // itself in parked_ or reap_waiters_, then reads the count; this side
+      // writes the count, then reads theirs). After it the context is not
+      // touched again: a waiter that sees zero may destroy it.
+      if (ioc->running_.compare_exchange_weak(cur, cur - 1,
+                                              std::memory_order_seq_cst)) {
+        break;
+      }
+    }
+    if (again) continue;
+    if (cur == 1) {
+      if (parked_.load(std::memory_order_seq_cst) != 0) {
+        Park& park = ParkOf(ioc);
+        std::lock_guard lock(park.mu);
+        park.cv.notify_all();
+      }
+      WakeReapWaiters();
+    }
+    return;
   }
-  WakeReapWaiters();
 }
 
 void DeviceImpl::WakeReapWaiters() {

@@ -18,13 +18,11 @@ namespace aiokit {
 namespace device_internal {
 
 namespace {
-// Nothing of the context runs: no request, no callback. Running is read
-// first: its release store follows the callback's count.
-bool Quiet(const std::atomic<size_t>& running,
-           const std::atomic<uint32_t>& busy) {
+// Nothing of the context runs: no request, no callback (the last request
+// counts until its callback returned).
+bool Quiet(const std::atomic<size_t>& running) {
   // seq_cst: the reading half of the followers' handshake (WakeReapWaiters).
-  return running.load(std::memory_order_seq_cst) == 0 &&
-         busy.load(std::memory_order_seq_cst) == 0;
+  return running.load(std::memory_order_seq_cst) == 0;
 }
 }  // namespace
 
@@ -54,23 +52,27 @@ Status DeviceImpl::Wait(IoContext* ioc, std::chrono::nanoseconds timeout) {
             " requests still running at the deadline");
   };
   if (options_.completion_threads > 0) {
-    std::unique_lock lock(ioc->mu_);
-    auto quiet = [&] { return Quiet(ioc->running_, ioc->busy_); };
-    if (forever) {
-      ioc->cv_.wait(lock, quiet);
-    } else if (!ioc->cv_.wait_until(lock, deadline, quiet)) {
-      return timed_out();
-    }
+    Park& park = ParkOf(ioc);
+    std::unique_lock lock(park.mu);
+    // Counted before it looks (seq_cst, with GroupDone's decrement and load).
+    parked_.fetch_add(1, std::memory_order_seq_cst);
+    auto quiet = [&] { return Quiet(ioc->running_); };
+    const bool done = forever ? (park.cv.wait(lock, quiet), true)
+                              : park.cv.wait_until(lock, deadline, quiet);
+    parked_.fetch_sub(1, std::memory_order_relaxed);
+    lock.unlock();
+    if (!done) return timed_out();
+    std::lock_guard status_lock(ioc->mu_);
     return ioc->status_;
   }
   // No completion threads: one waiter reaps (the leader) while the others
   // sleep until it hands over or their group completes.
   for (;;) {
-    if (Quiet(ioc->running_, ioc->busy_)) break;
+    if (Quiet(ioc->running_)) break;
     std::unique_lock rl(reap_mu_);
     const Clock::time_point now = Clock::now();
     if (!leader_) {
-      if (Quiet(ioc->running_, ioc->busy_)) break;
+      if (Quiet(ioc->running_)) break;
       if (now >= deadline) return timed_out();
       const Clock::time_point slice =
           std::min(deadline, now + options_.poll_interval);
@@ -87,11 +89,11 @@ Status DeviceImpl::Wait(IoContext* ioc, std::chrono::nanoseconds timeout) {
     // group quiet after the look sees the count and wakes it (seq_cst, with
     // WakeReapWaiters).
     reap_waiters_.fetch_add(1, std::memory_order_seq_cst);
-    if (!Quiet(ioc->running_, ioc->busy_) && now < deadline) {
+    if (!Quiet(ioc->running_) && now < deadline) {
       reap_cv_.wait_until(rl, std::min(deadline, now + options_.poll_interval));
     }
     reap_waiters_.fetch_sub(1, std::memory_order_relaxed);
-    if (Clock::now() >= deadline && !Quiet(ioc->running_, ioc->busy_)) {
+    if (Clock::now() >= deadline && !Quiet(ioc->running_)) {
       return timed_out();
     }
   }
@@ -240,21 +242,13 @@ DeviceImpl::~DeviceImpl() { (void)Close(); }
 
 IoContext::~IoContext() {
   if (pending_.load(std::memory_order_relaxed) == 0 &&
-      running_.load(std::memory_order_acquire) == 0 &&
-      busy_.load(std::memory_order_acquire) == 0) {
-    // Nothing to wait for, and the device may be gone. The last completion
-    // may still hold the lock it notified under.
-    std::lock_guard lock(mu_);
-    return;
+      running_.load(std::memory_order_acquire) == 0) {
+    return;  // nothing to wait for (and the device may be gone)
   }
   device_internal::DeviceImpl* d = device_.load(std::memory_order_acquire);
   d->DropPending(this);
   if (device_internal::DestroyedInsideOwnCallback(this)) return;
-  if (running_.load(std::memory_order_acquire) == 0 &&
-      busy_.load(std::memory_order_acquire) == 0) {
-    std::lock_guard lock(mu_);
-    return;
-  }
+  if (running_.load(std::memory_order_acquire) == 0) return;
   if (d->OnCompletionThread()) {
     // It cannot wait for itself, and freeing it would let the kernel's
     // completions write into freed memory: a programming error (REQUIRES).
@@ -265,7 +259,6 @@ IoContext::~IoContext() {
     std::abort();
   }
   (void)d->Wait(this, kForever);
-  std::lock_guard lock(mu_);
 }
 
 size_t IoContext::pending() const noexcept {
@@ -295,6 +288,7 @@ std::vector<Extent> IoContext::eio_extents() const {
 void IoContext::Reset() {
   std::lock_guard lock(mu_);
   status_ = Status();
+  failed_.store(false, std::memory_order_release);
   eio_.clear();
 }
 

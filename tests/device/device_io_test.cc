@@ -136,6 +136,40 @@ TEST_P(DeviceIoTest, GroupsOfThousandsFromSeveralThreadsCallBackOnceEach) {
   EXPECT_GE(dev->Stats().fdatasyncs, 1U);
 }
 
+TEST_P(DeviceIoTest, SeveralContextsGoInOneSubmitAndCompleteAsGroups) {
+  PatternFile file(256 * 1024, 2);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
+  constexpr int kContexts = 100;  // more than one engine batch
+  std::vector<std::atomic<int>> calls(kContexts);
+  std::vector<std::unique_ptr<IoContext>> iocs;
+  std::vector<IoContext*> all;
+  std::vector<Buffer> bufs;
+  for (int i = 0; i < kContexts; ++i) {
+    iocs.push_back(std::make_unique<IoContext>(
+        [&calls, i](IoContext&) { calls[i].fetch_add(1); }));
+    all.push_back(iocs.back().get());
+    for (int j = 0; j < 2; ++j) {
+      const uint64_t off = ((i * 2 + j) % 64) * kBlock;
+      bufs.push_back(*dev->AllocateBuffer(kBlock));
+      ASSERT_TRUE(dev->AioRead(off, bufs.back(), all.back()).ok());
+    }
+  }
+  IoContext empty;  // skipped: nothing queued
+  all.push_back(&empty);
+  ASSERT_TRUE(dev->Submit(all).ok());
+  for (int i = 0; i < kContexts; ++i) {
+    ASSERT_TRUE(iocs[i]->Wait().ok()) << i;
+    EXPECT_EQ(calls[i].load(), 1) << i;
+  }
+  for (size_t b = 0; b < bufs.size(); ++b) {
+    const uint64_t off = (b % 64) * kBlock;
+    EXPECT_EQ(FirstMismatch(bufs[b].data(), kBlock, 2, off), -1) << b;
+  }
+  // Nothing queued anywhere: refused.
+  IoContext* none[1] = {&empty};
+  EXPECT_TRUE(dev->Submit(none).Is(Errc::kInvalidArgument));
+}
+
 TEST_P(DeviceIoTest, AReadMeetingTheEndOfTheFileGivesTheByteCount) {
   PatternFile file(10000, 3);  // not a multiple of any alignment
   AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));

@@ -414,6 +414,19 @@ const std::vector<Option>& Table() {
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          return Set(j.threads_max, Integer<unsigned>(v, w, 0, 4096));
        }},
+      {{"api"},
+       Arg::kValue,
+       "engine|device",
+       "aiokit: drive the engine directly (default), or the device layer "
+       "(aiokit/device.h: a group per request, resubmission, the same "
+       "engine underneath)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v != "engine" && v != "device") {
+           return Bad(w, v, "expected engine or device");
+         }
+         j.api = std::string(v);
+         return Status();
+       }},
       {{"threads_ordered"},
        Arg::kFlag,
        "",
@@ -739,6 +752,21 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
       return UsageError("--verify" + job + " with --numjobs=" +
                         std::to_string(j.numjobs) + " on one --filename: the " +
                         "clones would overwrite each other's blocks");
+    }
+  }
+  if (j.api == "device") {
+    const char* refused = !j.verify.empty()   ? "--verify"
+                          : !j.inject.empty() ? "--inject"
+                          : j.bs_min != 0     ? "--bsrange"
+                          : j.fsync != 0      ? "--fsync"
+                          : j.registerfiles   ? "--registerfiles"
+                          : j.sqthread_poll   ? "--sqthread_poll"
+                          : j.hipri           ? "--hipri"
+                                              : nullptr;
+    if (refused != nullptr) {
+      return UsageError(std::string(refused) + job +
+                        ": not with --api=device (it measures the device "
+                        "layer's plain reads and writes)");
     }
   }
   if (plan.compare && j.engine != "default") {

@@ -67,6 +67,10 @@ struct JobOptions {
   unsigned threads_min = 0;
   unsigned threads_max = 0;
   bool threads_ordered = false;
+  // What the job drives: "engine" (requests on the engine, fio's way) or
+  // "device" (the device layer, aiokit/device.h: one IoContext per request,
+  // as a storage engine would).
+  std::string api = "engine";
 
   [[nodiscard]] bool Reads() const {
     return rw == "read" || rw == "randread" || rw == "rw" || rw == "randrw";

@@ -82,9 +82,14 @@ RunOutcome RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
     // usage error like any other.
     try {
       threads.emplace_back([&, i] {
-        results[i] = RunClone(*res.job_of[i], static_cast<unsigned>(i),
-                              target_of[i], &shared, &progress[i],
-                              seed_base + i * 0x9E3779B97F4A7C15ULL);
+        const JobOptions& job = *res.job_of[i];
+        const uint64_t seed = seed_base + i * 0x9E3779B97F4A7C15ULL;
+        results[i] =
+            job.api == "device"
+                ? RunDeviceClone(job, static_cast<unsigned>(i), target_of[i],
+                                 &shared, &progress[i], seed)
+                : RunClone(job, static_cast<unsigned>(i), target_of[i], &shared,
+                           &progress[i], seed);
       });
     } catch (const std::system_error& e) {
       // The clones started so far are told to leave, then joined.
