@@ -35,7 +35,7 @@ constexpr size_t kRecord = 4096;
 void FillRecord(char* buf, uint64_t seq) {
   std::memcpy(buf, &seq, sizeof(seq));
   for (size_t i = sizeof(seq); i < kRecord; ++i)
-    buf[i] = char(seq * 131 + i * 7);
+    buf[i] = static_cast<char>(seq * 131 + i * 7);
 }
 
 bool CheckRecord(const char* buf, uint64_t seq) {
@@ -97,34 +97,36 @@ int main(int argc, char** argv) {
   if (!data.ok()) return Exit(77, data.status().ToString());
   aiokit::Device& L = **log;
   aiokit::Device& D = **data;
-  if (aiokit::Status s = L.Preallocate(0, uint64_t(log_mib) << 20);
+  if (aiokit::Status s = L.Preallocate(0, static_cast<uint64_t>(log_mib) << 20);
       !s.ok() && !s.Is(aiokit::Errc::kUnsupported))
     return Exit(1, s.ToString());
   // The data file: block b holds byte b >> 8 (its MiB).
   for (long m = 0; m < data_mib; ++m) {
     aiokit::Result<aiokit::Buffer> chunk = D.AllocateBuffer(1 << 20);
     if (!chunk.ok()) return Exit(1, chunk.status().ToString());
-    std::memset(chunk->data(), int(m & 0xff), chunk->size());
-    if (aiokit::Status s = D.Write(uint64_t(m) << 20, *chunk); !s.ok())
+    std::memset(chunk->data(), static_cast<int>(m & 0xff), chunk->size());
+    if (aiokit::Status s = D.Write(static_cast<uint64_t>(m) << 20, *chunk);
+        !s.ok())
       return Exit(1, s.ToString());
   }
-  const uint64_t log_records = (uint64_t(log_mib) << 20) / kRecord;
-  const uint64_t data_blocks = (uint64_t(data_mib) << 20) / kRecord;
+  const uint64_t log_records = (static_cast<uint64_t>(log_mib) << 20) / kRecord;
+  const uint64_t data_blocks =
+      (static_cast<uint64_t>(data_mib) << 20) / kRecord;
 
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> next_seq{0}, acked_count{0}, reads{0};
   std::vector<std::atomic<uint8_t>> acked(log_records);
-  std::vector<std::string> errors(size_t(writers) + 1);
+  std::vector<std::string> errors(static_cast<size_t>(writers) + 1);
   // The reader: each context's callback checks its block and reads the next.
   struct Slot {
     aiokit::Buffer buf;
     uint64_t at = 0;
     std::unique_ptr<aiokit::IoContext> ioc;
   };
-  std::vector<Slot> slots(size_t(depth));
+  std::vector<Slot> slots(static_cast<size_t>(depth));
   std::mt19937_64 rng(42);
   std::mutex mu;  // rng and the reader's error
-  std::string& read_error = errors[size_t(writers)];
+  std::string& read_error = errors[static_cast<size_t>(writers)];
   auto read_next = [&](Slot& s) {
     {
       std::lock_guard lock(mu);
@@ -144,7 +146,8 @@ int main(int argc, char** argv) {
     s.ioc = std::make_unique<aiokit::IoContext>(
         [&, p = &s](aiokit::IoContext& self) {
           std::string bad = self.status().ok() ? "" : self.status().ToString();
-          if (bad.empty() && p->buf.data()[kRecord - 1] != char(p->at >> 20))
+          if (bad.empty() &&
+              p->buf.data()[kRecord - 1] != static_cast<char>(p->at >> 20))
             bad = "wrong bytes at " + std::to_string(p->at);
           if (!bad.empty()) {
             std::lock_guard lock(mu);
@@ -206,9 +209,13 @@ int main(int argc, char** argv) {
       "device_append_log engine=%s writers=%ld depth=%ld: %.0f acknowledged "
       "records/s, %.0f reads/s, "
       "%.0f syncs/s, %.2f records per sync; %llu records verified\n",
-      L.engine().Name(), writers, depth, double(acked_at_stop) / secs,
-      double(reads_at_stop) / secs, double(syncs) / secs,
-      syncs != 0 ? double(acked_count.load()) / double(syncs) : 0.0,
+      L.engine().Name(), writers, depth,
+      static_cast<double>(acked_at_stop) / secs,
+      static_cast<double>(reads_at_stop) / secs,
+      static_cast<double>(syncs) / secs,
+      syncs != 0
+          ? static_cast<double>(acked_count.load()) / static_cast<double>(syncs)
+          : 0.0,
       static_cast<unsigned long long>(verified));
   return rc;
 }

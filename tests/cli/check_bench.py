@@ -60,6 +60,27 @@ for extra in ([], ["--fixedbufs", "--registerfiles"], ["--sqthread_poll"]):
         check(job["read"]["lat_ns"]["N"] == 2048 and job["read"]["slat_ns"]["N"] == 2048,
               f"io_uring {extra}: slat/lat recorded")
 
+# --api=device: the same jobs through the device layer, on every engine this machine allows, add up the
+# same; options it does not measure are refused by name.
+for engine in ("linux-aio", "io_uring", "threads", "sync"):
+    for rw in ("randread", "write", "randrw"):
+        code, out, err = run("--size=8m", "--bs=4k", "--iodepth=8", f"--engine={engine}", "--rw=" + rw,
+                             "--api=device", "--output-format=json")
+        if code == 2 and ("refused" in err or "not" in err) and engine == "io_uring":
+            print("io_uring refused here, skipped:", err.strip())
+            break
+        check(code == 0, f"--api=device {engine} {rw}: exit {code}: {err.strip()}")
+        if code != 0:
+            continue
+        job = json.loads(out)["jobs"][0]
+        total = job["read"]["total_ios"] + job["write"]["total_ios"]
+        check(total == 2048, f"--api=device {engine} {rw}: total_ios {total} != 2048")
+        check(job["aiokit"]["engine"] == engine, f"--api=device {engine}: engine {job['aiokit']['engine']}")
+code, out, err = run("--size=8m", "--api=device", "--verify=xxh3", "--rw=write")
+check(code == 2 and "--verify" in err and "--api=device" in err, f"--api=device --verify: {code} {err}")
+code, out, err = run("--size=8m", "--api=devices")
+check(code == 2 and "engine or device" in err, f"--api=devices: {code} {err}")
+
 # A time-based job runs for its runtime.
 code, out, err = run("--size=4m", "--runtime=1", "--time_based", "--output-format=json")
 check(code == 0, f"time_based: exit {code}: {err.strip()}")
