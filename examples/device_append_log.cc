@@ -65,22 +65,33 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const std::string v = a.substr(a.find('=') + 1);
-    if (a.rfind("--engine=", 0) == 0)
+    // A positive count, or 0 when the text is not one.
+    auto count = [&v] {
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      return end != v.c_str() && *end == '\0' && n > 0 ? n : 0L;
+    };
+    long* num = nullptr;
+    if (a.rfind("--engine=", 0) == 0) {
       engine = v;
-    else if (a.rfind("--seconds=", 0) == 0)
-      seconds = std::atol(v.c_str());
-    else if (a.rfind("--writers=", 0) == 0)
-      writers = std::atol(v.c_str());
-    else if (a.rfind("--depth=", 0) == 0)
-      depth = std::atol(v.c_str());
-    else if (a.rfind("--log-mib=", 0) == 0)
-      log_mib = std::atol(v.c_str());
-    else if (a.rfind("--data-mib=", 0) == 0)
-      data_mib = std::atol(v.c_str());
-    else if (a.rfind("--", 0) != 0)
+    } else if (a.rfind("--seconds=", 0) == 0) {
+      num = &seconds;
+    } else if (a.rfind("--writers=", 0) == 0) {
+      num = &writers;
+    } else if (a.rfind("--depth=", 0) == 0) {
+      num = &depth;
+    } else if (a.rfind("--log-mib=", 0) == 0) {
+      num = &log_mib;
+    } else if (a.rfind("--data-mib=", 0) == 0) {
+      num = &data_mib;
+    } else if (a.rfind("--", 0) != 0) {
       dir = a;
-    else
+    } else {
       return Exit(2, "unknown option " + a);
+    }
+    if (num != nullptr && (*num = count()) == 0) {
+      return Exit(2, a + ": not a positive whole number");
+    }
   }
   aiokit::DeviceOptions o;
   if (engine != "default") {

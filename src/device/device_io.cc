@@ -172,7 +172,7 @@ Status DeviceImpl::AioWrite(uint64_t offset, std::span<const Buffer> buffers,
           Errc::kUnsupported,
           asked() + ": atomic write refused: " + info_.atomic_write_note);
     }
-    const bool pow2 = (total & (total - 1)) == 0;
+    const bool pow2 = total != 0 && (total & (total - 1)) == 0;
     if (buffers.size() != 1 || !pow2 || total < info_.atomic_write_min ||
         total > info_.atomic_write_max || offset % total != 0) {
       return Status::Error(
