@@ -8,7 +8,7 @@
 #   disk  a 1 GiB file under /var/tmp, O_DIRECT
 #   pc    the same file in the page cache (buffered reads; fio --invalidate=0)
 #
-# Usage: scripts/compare-fio.sh [--rounds N] [--runtime SECONDS] [--rows matrix|claims|dropin|device|all|name,...] [--list]
+# Usage: scripts/compare-fio.sh [--rounds N] [--runtime SECONDS] [--rows matrix|claims|dropin|device|coro|all|name,...] [--list]
 #                               [--baseline PATH-TO-ANOTHER-AIOKIT]   (A/B instead of fio; see ab-bench.sh)
 # The default is the matrix: ram 4k randread QD1/QD32, disk 4k randread QD32, disk 128k read QD8, disk 1M read
 # and write QD4, disk 4k randwrite QD32, page-cached 4k randread QD32, each aiokit io_uring against fio io_uring.

@@ -134,6 +134,13 @@ for _engine in ("io_uring", "linux-aio", "threads"):
             "ram", [*_opts, "--api=device"], ("aiokit", _opts),
             f"device layer >= {_goal}x the raw engine")
 DEVICE_ROWS = [r for r in ROWS if r.startswith("device-")]
+# The coroutine path (aiokit/coro.h, issue 17): --iodepth coroutines on one loop, each with one request in flight,
+# against the engine driven directly; the same binary and options otherwise.
+for _engine in ("io_uring", "linux-aio"):
+    _opts = [*RR4K, "--iodepth=32", f"--engine={_engine}"]
+    ROWS[f"coro-ram-{_engine}-qd32"] = ("ram", [*_opts, "--api=coro"], ("aiokit", _opts),
+                                        "32 coroutines >= 0.95x the raw engine")
+CORO_ROWS = [r for r in ROWS if r.startswith("coro-")]
 # Rows behind earlier claims (issues 2-4), run with --rows=claims.
 CLAIM_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
               "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll",
@@ -192,7 +199,7 @@ def main():
         return
     rows = []
     for r in a.rows.split(","):
-        rows += {"matrix": MATRIX_ROWS, "claims": CLAIM_ROWS, "dropin": DROPIN_ROWS, "device": DEVICE_ROWS,
+        rows += {"matrix": MATRIX_ROWS, "claims": CLAIM_ROWS, "dropin": DROPIN_ROWS, "device": DEVICE_ROWS, "coro": CORO_ROWS,
                  "all": list(ROWS)}.get(r, [r] if r else [])
     for r in rows:
         if r not in ROWS:

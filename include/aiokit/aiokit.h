@@ -6,6 +6,7 @@
 // - request.h: one request (BlueStore's aio_t): the kernel iocb first, fd,
 //   iovecs, result;
 // - engine.h: the engine interface (BlueStore's aio_queue_t) and MakeEngine;
+// - coro.h: C++20 coroutines on an epoll loop, over an engine or a device;
 // - device.h: the device layer (BlueStore's KernelDevice and IOContext):
 //   groups, flush, discard, deadlines, buffers;
 // - fault.h: an engine wrapper that injects faults, for tests;
@@ -15,6 +16,7 @@
 #ifndef AIOKIT_AIOKIT_H_
 #define AIOKIT_AIOKIT_H_
 
+#include "aiokit/coro.h"
 #include "aiokit/device.h"
 #include "aiokit/engine.h"
 #include "aiokit/engine_wrapper.h"

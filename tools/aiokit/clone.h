@@ -61,6 +61,9 @@ struct Progress {
 // REQUIRES: `o`, `target`, `shared` and `progress` outlive the call.
 CloneResult RunClone(const JobOptions& o, unsigned index, Target* target,
                      RunShared* shared, Progress* progress, uint64_t seed);
+// The same, with --iodepth coroutines on a loop (--api=coro; coro_clone.cc).
+CloneResult RunCoroClone(const JobOptions& o, unsigned index, Target* target,
+                         RunShared* shared, Progress* progress, uint64_t seed);
 // The same, through the device layer (--api=device; device_clone.cc).
 CloneResult RunDeviceClone(const JobOptions& o, unsigned index, Target* target,
                            RunShared* shared, Progress* progress,

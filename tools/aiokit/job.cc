@@ -416,13 +416,14 @@ const std::vector<Option>& Table() {
        }},
       {{"api"},
        Arg::kValue,
-       "engine|device",
-       "aiokit: drive the engine directly (default), or the device layer "
+       "engine|device|coro",
+       "aiokit: drive the engine directly (default), the device layer "
        "(aiokit/device.h: a group per request, resubmission, the same "
-       "engine underneath)",
+       "engine underneath), or --iodepth coroutines on a loop "
+       "(aiokit/coro.h, one request in flight each)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         if (v != "engine" && v != "device") {
-           return Bad(w, v, "expected engine or device");
+         if (v != "engine" && v != "device" && v != "coro") {
+           return Bad(w, v, "expected engine, device or coro");
          }
          j.api = std::string(v);
          return Status();
@@ -754,7 +755,7 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                         "clones would overwrite each other's blocks");
     }
   }
-  if (j.api == "device") {
+  if (j.api == "device" || j.api == "coro") {
     const char* refused = !j.verify.empty()   ? "--verify"
                           : !j.inject.empty() ? "--inject"
                           : j.bs_min != 0     ? "--bsrange"
@@ -764,9 +765,8 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                           : j.hipri           ? "--hipri"
                                               : nullptr;
     if (refused != nullptr) {
-      return UsageError(std::string(refused) + job +
-                        ": not with --api=device (it measures the device "
-                        "layer's plain reads and writes)");
+      return UsageError(std::string(refused) + job + ": not with --api=" +
+                        j.api + " (it measures plain reads and writes)");
     }
   }
   if (plan.compare && j.engine != "default") {

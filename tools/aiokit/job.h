@@ -67,9 +67,10 @@ struct JobOptions {
   unsigned threads_min = 0;
   unsigned threads_max = 0;
   bool threads_ordered = false;
-  // What the job drives: "engine" (requests on the engine, fio's way) or
+  // What the job drives: "engine" (requests on the engine, fio's way),
   // "device" (the device layer, aiokit/device.h: one IoContext per request,
-  // as a storage engine would).
+  // as a storage engine would) or "coro" (--iodepth coroutines on a loop,
+  // aiokit/coro.h).
   std::string api = "engine";
 
   [[nodiscard]] bool Reads() const {
