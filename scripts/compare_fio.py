@@ -140,7 +140,9 @@ for _engine in ("io_uring", "linux-aio"):
     _opts = [*RR4K, "--iodepth=32", f"--engine={_engine}"]
     ROWS[f"coro-ram-{_engine}-qd32"] = ("ram", [*_opts, "--api=coro"], ("aiokit", _opts),
                                         "32 coroutines >= 0.95x the raw engine")
-CORO_ROWS = [r for r in ROWS if r.startswith("coro-")]
+    ROWS[f"asio-ram-{_engine}-qd32"] = ("ram", [*_opts, "--api=asio"], ("aiokit", _opts),
+                                        "32 Asio coroutines >= 0.95x the raw engine")
+CORO_ROWS = [r for r in ROWS if r.startswith(("coro-", "asio-"))]
 # Rows behind earlier claims (issues 2-4), run with --rows=claims.
 CLAIM_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",
               "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll",

@@ -11,7 +11,7 @@ test_pkgs=(libgtest-dev libgmock-dev googletest clang-format clang-tidy python3 
 case "$what" in
   build) ;;
   test) pkgs+=("${test_pkgs[@]}") ;;
-  bench) pkgs+=(libbenchmark-dev fio python3 python3-matplotlib util-linux util-linux-extra) ;;
+  bench) pkgs+=(libbenchmark-dev fio python3 python3-matplotlib util-linux util-linux-extra libasio-dev) ;;
   # clang 14 with libFuzzer and the sanitizer runtimes (scripts/fuzz.sh).
   fuzz) pkgs+=("${test_pkgs[@]}" clang libclang-rt-14-dev) ;;
   *) echo "deps.sh: unknown set '$what' (build, test, bench or fuzz)" >&2; exit 2 ;;

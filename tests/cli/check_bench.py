@@ -79,19 +79,23 @@ for engine in ("linux-aio", "io_uring", "threads", "sync"):
 code, out, err = run("--size=8m", "--api=device", "--verify=xxh3", "--rw=write")
 check(code == 2 and "--verify" in err and "--api=device" in err, f"--api=device --verify: {code} {err}")
 code, out, err = run("--size=8m", "--api=devices")
-check(code == 2 and "engine, device or coro" in err, f"--api=devices: {code} {err}")
-# --api=coro: --iodepth coroutines on a loop.
-for engine in ("linux-aio", "io_uring", "threads", "sync"):
-    code, out, err = run("--size=8m", "--bs=4k", "--iodepth=8", f"--engine={engine}", "--rw=randrw",
-                         "--api=coro", "--output-format=json")
-    if code == 2 and engine == "io_uring":
-        print("io_uring refused here, skipped:", err.strip())
-        continue
-    check(code == 0, f"--api=coro {engine}: exit {code}: {err.strip()}")
-    if code == 0:
-        job = json.loads(out)["jobs"][0]
-        total = job["read"]["total_ios"] + job["write"]["total_ios"]
-        check(total == 2048, f"--api=coro {engine}: total_ios {total} != 2048")
+check(code == 2 and "engine, device, coro or asio" in err, f"--api=devices: {code} {err}")
+# --api=coro and --api=asio: --iodepth coroutines on a loop (asio: when built with Asio).
+for api in ("coro", "asio"):
+    for engine in ("linux-aio", "io_uring", "threads", "sync"):
+        code, out, err = run("--size=8m", "--bs=4k", "--iodepth=8", f"--engine={engine}", "--rw=randrw",
+                             f"--api={api}", "--output-format=json")
+        if code == 2 and api == "asio" and "without standalone Asio" in err:
+            print("built without Asio, skipped:", err.strip())
+            break
+        if code == 2 and engine == "io_uring":
+            print("io_uring refused here, skipped:", err.strip())
+            continue
+        check(code == 0, f"--api={api} {engine}: exit {code}: {err.strip()}")
+        if code == 0:
+            job = json.loads(out)["jobs"][0]
+            total = job["read"]["total_ios"] + job["write"]["total_ios"]
+            check(total == 2048, f"--api={api} {engine}: total_ios {total} != 2048")
 
 # A time-based job runs for its runtime.
 code, out, err = run("--size=4m", "--runtime=1", "--time_based", "--output-format=json")

@@ -64,6 +64,10 @@ CloneResult RunClone(const JobOptions& o, unsigned index, Target* target,
 // The same, with --iodepth coroutines on a loop (--api=coro; coro_clone.cc).
 CloneResult RunCoroClone(const JobOptions& o, unsigned index, Target* target,
                          RunShared* shared, Progress* progress, uint64_t seed);
+// The same, with --iodepth of Asio's coroutines on an io_context (--api=asio;
+// asio_clone.cc, built with standalone Asio only).
+CloneResult RunAsioClone(const JobOptions& o, unsigned index, Target* target,
+                         RunShared* shared, Progress* progress, uint64_t seed);
 // The same, through the device layer (--api=device; device_clone.cc).
 CloneResult RunDeviceClone(const JobOptions& o, unsigned index, Target* target,
                            RunShared* shared, Progress* progress,

@@ -4,19 +4,14 @@
 // coroutine machinery's cost: the frames, the loop's turns, the batching of
 // what the coroutines start in one turn into one Submit.
 
-#include <sys/resource.h>
-
-#include <algorithm>
-#include <cstring>
 #include <memory>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "aiokit/coro.h"
 #include "clone.h"
-#include "random.h"
+#include "loop_clone.h"
 
 namespace aiokit::tool {
 namespace {
@@ -25,73 +20,12 @@ using coro::EngineIo;
 using coro::Loop;
 using coro::Task;
 
-uint64_t NsBetween(Clock::time_point a, Clock::time_point b) {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
-}
-
-class CoroClone {
+class CoroClone final : public LoopClone {
  public:
-  CoroClone(const JobOptions& o, unsigned index, Target* target,
-            RunShared* shared, Progress* progress, uint64_t seed)
-      : o_(o),
-        t_(target),
-        shared_(shared),
-        progress_(progress),
-        rng_(seed),
-        read_pct_(o.ReadPercent()),
-        random_(o.Random()) {
-    r_.job = o.name;
-    r_.clone = index;
-  }
-
-  CloneResult Run() {
-    if (!SetUp()) return std::move(r_);
-    if (!WaitForGo()) return std::move(r_);
-    Main();
-    r_.es = engine_->Stats();
-    r_.submit_calls = io_->submit_calls();
-    io_.reset();
-    loop_.reset();
-    (void)engine_->Shutdown(kForever);
-    return std::move(r_);
-  }
+  using LoopClone::LoopClone;
 
  private:
-  void Fail(std::optional<EngineRefused> refused, Status usage) {
-    std::lock_guard<std::mutex> lock(shared_->mu);
-    if (!shared_->refused && shared_->usage.ok()) {
-      shared_->refused = std::move(refused);
-      shared_->usage = std::move(usage);
-    }
-    shared_->abort = true;
-    ++shared_->ready;
-    shared_->cv.notify_all();
-  }
-
-  bool SetUp() {
-    const std::string job = o_.name == "aiokit" ? "" : " (job " + o_.name + ")";
-    EngineOptions eo;
-    Result<EngineKind> kind = ParseEngineKind(o_.engine);
-    eo.kind = kind.ok() ? *kind : EngineKind::kAuto;
-    eo.queue_depth = o_.iodepth;
-    eo.notify_fd = true;  // the loop sleeps on it
-    if (o_.spin_us >= 0) {
-      eo.spin_before_wait = std::chrono::microseconds(o_.spin_us);
-    }
-    eo.adaptive_spin = !o_.spin_always;
-    eo.single_thread = true;  // the clone's thread makes every call
-    eo.threads_min = o_.threads_min;
-    eo.threads_max = o_.threads_max;
-    eo.threads_ordered_per_fd = o_.threads_ordered;
-    Result<std::unique_ptr<Engine>> made = MakeEngine(eo, &r_.passed_over);
-    if (!made.ok()) {
-      Fail(EngineRefused{o_.engine, made.status().ToString()}, Status());
-      return false;
-    }
-    engine_ = std::move(*made);
-    r_.engine = engine_->Name();
-    r_.caps = engine_->GetCapabilities();
+  bool MakeLoop(const std::string& job) override {
     Result<std::unique_ptr<Loop>> loop = Loop::Create();
     if (!loop.ok()) {
       Fail(std::nullopt,
@@ -106,150 +40,35 @@ class CoroClone {
       return false;
     }
     io_ = std::move(*io);
-    const Alignment a = t_->file.alignment();
-    const size_t mem_align = std::max<size_t>(a.known() ? a.memory : 1, 4096);
-    for (unsigned i = 0; i < o_.iodepth; ++i) {
-      Result<Buffer> b = Buffer::Allocate(o_.MaxBs(), mem_align);
-      if (!b.ok()) {
-        Fail(std::nullopt, UsageError("--bs x --iodepth" + job + ": " +
-                                      b.status().ToString()));
-        return false;
-      }
-      for (size_t k = 0; k + 8 <= b->size(); k += 8) {
-        const uint64_t v = rng_.Next();
-        std::memcpy(b->data() + k, &v, 8);
-      }
-      bufs_.push_back(std::move(*b));
-    }
-    perm_ = Permutation(t_->size / o_.bs, rng_);
-    std::lock_guard<std::mutex> lock(shared_->mu);
-    ++shared_->ready;
-    shared_->cv.notify_all();
     return true;
   }
 
-  bool WaitForGo() {
-    std::unique_lock<std::mutex> lock(shared_->mu);
-    shared_->cv.wait(lock, [&] { return shared_->go || shared_->abort; });
-    return !shared_->abort;
-  }
-
-  // The next offset in the region (relative to its start).
-  uint64_t NextOffset() {
-    const uint64_t n = o_.bs;
-    if (random_) return perm_.Next() * n;
-    if (seq_off_ + n > t_->size) seq_off_ = 0;
-    const uint64_t off = seq_off_;
-    seq_off_ += n;
-    return off;
-  }
-
-  // One coroutine: one request in flight at a time until the job ends.
   Task<void> Worker(size_t i) {
-    const uint64_t n = o_.bs;
-    Buffer b = bufs_[i].size() == n ? bufs_[i] : bufs_[i].Slice(0, n);
-    while (!stop_) {
-      if (issued_bytes_ >= budget_) break;
-      issued_bytes_ += n;
-      const bool read =
-          read_pct_ == 100 || (read_pct_ != 0 && rng_.Below(100) < read_pct_);
-      const uint64_t at = t_->offset + NextOffset();
+    const Buffer b = WorkerBuffer(i);
+    bool read = false;
+    uint64_t at = 0;
+    while (Next(&read, &at)) {
       const Clock::time_point start = Clock::now();
       Result<size_t> got = read ? co_await io_->Read(t_->file.fd(), at, b)
                                 : co_await io_->Write(t_->file.fd(), at, b);
-      const Clock::time_point now = Clock::now();
-      ++r_.reaped;
-      if (!got.ok()) {
-        const int e = got.status().Errno();
-        ++r_.errors[e != 0 ? e : EIO];
-        if (r_.first_error.empty()) r_.first_error = got.status().ToString();
-        stop_ = true;
-        break;
-      }
-      Account(read, start, now, *got);
+      Account(read, start, Clock::now(), got.status(), got.ok() ? *got : 0);
     }
   }
 
-  void Account(bool read, Clock::time_point start, Clock::time_point now,
-               size_t bytes) {
-    if (!measuring_ && now >= measure_from_) {
-      measuring_ = true;
-      r_.read = DirStats{};
-      r_.write = DirStats{};
-      if (!o_.time_based) {
-        issued_bytes_ = 0;
-        budget_ = t_->size;
-      }
-      last_ = measure_from_;
-    }
-    if (now >= end_at_) stop_ = true;
-    last_ = now;
-    if (measuring_ && start >= measure_from_) {
-      DirStats& d = read ? r_.read : r_.write;
-      d.clat.Record(NsBetween(start, now));
-      d.lat.Record(NsBetween(start, now));
-      ++d.ios;
-      d.bytes += bytes;
-      if (bytes < o_.bs) ++d.short_ios;
-    }
-    const uint64_t ios = r_.read.ios + r_.write.ios;
-    if (ios - shown_ios_ >= 64) {
-      progress_->ios.fetch_add(ios - shown_ios_, std::memory_order_relaxed);
-      const uint64_t bytes_all = r_.read.bytes + r_.write.bytes;
-      progress_->bytes.fetch_add(bytes_all - shown_bytes_,
-                                 std::memory_order_relaxed);
-      shown_ios_ = ios;
-      shown_bytes_ = bytes_all;
-    }
-  }
-
-  void Main() {
-    const Clock::time_point start = shared_->start;
-    measure_from_ = start + std::chrono::microseconds(o_.ramp_time_us);
-    end_at_ = o_.runtime_us != 0
-                  ? measure_from_ + std::chrono::microseconds(o_.runtime_us)
-                  : Clock::time_point::max();
-    measuring_ = o_.ramp_time_us == 0;
-    budget_ = o_.time_based ? UINT64_MAX : t_->size;
-    last_ = start;
+  void RunWorkers() override {
     std::vector<Task<void>> workers;
     workers.reserve(o_.iodepth);
     for (size_t i = 0; i < o_.iodepth; ++i) workers.push_back(Worker(i));
-    r_.submitted = 0;
     loop_->Run(coro::WhenAll(std::move(workers)));
-    r_.submitted = r_.reaped;
-    r_.seconds = measuring_
-                     ? std::chrono::duration<double>(
-                           std::max(last_, measure_from_) - measure_from_)
-                           .count()
-                     : 0.0;
-    std::lock_guard<std::mutex> lock(shared_->mu);
-    if (--shared_->running == 0) {
-      ::getrusage(RUSAGE_SELF, &shared_->ru_end);
-      shared_->end = Clock::now();
-    }
   }
 
-  const JobOptions& o_;
-  Target* t_;
-  RunShared* shared_;
-  Progress* progress_;
-  Rng rng_;
-  unsigned read_pct_;
-  bool random_;
-  Permutation perm_;
-  CloneResult r_;
-  std::vector<Buffer> bufs_;
-  bool stop_ = false;
-  bool measuring_ = false;
-  uint64_t issued_bytes_ = 0;
-  uint64_t budget_ = 0;
-  uint64_t seq_off_ = 0;
-  uint64_t shown_ios_ = 0, shown_bytes_ = 0;
-  Clock::time_point measure_from_, end_at_, last_;
-  // Destroyed in reverse: the EngineIo (which waits for what is out) before
-  // the loop, both before the engine.
-  std::unique_ptr<Engine> engine_;
+  uint64_t SubmitCalls() override { return io_->submit_calls(); }
+
+  void TearDown() override {
+    io_.reset();
+    loop_.reset();
+  }
+
   std::unique_ptr<Loop> loop_;
   std::unique_ptr<EngineIo> io_;
 };

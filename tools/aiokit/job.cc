@@ -416,14 +416,20 @@ const std::vector<Option>& Table() {
        }},
       {{"api"},
        Arg::kValue,
-       "engine|device|coro",
+       "engine|device|coro|asio",
        "aiokit: drive the engine directly (default), the device layer "
        "(aiokit/device.h: a group per request, resubmission, the same "
-       "engine underneath), or --iodepth coroutines on a loop "
-       "(aiokit/coro.h, one request in flight each)",
+       "engine underneath), --iodepth coroutines on a loop "
+       "(aiokit/coro.h, one request in flight each), or --iodepth of "
+       "Asio's coroutines on an io_context (aiokit/asio.h)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         if (v != "engine" && v != "device" && v != "coro") {
-           return Bad(w, v, "expected engine, device or coro");
+         if (v != "engine" && v != "device" && v != "coro" && v != "asio") {
+           return Bad(w, v, "expected engine, device, coro or asio");
+         }
+         if (v == "asio" && AIOKIT_TOOL_HAVE_ASIO == 0) {
+           return Bad(w, v,
+                      "this aiokit was built without standalone Asio "
+                      "(Debian: libasio-dev)");
          }
          j.api = std::string(v);
          return Status();
@@ -755,7 +761,7 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                         "clones would overwrite each other's blocks");
     }
   }
-  if (j.api == "device" || j.api == "coro") {
+  if (j.api != "engine") {
     const char* refused = !j.verify.empty()   ? "--verify"
                           : !j.inject.empty() ? "--inject"
                           : j.bs_min != 0     ? "--bsrange"

@@ -1,0 +1,243 @@
+// What the closed-loop clones share (--api=coro, --api=asio): --iodepth
+// workers on the clone's thread, each with one request in flight at a time,
+// on an engine made for one thread with NotifyFd. A derived clone supplies
+// the loop and the workers; this class sets up the engine and buffers, picks
+// offsets and accounts each completion as the engine clone does.
+
+#ifndef AIOKIT_TOOLS_AIOKIT_LOOP_CLONE_H_
+#define AIOKIT_TOOLS_AIOKIT_LOOP_CLONE_H_
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "aiokit/device.h"
+#include "aiokit/engine.h"
+#include "clone.h"
+#include "random.h"
+
+namespace aiokit::tool {
+
+class LoopClone {
+ public:
+  LoopClone(const JobOptions& o, unsigned index, Target* target,
+            RunShared* shared, Progress* progress, uint64_t seed)
+      : o_(o),
+        t_(target),
+        shared_(shared),
+        progress_(progress),
+        rng_(seed),
+        read_pct_(o.ReadPercent()),
+        random_(o.Random()) {
+    r_.job = o.name;
+    r_.clone = index;
+  }
+  virtual ~LoopClone() = default;
+  LoopClone(const LoopClone&) = delete;
+  LoopClone& operator=(const LoopClone&) = delete;
+
+  CloneResult Run() {
+    if (!SetUp()) return std::move(r_);
+    if (!WaitForGo()) return std::move(r_);
+    Main();
+    r_.es = engine_->Stats();
+    r_.submit_calls = SubmitCalls();
+    TearDown();
+    (void)engine_->Shutdown(kForever);
+    return std::move(r_);
+  }
+
+ protected:
+  // The loop on engine_ (false: Fail was called); the workers run to the
+  // end; how many Submit calls the loop made; the loop goes.
+  virtual bool MakeLoop(const std::string& job) = 0;
+  virtual void RunWorkers() = 0;
+  virtual uint64_t SubmitCalls() = 0;
+  virtual void TearDown() = 0;
+
+  void Fail(std::optional<EngineRefused> refused, Status usage) {
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    if (!shared_->refused && shared_->usage.ok()) {
+      shared_->refused = std::move(refused);
+      shared_->usage = std::move(usage);
+    }
+    shared_->abort = true;
+    ++shared_->ready;
+    shared_->cv.notify_all();
+  }
+
+  // The next request of a worker: whether it reads, and where. False when
+  // the job is over.
+  bool Next(bool* read, uint64_t* at) {
+    if (stop_ || issued_bytes_ >= budget_) return false;
+    issued_bytes_ += o_.bs;
+    *read = read_pct_ == 100 || (read_pct_ != 0 && rng_.Below(100) < read_pct_);
+    uint64_t off = 0;
+    if (random_) {
+      off = perm_.Next() * o_.bs;
+    } else {
+      if (seq_off_ + o_.bs > t_->size) seq_off_ = 0;
+      off = seq_off_;
+      seq_off_ += o_.bs;
+    }
+    *at = t_->offset + off;
+    return true;
+  }
+
+  // A worker's buffer: --bs bytes of buffer i.
+  Buffer WorkerBuffer(size_t i) const {
+    return bufs_[i].size() == o_.bs ? bufs_[i] : bufs_[i].Slice(0, o_.bs);
+  }
+
+  // One completion: `bytes`, or the error.
+  void Account(bool read, Clock::time_point start, Clock::time_point now,
+               const Status& error, size_t bytes) {
+    ++r_.reaped;
+    if (!error.ok()) {
+      const int e = error.Errno();
+      ++r_.errors[e != 0 ? e : EIO];
+      if (r_.first_error.empty()) r_.first_error = error.ToString();
+      stop_ = true;
+      return;
+    }
+    if (!measuring_ && now >= measure_from_) {
+      measuring_ = true;
+      r_.read = DirStats{};
+      r_.write = DirStats{};
+      if (!o_.time_based) {
+        issued_bytes_ = 0;
+        budget_ = t_->size;
+      }
+      last_ = measure_from_;
+    }
+    if (now >= end_at_) stop_ = true;
+    last_ = now;
+    if (measuring_ && start >= measure_from_) {
+      DirStats& d = read ? r_.read : r_.write;
+      d.clat.Record(NsBetween(start, now));
+      d.lat.Record(NsBetween(start, now));
+      ++d.ios;
+      d.bytes += bytes;
+      if (bytes < o_.bs) ++d.short_ios;
+    }
+    const uint64_t ios = r_.read.ios + r_.write.ios;
+    if (ios - shown_ios_ >= 64) {
+      progress_->ios.fetch_add(ios - shown_ios_, std::memory_order_relaxed);
+      const uint64_t all = r_.read.bytes + r_.write.bytes;
+      progress_->bytes.fetch_add(all - shown_bytes_, std::memory_order_relaxed);
+      shown_ios_ = ios;
+      shown_bytes_ = all;
+    }
+  }
+
+  const JobOptions& o_;
+  Target* t_;
+  CloneResult r_;
+  std::unique_ptr<Engine> engine_;
+
+ private:
+  static uint64_t NsBetween(Clock::time_point a, Clock::time_point b) {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
+  }
+
+  bool SetUp() {
+    const std::string job = o_.name == "aiokit" ? "" : " (job " + o_.name + ")";
+    EngineOptions eo;
+    Result<EngineKind> kind = ParseEngineKind(o_.engine);
+    eo.kind = kind.ok() ? *kind : EngineKind::kAuto;
+    eo.queue_depth = o_.iodepth;
+    eo.notify_fd = true;  // the loop sleeps on it
+    if (o_.spin_us >= 0) {
+      eo.spin_before_wait = std::chrono::microseconds(o_.spin_us);
+    }
+    eo.adaptive_spin = !o_.spin_always;
+    eo.single_thread = true;  // the clone's thread makes every call
+    eo.threads_min = o_.threads_min;
+    eo.threads_max = o_.threads_max;
+    eo.threads_ordered_per_fd = o_.threads_ordered;
+    Result<std::unique_ptr<Engine>> made = MakeEngine(eo, &r_.passed_over);
+    if (!made.ok()) {
+      Fail(EngineRefused{o_.engine, made.status().ToString()}, Status());
+      return false;
+    }
+    engine_ = std::move(*made);
+    r_.engine = engine_->Name();
+    r_.caps = engine_->GetCapabilities();
+    if (!MakeLoop(job)) return false;
+    const Alignment a = t_->file.alignment();
+    const size_t mem_align = std::max<size_t>(a.known() ? a.memory : 1, 4096);
+    for (unsigned i = 0; i < o_.iodepth; ++i) {
+      Result<Buffer> b = Buffer::Allocate(o_.MaxBs(), mem_align);
+      if (!b.ok()) {
+        Fail(std::nullopt, UsageError("--bs x --iodepth" + job + ": " +
+                                      b.status().ToString()));
+        return false;
+      }
+      for (size_t k = 0; k + 8 <= b->size(); k += 8) {
+        const uint64_t v = rng_.Next();
+        std::memcpy(b->data() + k, &v, 8);
+      }
+      bufs_.push_back(std::move(*b));
+    }
+    perm_ = Permutation(t_->size / o_.bs, rng_);
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    ++shared_->ready;
+    shared_->cv.notify_all();
+    return true;
+  }
+
+  bool WaitForGo() {
+    std::unique_lock<std::mutex> lock(shared_->mu);
+    shared_->cv.wait(lock, [&] { return shared_->go || shared_->abort; });
+    return !shared_->abort;
+  }
+
+  void Main() {
+    const Clock::time_point start = shared_->start;
+    measure_from_ = start + std::chrono::microseconds(o_.ramp_time_us);
+    end_at_ = o_.runtime_us != 0
+                  ? measure_from_ + std::chrono::microseconds(o_.runtime_us)
+                  : Clock::time_point::max();
+    measuring_ = o_.ramp_time_us == 0;
+    budget_ = o_.time_based ? UINT64_MAX : t_->size;
+    last_ = start;
+    RunWorkers();
+    r_.submitted = r_.reaped;
+    r_.seconds = measuring_
+                     ? std::chrono::duration<double>(
+                           std::max(last_, measure_from_) - measure_from_)
+                           .count()
+                     : 0.0;
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    if (--shared_->running == 0) {
+      ::getrusage(RUSAGE_SELF, &shared_->ru_end);
+      shared_->end = Clock::now();
+    }
+  }
+
+  RunShared* shared_;
+  Progress* progress_;
+  Rng rng_;
+  unsigned read_pct_;
+  bool random_;
+  Permutation perm_;
+  std::vector<Buffer> bufs_;
+  bool stop_ = false;
+  bool measuring_ = false;
+  uint64_t issued_bytes_ = 0;
+  uint64_t budget_ = 0;
+  uint64_t seq_off_ = 0;
+  uint64_t shown_ios_ = 0, shown_bytes_ = 0;
+  Clock::time_point measure_from_, end_at_, last_;
+};
+
+}  // namespace aiokit::tool
+
+#endif  // AIOKIT_TOOLS_AIOKIT_LOOP_CLONE_H_
