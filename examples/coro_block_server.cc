@@ -122,8 +122,9 @@ Task<std::string> Client(Loop& loop, uint16_t port, int requests,
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 &&
       errno != EINPROGRESS) {
+    const int err = errno;
     ::close(fd);
-    co_return std::string("connect: ") + std::strerror(errno);
+    co_return aiokit::Status::FromErrno(err, "connect to 127.0.0.1").ToString();
   }
   (void)co_await loop.Writable(fd);
   std::mt19937_64 rng(seed);
@@ -140,7 +141,10 @@ Task<std::string> Client(Loop& loop, uint16_t port, int requests,
     }
     const std::string head = co_await RecvLine(loop, fd);
     if (head != "OK " + std::to_string(len)) {
-      error = "answer \"" + head + "\" to " + ask;
+      error = "answer \"";
+      error += head;
+      error += "\" to ";
+      error += ask;
       break;
     }
     data.resize(len);
