@@ -141,7 +141,7 @@ for _engine in ("io_uring", "linux-aio"):
     ROWS[f"coro-ram-{_engine}-qd32"] = ("ram", [*_opts, "--api=coro"], ("aiokit", _opts),
                                         "32 coroutines >= 0.95x the raw engine")
     ROWS[f"asio-ram-{_engine}-qd32"] = ("ram", [*_opts, "--api=asio"], ("aiokit", _opts),
-                                        "32 Asio coroutines >= 0.95x the raw engine")
+                                        "32 Asio handler chains >= 0.95x the raw engine")
 CORO_ROWS = [r for r in ROWS if r.startswith(("coro-", "asio-"))]
 # Rows behind earlier claims (issues 2-4), run with --rows=claims.
 CLAIM_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1", "disk-randread-qd32",

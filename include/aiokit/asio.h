@@ -42,12 +42,14 @@
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
+#include <asio/recycling_allocator.hpp>
 #include <asio/version.hpp>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -74,8 +76,8 @@ namespace detail {
 struct OpBase {
   Request req;
   Buffer buffer;
-  std::vector<Buffer> more;
   bool queued = false;
+  size_t out_index = 0;  // its place in EngineIo's list of requests out
   // The engine returned it: hands the result to the handler, frees itself.
   void (*complete)(OpBase* self, int64_t rval, bool call) = nullptr;
 };
@@ -178,8 +180,23 @@ class EngineIo {
 
   template <typename Handler>
   struct Op final : detail::OpBase {
-    using Alloc = typename std::allocator_traits<
-        net::associated_allocator_t<Handler>>::template rebind_alloc<Op>;
+    // The handler's allocator; where it has none of its own (std::allocator),
+    // Asio's recycling allocator, as Asio's own operations do (a thread's
+    // last freed block is reused: no malloc per operation).
+    using HandlerAlloc = net::associated_allocator_t<Handler>;
+    using ProtoAlloc =
+        std::conditional_t<std::is_same_v<HandlerAlloc, std::allocator<void>>,
+                           net::recycling_allocator<void>, HandlerAlloc>;
+    using Alloc =
+        typename std::allocator_traits<ProtoAlloc>::template rebind_alloc<Op>;
+    static Alloc AllocFor(const Handler& h) {
+      if constexpr (std::is_same_v<HandlerAlloc, std::allocator<void>>) {
+        (void)h;
+        return Alloc();
+      } else {
+        return Alloc(net::get_associated_allocator(h));
+      }
+    }
     using WorkExecutor = net::associated_executor_t<Handler, executor_type>;
 
     using Slot = net::associated_cancellation_slot_t<Handler>;
@@ -197,7 +214,7 @@ class EngineIo {
       if (self->slot.is_connected()) self->slot.clear();
       Handler h = std::move(self->handler);
       auto w = std::move(self->work);
-      Alloc alloc(net::get_associated_allocator(h));
+      Alloc alloc = AllocFor(h);
       // Freed before the handler runs (Asio's rule).
       std::allocator_traits<Alloc>::destroy(alloc, self);
       std::allocator_traits<Alloc>::deallocate(alloc, self, 1);
@@ -219,7 +236,7 @@ class EngineIo {
         [this](auto handler, Prep&& p, Buffer&& b) {
           using H = std::decay_t<decltype(handler)>;
           using O = Op<H>;
-          typename O::Alloc alloc(net::get_associated_allocator(handler));
+          typename O::Alloc alloc = O::AllocFor(handler);
           O* op = std::allocator_traits<typename O::Alloc>::allocate(alloc, 1);
           std::allocator_traits<typename O::Alloc>::construct(
               alloc, op, std::move(handler), ctx_.get_executor());
@@ -254,6 +271,7 @@ class EngineIo {
     ++submits_;
     for (size_t i = 0; i < r.accepted; ++i) {
       queued_[i]->queued = false;
+      queued_[i]->out_index = out_.size();
       out_.push_back(queued_[i]);
     }
     if (!r.status.ok() && !r.status.Is(Errc::kQueueFull)) {
@@ -303,14 +321,13 @@ class EngineIo {
     }
   }
 
+  // Off the list of requests out (by its index: the last one takes its
+  // place).
   void Forget(detail::OpBase* op) {
-    for (size_t i = 0; i < out_.size(); ++i) {
-      if (out_[i] == op) {
-        out_[i] = out_.back();
-        out_.pop_back();
-        return;
-      }
-    }
+    detail::OpBase* last = out_.back();
+    out_[op->out_index] = last;
+    last->out_index = op->out_index;
+    out_.pop_back();
   }
 
   // A cancellation signal (on the context's thread).
