@@ -29,7 +29,7 @@
 
 namespace {
 
-constexpr size_t kBlock = 64 * 1024;
+constexpr size_t kBlock = size_t{64} * 1024;
 constexpr size_t kBlocks = 64;
 constexpr size_t kWorkers = 8;
 
@@ -51,6 +51,9 @@ asio::awaitable<std::string> CopyEvery(aiokit::asio::EngineIo& io, int src,
 
 }  // namespace
 
+// Out of memory (std::bad_alloc, from Asio's allocations) ends the program,
+// as it should.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 int main(int argc, char** argv) {
   std::string dir = "/var/tmp";
   aiokit::EngineOptions eo;
