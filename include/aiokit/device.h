@@ -232,6 +232,7 @@ struct DeviceStats {
   uint64_t flushes_skipped = 0;  // Flush calls with no write since the last
   uint64_t timed_out = 0;        // requests reported timed out
   uint64_t pinned = 0;         // timed-out requests still in the kernel's hands
+  uint64_t cancelled = 0;      // requests stopped by Device::Cancel
   uint64_t pool_requests = 0;  // requests in the pool
   uint64_t discarded_bytes = 0;
   uint64_t flush_waiters = 0;  // contexts waiting for a flush now
@@ -304,6 +305,11 @@ class IoContext {
     request_timeout_ = timeout;
   }
   void set_allow_eio(bool allow) noexcept { allow_eio_ = allow; }
+  // Requests submitted from now on can be found by Device::Cancel. Costs a
+  // lock per request and piece (the device's deadline list).
+  void set_cancellable(bool cancellable) noexcept {
+    cancellable_ = cancellable;
+  }
   // Forgets the status and EIO list. REQUIRES: nothing running.
   void Reset();
 
@@ -314,6 +320,10 @@ class IoContext {
   Callback on_done_;
   bool allow_eio_ = false;
   std::chrono::nanoseconds request_timeout_{0};
+  bool cancellable_ = false;
+  // Device::Cancel asked; cleared by Submit. Written under the device's
+  // deadline mutex and read under it (the pieces a cancel stops).
+  bool cancel_requested_ = false;
   // The device the first request bound this context to.
   std::atomic<device_internal::DeviceImpl*> device_{nullptr};
   mutable std::mutex mu_;  // status_ and eio_
@@ -406,6 +416,22 @@ class Device {
   // to another device, or nothing queued on any; kShutdown.
   Status Submit(std::span<IoContext* const> iocs,
                 ThenFlush then_flush = ThenFlush::kNo);
+
+  // Asks that the requests of `ioc` running now stop: the engine is asked to
+  // cancel each one's transfer in flight and no further piece of it is
+  // started. Each still completes exactly once, as always: with ECANCELED
+  // (the message says how many bytes were done), or with its real result
+  // when the engine could not stop it (linux-aio on files; a transfer a
+  // worker already runs). Its buffers stay held until then, so the group's
+  // callback and Wait still mean "the kernel is done with them". A later
+  // Submit on the context is not affected.
+  // REQUIRES: the context was made cancellable (set_cancellable) before the
+  //   requests were submitted; the requests of other contexts are not found.
+  // On success: OK, also when nothing was running. On failure:
+  //   kInvalidArgument for a null context or one of another device, or one
+  //   not cancellable.
+  // Thread safety: any thread (a device promised to one thread: that one).
+  Status Cancel(IoContext* ioc);
 
   // ---- Synchronous (each a group of one, waited for). ----
   // Reads up to buffer.size() bytes at offset: fewer only at the end of the

@@ -345,6 +345,7 @@ void DeviceImpl::ReleaseIo(Io* io) {
   io->got = nullptr;
   io->has_deadline = false;
   io->cancel_asked = false;
+  io->cancel_by_caller = false;
   std::lock_guard<PoolLock> lock(pool_mu_);
   io->next = free_;
   free_ = io;
@@ -373,7 +374,10 @@ DeviceStats DeviceImpl::Stats() const noexcept {
   s.fdatasyncs = fdatasyncs_.load(std::memory_order_relaxed);
   s.flushes_skipped = flushes_skipped_.load(std::memory_order_relaxed);
   s.timed_out = timed_out_.load(std::memory_order_relaxed);
-  s.pinned = pinned_.load(std::memory_order_relaxed);
+  // Acquire pairs with the release decrements in device_io.cc: what a
+  // request unpinned (its buffers) is back when the count shows it.
+  s.pinned = pinned_.load(std::memory_order_acquire);
+  s.cancelled = cancelled_.load(std::memory_order_relaxed);
   s.pool_requests = pool_requests_.load(std::memory_order_relaxed);
   s.discarded_bytes = discarded_bytes_.load(std::memory_order_relaxed);
   s.flush_waiters = flush_waiting_.load(std::memory_order_relaxed);
@@ -491,6 +495,7 @@ Status Device::Submit(IoContext* ioc, ThenFlush then_flush) {
 Status Device::Submit(std::span<IoContext* const> iocs, ThenFlush then_flush) {
   return impl_->Submit(iocs, then_flush);
 }
+Status Device::Cancel(IoContext* ioc) { return impl_->Cancel(ioc); }
 Result<uint64_t> Device::Read(uint64_t offset, Buffer buffer) {
   return impl_->Read(offset, std::move(buffer), /*exactly=*/false);
 }

@@ -144,17 +144,57 @@ void DeviceImpl::EnsureDeadlineThread() {
   });
 }
 
-void DeviceImpl::LinkDeadline(Io* io) {
+bool DeviceImpl::LinkDeadline(Io* io) {
   {
     std::lock_guard lock(dl_mu_);
-    if (io->linked) return;
+    // Under dl_mu_, as Cancel sets it: a piece is either linked before
+    // Cancel walks the list (and found there) or refused here.
+    if (io->ioc->cancel_requested_) return false;
+    if (io->linked) return true;
     io->linked = true;
     io->dl_prev = nullptr;
     io->dl_next = dl_head_;
     if (dl_head_ != nullptr) dl_head_->dl_prev = io;
     dl_head_ = io;
   }
-  dl_cv_.notify_one();
+  // Only a deadline that may come sooner than the thread's next wake-up
+  // needs it awake.
+  if (io->deadline != Clock::time_point::max()) dl_cv_.notify_one();
+  return true;
+}
+
+Status DeviceImpl::Cancel(IoContext* ioc) {
+  if (ioc == nullptr) {
+    return Status::Error(Errc::kInvalidArgument, "Cancel: ioc is null");
+  }
+  DeviceImpl* bound = ioc->device_.load(std::memory_order_acquire);
+  if (bound != nullptr && bound != this) {
+    return Status::Error(
+        Errc::kInvalidArgument,
+        "Cancel on \"" + path_ + "\": the context belongs to another device");
+  }
+  if (!ioc->cancellable_ && ioc->request_timeout_.count() == 0) {
+    return Status::Error(Errc::kInvalidArgument,
+                         "Cancel on \"" + path_ +
+                             "\": the context was not made cancellable "
+                             "(IoContext::set_cancellable) before its Submit");
+  }
+  std::lock_guard lock(dl_mu_);
+  ioc->cancel_requested_ = true;
+  for (Io* io = dl_head_; io != nullptr;) {
+    Io* const following = io->dl_next;
+    if (io->ioc == ioc && !io->cancel_asked) {
+      // As the deadline thread does: unlinked, so no deadline cancels it
+      // twice; its completion unlinks nothing more.
+      if (engine_->Cancel(&io->req).ok()) {
+        UnlinkDeadlineLocked(io);
+        io->cancel_asked = true;
+        io->cancel_by_caller = true;
+      }
+    }
+    io = following;
+  }
+  return {};
 }
 
 void DeviceImpl::UnlinkDeadlineLocked(Io* io) {

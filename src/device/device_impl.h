@@ -68,7 +68,8 @@ struct Io {
   // Deadline bookkeeping, guarded by the device's deadline mutex.
   bool has_deadline = false;
   bool linked = false;
-  bool cancel_asked = false;  // the deadline passed and Cancel said OK
+  bool cancel_asked = false;      // the engine's Cancel said OK
+  bool cancel_by_caller = false;  // asked by Device::Cancel, not a deadline
   Clock::time_point deadline{};
   Io* dl_prev = nullptr;
   Io* dl_next = nullptr;
@@ -131,6 +132,7 @@ class DeviceImpl {
   Status AioWrite(uint64_t offset, std::span<const Buffer> buffers,
                   IoContext* ioc, WriteOptions options);
   Status Submit(std::span<IoContext* const> iocs, ThenFlush then_flush);
+  Status Cancel(IoContext* ioc);
   Status Submit(IoContext* ioc, ThenFlush then_flush) {
     IoContext* one[1] = {ioc};
     return Submit(one, then_flush);
@@ -193,6 +195,9 @@ class DeviceImpl {
   // Everything a reaped request leads to.
   void Process(Request* req);
   void ProcessData(Io* io);
+  // The next piece of `io` to the engine, or the Io finished as cancelled
+  // when its context was cancelled meanwhile.
+  void NextPiece(Io* io);
   // The Io is done: counted, its context told (unless a deadline did), and
   // released.
   void FinishIo(Io* io, const Status& error, bool is_eio);
@@ -212,7 +217,10 @@ class DeviceImpl {
   void FlushDone(int64_t rval);
 
   // ---- Deadlines ----
-  void LinkDeadline(Io* io);
+  // Links a request with a deadline (or of a cancellable context) before
+  // its piece goes to the engine. False, and not linked, when its context
+  // was cancelled: the piece must not start.
+  bool LinkDeadline(Io* io);
   void UnlinkDeadlineLocked(Io* io);
   void DeadlineThreadMain();
   void EnsureDeadlineThread();
@@ -252,7 +260,7 @@ class DeviceImpl {
   // Counters.
   std::atomic<uint64_t> reads_{0}, writes_{0}, requests_{0}, resubmitted_{0},
       split_{0}, fdatasyncs_{0}, flushes_skipped_{0}, timed_out_{0}, pinned_{0},
-      discarded_bytes_{0};
+      cancelled_{0}, discarded_bytes_{0};
 
   // Waiters of contexts whose completions the completion threads deliver
   // park here, by the context's address (the device outlives the contexts,

@@ -283,19 +283,26 @@ Status DeviceImpl::Submit(std::span<IoContext* const> iocs,
     }
     in_flight_.fetch_add(n, std::memory_order_relaxed);
     const bool timed = ioc->request_timeout_.count() > 0;
+    // Linked where Cancel or the deadline thread finds them.
+    const bool tracked = timed || ioc->cancellable_;
     const Clock::time_point deadline =
-        timed ? Clock::now() + ioc->request_timeout_ : Clock::time_point{};
+        timed ? Clock::now() + ioc->request_timeout_ : Clock::time_point::max();
     if (timed) EnsureDeadlineThread();
+    if (tracked) {
+      std::lock_guard lock(dl_mu_);
+      ioc->cancel_requested_ = false;  // a cancel stopped the earlier ones
+    }
     while (io != nullptr) {
       // Read `next` before anything is handed over: a request may complete,
       // and its Io be reused, as soon as the engine has it.
       Io* next = io->next;
       io->next = nullptr;
       PreparePiece(io);
-      if (timed) {
+      if (tracked) {
         io->has_deadline = true;
         io->deadline = deadline;
-        LinkDeadline(io);
+        // Refused only by a Cancel racing this Submit: the first piece runs.
+        (void)LinkDeadline(io);
       }
       batch[k++] = io;
       if (k == kSubmitBatch) {
@@ -463,17 +470,22 @@ void DeviceImpl::Process(Request* req) {
 
 void DeviceImpl::ProcessData(Io* io) {
   bool cancel_asked = false;
+  bool by_caller = false;
   if (io->has_deadline) {
     std::lock_guard lock(dl_mu_);
     UnlinkDeadlineLocked(io);
     cancel_asked = io->cancel_asked;
+    by_caller = io->cancel_by_caller;
     io->cancel_asked = false;
+    io->cancel_by_caller = false;
   }
   if (io->has_deadline && io->reported.load(std::memory_order_acquire)) {
     // Its deadline told the context already; the request is done with the
-    // buffers only now.
-    pinned_.fetch_sub(1, std::memory_order_relaxed);
+    // buffers only now. Unpinned once they are back (release: pairs with
+    // the acquire in Stats, so a caller who sees the count drop can take
+    // the buffer from the pool again).
     ReleaseIo(io);
+    pinned_.fetch_sub(1, std::memory_order_release);
     if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard lock(idle_mu_);
       idle_cv_.notify_all();
@@ -485,15 +497,21 @@ void DeviceImpl::ProcessData(Io* io) {
   const uint64_t piece = req.length;
   auto resubmit = [&] {
     resubmitted_.fetch_add(1, std::memory_order_relaxed);
-    PreparePiece(io);
-    if (io->has_deadline) LinkDeadline(io);
-    Io* one[1] = {io};
-    SubmitToEngine(one, 1);
+    NextPiece(io);
   };
   if ((r == -EINTR || r == -EAGAIN) && io->retries < kMaxRetries &&
       !cancel_asked) {
     ++io->retries;
     resubmit();
+    return;
+  }
+  if (by_caller && (r == -ECANCELED || r == -EINTR || r == -EAGAIN)) {
+    cancelled_.fetch_add(1, std::memory_order_relaxed);
+    FinishIo(
+        io,
+        Status::FromErrno(ECANCELED, Describe(*io) + ": cancelled after " +
+                                         std::to_string(io->done) + " bytes"),
+        false);
     return;
   }
   if (r == -ECANCELED && cancel_asked) {
@@ -532,10 +550,7 @@ void DeviceImpl::ProcessData(Io* io) {
       if (got < piece) {
         resubmit();
       } else {
-        PreparePiece(io);
-        if (io->has_deadline) LinkDeadline(io);
-        Io* one[1] = {io};
-        SubmitToEngine(one, 1);
+        NextPiece(io);
       }
       return;
     }
@@ -606,11 +621,23 @@ void DeviceImpl::ProcessData(Io* io) {
   if (got < piece) {
     resubmit();
   } else {
-    PreparePiece(io);
-    if (io->has_deadline) LinkDeadline(io);
-    Io* one[1] = {io};
-    SubmitToEngine(one, 1);
+    NextPiece(io);
   }
+}
+
+void DeviceImpl::NextPiece(Io* io) {
+  PreparePiece(io);
+  if (io->has_deadline && !LinkDeadline(io)) {
+    cancelled_.fetch_add(1, std::memory_order_relaxed);
+    FinishIo(
+        io,
+        Status::FromErrno(ECANCELED, Describe(*io) + ": cancelled after " +
+                                         std::to_string(io->done) + " bytes"),
+        false);
+    return;
+  }
+  Io* one[1] = {io};
+  SubmitToEngine(one, 1);
 }
 
 void DeviceImpl::FinishIo(Io* io, const Status& error, bool is_eio) {
@@ -632,8 +659,9 @@ void DeviceImpl::FinishIo(Io* io, const Status& error, bool is_eio) {
   // Only a deadline races for the news; without one it is this thread's.
   const bool report = !io->has_deadline ||
                       !io->reported.exchange(true, std::memory_order_acq_rel);
-  if (!report) pinned_.fetch_sub(1, std::memory_order_relaxed);
   ReleaseIo(io);
+  // After the buffers are back (release: pairs with the acquire in Stats).
+  if (!report) pinned_.fetch_sub(1, std::memory_order_release);
   if (report) CompleteOnContext(ioc, error, is_eio, extent);
   if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     std::lock_guard lock(idle_mu_);

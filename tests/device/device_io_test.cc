@@ -7,11 +7,13 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -134,6 +136,72 @@ TEST_P(DeviceIoTest, GroupsOfThousandsFromSeveralThreadsCallBackOnceEach) {
         << t;
   }
   EXPECT_GE(dev->Stats().fdatasyncs, 1U);
+}
+
+TEST_P(DeviceIoTest, CancelRacingCompletionCompletesEveryGroupOnce) {
+  constexpr size_t kGroups = 256;
+  constexpr size_t kRounds = 4;
+  PatternFile file(kGroups * kBlock, 3);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
+  std::mt19937 rng(7);
+  uint64_t cancelled = 0;
+  for (size_t round = 0; round < kRounds; ++round) {
+    std::vector<std::atomic<int>> calls(kGroups);
+    std::vector<std::unique_ptr<IoContext>> iocs;
+    std::vector<Buffer> buffers;
+    iocs.reserve(kGroups);
+    buffers.reserve(kGroups);
+    for (size_t i = 0; i < kGroups; ++i) {
+      iocs.push_back(std::make_unique<IoContext>(
+          [&calls, i](IoContext&) { calls[i].fetch_add(1); }));
+      iocs.back()->set_cancellable(true);
+      const uint64_t off = i * kBlock;
+      // Odd groups rewrite the same bytes; even ones read them.
+      Buffer b = (i % 2 == 1) ? PatternBuffer(*dev, kBlock, 3, off)
+                              : *dev->AllocateBuffer(kBlock);
+      buffers.push_back(b);
+      Status s = (i % 2 == 1) ? dev->AioWrite(off, b, iocs.back().get())
+                              : dev->AioRead(off, b, iocs.back().get());
+      ASSERT_TRUE(s.ok()) << s.ToString();
+    }
+    std::vector<IoContext*> all;
+    all.reserve(kGroups);
+    for (auto& c : iocs) all.push_back(c.get());
+    std::vector<size_t> order(kGroups);
+    for (size_t i = 0; i < kGroups; ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    ASSERT_TRUE(dev->Submit(all).ok());
+    std::thread canceller([&] {
+      for (size_t i : order) {
+        Status s = dev->Cancel(iocs[i].get());
+        EXPECT_TRUE(s.ok()) << s.ToString();
+      }
+    });
+    for (size_t i = 0; i < kGroups; ++i) {
+      Status s = iocs[i]->Wait();
+      if (s.ok()) {
+        if (i % 2 == 0) {
+          EXPECT_EQ(FirstMismatch(buffers[i].data(), kBlock, 3, i * kBlock), -1)
+              << i;
+        }
+      } else {
+        EXPECT_EQ(s.Errno(), ECANCELED) << i << ": " << s.ToString();
+        ++cancelled;
+      }
+    }
+    canceller.join();
+    for (size_t i = 0; i < kGroups; ++i) {
+      EXPECT_EQ(calls[i].load(), 1) << "group " << i;
+      EXPECT_EQ(buffers[i].use_count(), 1U) << "group " << i;
+    }
+  }
+  // The file is whole: writes that ran wrote the same bytes.
+  Result<Buffer> back = dev->AllocateBuffer(kGroups * kBlock);
+  ASSERT_TRUE(back.ok());
+  ASSERT_TRUE(dev->ReadExactly(0, *back).ok());
+  EXPECT_EQ(FirstMismatch(back->data(), kGroups * kBlock, 3), -1);
+  EXPECT_EQ(dev->Stats().cancelled, cancelled);
+  RecordProperty("cancelled", static_cast<int>(cancelled));
 }
 
 TEST_P(DeviceIoTest, SeveralContextsGoInOneSubmitAndCompleteAsGroups) {

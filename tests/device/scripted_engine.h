@@ -7,6 +7,8 @@
 #ifndef AIOKIT_TESTS_DEVICE_SCRIPTED_ENGINE_H_
 #define AIOKIT_TESTS_DEVICE_SCRIPTED_ENGINE_H_
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -50,6 +52,11 @@ class ScriptedEngine final : public EngineWrapper {
     int eagain_results = 0;
     // fdatasync/fsync completions are held back until Release().
     bool hold_syncs = false;
+    // Cancel of a request in the hold range succeeds: it completes with
+    // -ECANCELED, held already or when the target returns it (as an engine
+    // that stops a blocked transfer). Off: kNotCancellable, held or not, so
+    // that a cancel coming early on a loaded machine changes nothing.
+    bool cancel_held = false;
   };
 
   explicit ScriptedEngine(std::unique_ptr<Engine> target)
@@ -66,11 +73,14 @@ class ScriptedEngine final : public EngineWrapper {
   }
   // Held requests complete now (at the next Reap).
   void Release() {
-    std::lock_guard lock(mu_);
-    rules_.hold_length = 0;
-    rules_.hold_syncs = false;
-    for (Request* r : held_) ready_.push_back(r);
-    held_.clear();
+    {
+      std::lock_guard lock(mu_);
+      rules_.hold_length = 0;
+      rules_.hold_syncs = false;
+      for (Request* r : held_) ready_.push_back(r);
+      held_.clear();
+    }
+    Wake();
   }
   size_t held() {
     std::lock_guard lock(mu_);
@@ -160,23 +170,62 @@ class ScriptedEngine final : public EngineWrapper {
   Status Cancel(Request* req) override {
     {
       std::lock_guard lock(mu_);
-      if (std::find(held_.begin(), held_.end(), req) != held_.end()) {
+      auto it = std::find(held_.begin(), held_.end(), req);
+      if (it == held_.end()) {
+        if (!Overlaps(*req, rules_.hold_offset, rules_.hold_length)) {
+          return target().Cancel(req);
+        }
+        if (!rules_.cancel_held) {
+          return Status::Error(Errc::kNotCancellable,
+                               "in the scripted engine's hold range");
+        }
+        cancel_on_arrival_.insert(req);  // Apply completes it cancelled
+        return {};
+      }
+      if (!rules_.cancel_held) {
         return Status::Error(Errc::kNotCancellable,
                              "held by the scripted engine");
       }
+      held_.erase(it);
+      req->rval = -ECANCELED;
+      ready_.push_back(req);
+      cancelled_held_.fetch_add(1);
     }
-    return target().Cancel(req);
+    Wake();
+    return {};
   }
+  // Held requests that Cancel completed with -ECANCELED.
+  uint64_t cancelled_held() const { return cancelled_held_.load(); }
+  // The target's: a completion the target signals is reaped here; Release
+  // and Cancel signal it too for what they hand out.
   Result<int> NotifyFd() override {
-    return Status::Error(Errc::kUnsupported, "scripted engine: no NotifyFd");
+    Result<int> fd = target().NotifyFd();
+    if (fd.ok()) notify_fd_.store(*fd);
+    return fd;
   }
 
  private:
+  // Wakes a loop waiting on the NotifyFd for what Release or Cancel made
+  // ready (an extra count is harmless: the reader polls and finds less).
+  void Wake() {
+    const int fd = notify_fd_.load();
+    if (fd >= 0) {
+      const uint64_t one = 1;
+      (void)!::write(fd, &one, sizeof(one));
+    }
+  }
   static bool Overlaps(const Request& r, uint64_t off, uint64_t len) {
     return len != 0 && r.offset < off + len && off < r.offset + r.length;
   }
   // REQUIRES mu_.
   void Apply(Request* r) {
+    if (cancel_on_arrival_.erase(r) != 0) {
+      r->rval = -ECANCELED;
+      cancelled_held_.fetch_add(1);
+      HoldBack(r);
+      ready_.push_back(r);
+      return;
+    }
     const bool rw = r->op == Op::kRead || r->op == Op::kWrite ||
                     r->op == Op::kReadv || r->op == Op::kWritev;
     const bool sync = r->op == Op::kFsync || r->op == Op::kFdatasync;
@@ -223,7 +272,10 @@ class ScriptedEngine final : public EngineWrapper {
   Rules rules_;
   std::deque<Request*> ready_;
   std::vector<Request*> held_;
+  std::set<Request*> cancel_on_arrival_;  // guarded by mu_
   std::atomic<uint64_t> syncs_{0};
+  std::atomic<uint64_t> cancelled_held_{0};
+  std::atomic<int> notify_fd_{-1};
   std::map<Request*, uint64_t> sync_number_;  // guarded by mu_
   // Offsets of the writes completed before each sync was submitted, and of
   // those a completed sync covers.
