@@ -572,14 +572,15 @@ class DeviceOp {
  public:
   enum class Kind : uint8_t { kRead, kWrite, kWritev, kFlush };
   DeviceOp(DeviceIo* io, Loop* loop, Kind kind, uint64_t offset, Buffer one,
-           std::span<const Buffer> many, WriteOptions w) noexcept
+           std::span<const Buffer> many, WriteOptions w, OpOptions o) noexcept
       : io_(io),
         loop_(loop),
         kind_(kind),
         offset_(offset),
         buffer_(std::move(one)),
         buffers_(many),
-        write_(w) {}
+        write_(w),
+        opts_(std::move(o)) {}
   DeviceOp(const DeviceOp&) = delete;
   DeviceOp& operator=(const DeviceOp&) = delete;
   ~DeviceOp();
@@ -591,6 +592,23 @@ class DeviceOp {
  private:
   friend class aiokit::coro::DeviceIo;
   friend struct DeviceSlot;
+  struct Deadline : TimerNode {
+    DeviceOp* op = nullptr;
+  };
+  struct Call : RemoteCall {
+    DeviceOp* op = nullptr;
+  };
+  struct OnStop {
+    DeviceOp* op;
+    void operator()() const noexcept;
+  };
+  // A stop token, a deadline or an executor: the completion goes through
+  // the loop's thread (finish_) to disarm them before the resumption.
+  [[nodiscard]] bool Armed() const noexcept {
+    return opts_.timeout.count() > 0 || opts_.stop.stop_possible() ||
+           opts_.executor != nullptr;
+  }
+
   DeviceIo* io_;  // null once its DeviceIo let it go
   Loop* loop_;    // outlives the operation
   Kind kind_;
@@ -598,13 +616,20 @@ class DeviceOp {
   Buffer buffer_;
   std::span<const Buffer> buffers_;
   WriteOptions write_;
+  OpOptions opts_;
   DeviceSlot* slot_ = nullptr;     // from the start to the completion
   DeviceSlot* started_ = nullptr;  // the slot it started on (for its lock)
   std::coroutine_handle<> waiter_;
   Status status_;
   uint64_t got_ = 0;
   uint64_t asked_ = 0;
-  bool posted_ = false;  // guarded by started_->mu: resumption posted
+  bool posted_ = false;     // guarded by started_->mu: completion posted
+  bool timed_out_ = false;  // the loop's thread: its deadline fired
+  bool scheduled_ = false;  // the loop's thread: finish_ scheduled it
+  Deadline deadline_;
+  Call cancel_;  // a stop request or the deadline, on the loop's thread
+  Call finish_;  // the completion, on the loop's thread (Armed() only)
+  std::optional<std::stop_callback<OnStop>> stop_cb_;
 };
 
 }  // namespace detail
@@ -614,8 +639,13 @@ class DeviceOp {
 // (short transfers, splits, retries, the shared flush). The device may have
 // completion threads (the coroutine resumes on the loop's thread, posted)
 // or none (the loop reaps it through its NotifyFd).
-// Stop tokens and deadlines are not offered here yet: use the device's
-// IoContext deadlines directly, or EngineIo.
+// Reads and writes take OpOptions as EngineIo's do: a stop request or the
+// deadline asks the device to cancel (Device::Cancel) and the coroutine
+// resumes once the request has really completed, with ECANCELED (kTimedOut
+// for the deadline) and the bytes done in the message, or with its real
+// result when the engine could not stop it. A flush is shared with other
+// callers and takes no options.
+// Thread safety: operations start on the loop's thread.
 class DeviceIo final : public Loop::Source {
  public:
   // On failure: kInvalidArgument when the device has no completion threads
@@ -628,19 +658,23 @@ class DeviceIo final : public Loop::Source {
 
   using Op = detail::DeviceOp;
   // The byte count (reads: fewer only at the end of the file) or the error.
-  Op Read(uint64_t offset, Buffer buffer) {
-    return {this, &loop_, Op::Kind::kRead, offset, std::move(buffer), {}, {}};
+  Op Read(uint64_t offset, Buffer buffer, OpOptions opts = {}) {
+    return {this, &loop_, Op::Kind::kRead, offset, std::move(buffer),
+            {},   {},     std::move(opts)};
   }
-  Op Write(uint64_t offset, Buffer buffer, WriteOptions w = {}) {
-    return {this, &loop_, Op::Kind::kWrite, offset, std::move(buffer), {}, w};
+  Op Write(uint64_t offset, Buffer buffer, WriteOptions w = {},
+           OpOptions opts = {}) {
+    return {this, &loop_, Op::Kind::kWrite, offset, std::move(buffer),
+            {},   w,      std::move(opts)};
   }
   // REQUIRES: `buffers` valid until the co_await starts.
   Op Write(uint64_t offset, std::span<const Buffer> buffers,
-           WriteOptions w = {}) {
-    return {this, &loop_, Op::Kind::kWritev, offset, {}, buffers, w};
+           WriteOptions w = {}, OpOptions opts = {}) {
+    return {this,    &loop_, Op::Kind::kWritev, offset, {},
+            buffers, w,      std::move(opts)};
   }
   // Device::Flush's semantics (shared, sticky), without blocking the loop.
-  Op Flush() { return {this, &loop_, Op::Kind::kFlush, 0, {}, {}, {}}; }
+  Op Flush() { return {this, &loop_, Op::Kind::kFlush, 0, {}, {}, {}, {}}; }
 
   Device& device() noexcept { return device_; }
   Loop& loop() noexcept { return loop_; }
@@ -663,6 +697,8 @@ class DeviceIo final : public Loop::Source {
   void Release(detail::DeviceSlot* s, bool reusable);
   // The slot's group completed (any thread).
   void Done(detail::DeviceSlot* s);
+  // On the loop's thread: the op's stop request or deadline.
+  void Cancel(detail::DeviceOp* op);
 
   Loop& loop_;
   Device& device_;

@@ -3,6 +3,8 @@
 // coroutine's resumption to the loop (from a device completion thread, or
 // from the loop's own reaping when the device has none).
 
+#include <cerrno>
+#include <chrono>
 #include <string>
 #include <utility>
 
@@ -26,6 +28,33 @@ bool DeviceOp::await_suspend(std::coroutine_handle<> h) {
   slot_ = s;
   started_ = s;
   Device& d = io_->device_;
+  // Cancellable only when something may cancel it: a cancellable context
+  // costs a lock per request in the device.
+  const bool cancellable =
+      kind_ != Kind::kFlush &&
+      (opts_.timeout.count() > 0 || opts_.stop.stop_possible());
+  s->ioc.set_cancellable(cancellable);
+  // A completion from now on posts finish_, which runs on this (the loop's)
+  // thread after this returns, and disarms what is armed below.
+  if (Armed()) {
+    finish_.op = this;
+    finish_.fn = [](RemoteCall* c) {
+      DeviceOp* op = static_cast<Call*>(c)->op;
+      op->loop_->RemoveTimer(&op->deadline_);
+      (void)op->loop_->CancelCall(&op->cancel_);
+      if (op->opts_.executor != nullptr) {
+        op->opts_.executor->Post(op->waiter_);
+      } else {
+        op->scheduled_ = true;
+        op->loop_->Schedule(op->waiter_);
+      }
+    };
+    cancel_.op = this;
+    cancel_.fn = [](RemoteCall* c) {
+      DeviceOp* op = static_cast<Call*>(c)->op;
+      if (op->io_ != nullptr) op->io_->Cancel(op);
+    };
+  }
   Status st;
   switch (kind_) {
     case Kind::kRead:
@@ -47,7 +76,23 @@ bool DeviceOp::await_suspend(std::coroutine_handle<> h) {
       break;
   }
   if (st.ok() && kind_ != Kind::kFlush) st = d.Submit(&s->ioc);
-  if (st.ok()) return true;
+  if (st.ok()) {
+    if (cancellable && opts_.timeout.count() > 0) {
+      deadline_.op = this;
+      deadline_.due = std::chrono::steady_clock::now() + opts_.timeout;
+      deadline_.fire = [](TimerNode* t) {
+        DeviceOp* op = static_cast<Deadline*>(t)->op;
+        op->timed_out_ = true;
+        if (op->io_ != nullptr) op->io_->Cancel(op);
+      };
+      loop_->AddTimer(&deadline_);
+    }
+    // Last: with stop already requested the callback runs here, and posts.
+    if (cancellable && opts_.stop.stop_possible()) {
+      stop_cb_.emplace(opts_.stop, OnStop{this});
+    }
+    return true;
+  }
   // Refused: nothing runs. A request queued and then not submitted stays on
   // the context, so that slot is not reused.
   status_ = std::move(st);
@@ -61,13 +106,37 @@ bool DeviceOp::await_suspend(std::coroutine_handle<> h) {
   return false;
 }
 
+void DeviceOp::OnStop::operator()() const noexcept {
+  // Any thread: the loop's thread does the cancelling.
+  op->loop_->PostCall(&op->cancel_);
+}
+
 Result<size_t> DeviceOp::await_resume() {
   posted_ = false;
-  if (!status_.ok()) return status_;
+  scheduled_ = false;
+  stop_cb_.reset();
+  if (!status_.ok()) {
+    if (timed_out_ && status_.Errno() == ECANCELED) {
+      return Status::Error(
+          Errc::kTimedOut,
+          status_.context() + " (its deadline of " +
+              std::to_string(
+                  std::chrono::duration_cast<std::chrono::microseconds>(
+                      opts_.timeout)
+                      .count()) +
+              " us passed)");
+    }
+    return status_;
+  }
   return static_cast<size_t>(kind_ == Kind::kRead ? got_ : asked_);
 }
 
 DeviceOp::~DeviceOp() {
+  // The stop callback first: its destructor waits for one running on
+  // another thread, which may be posting cancel_.
+  stop_cb_.reset();
+  (void)loop_->CancelCall(&cancel_);
+  loop_->RemoveTimer(&deadline_);
   if (started_ == nullptr) return;
   bool posted = false;
   {
@@ -78,8 +147,12 @@ DeviceOp::~DeviceOp() {
     }
     posted = posted_;
   }
-  // Completed and posted, and destroyed before it resumed.
-  if (posted) loop_->Unschedule(waiter_);
+  // Completed, and destroyed before it resumed: no resumption of a frame
+  // that is gone (posted to the loop, or scheduled by finish_).
+  if (posted) {
+    (void)loop_->CancelCall(&finish_);
+    loop_->Unschedule(waiter_);
+  }
 }
 
 }  // namespace detail
@@ -113,14 +186,19 @@ DeviceIo::~DeviceIo() {
     for (auto& s : slots_) all.push_back(s.get());
   }
   for (DeviceSlot* s : all) {
+    bool waited_for = false;
     {
       std::lock_guard lock(s->mu);
       if (s->op != nullptr) {
         s->op->io_ = nullptr;
         s->op->started_ = nullptr;
         s->op = nullptr;
+        waited_for = true;
       }
     }
+    // Its coroutine will not resume: stopped where it can be (refused, and
+    // harmless, for a context that was not made cancellable).
+    if (waited_for) (void)device_.Cancel(&s->ioc);
     (void)s->ioc.Wait();  // its group, to the end
   }
   if (notify_fd_ >= 0) loop_.RemoveSource(this, notify_fd_);
@@ -162,7 +240,11 @@ void DeviceIo::Done(DeviceSlot* s) {
       s->op = nullptr;
       // Posted under the slot's lock: a frame destroyed meanwhile finds it
       // posted and takes the resumption back (DeviceOp's destructor).
-      loop_.Post(op->waiter_);
+      if (op->Armed()) {
+        loop_.PostCall(&op->finish_);
+      } else {
+        loop_.Post(op->waiter_);
+      }
     }
   }
   s->ioc.Reset();
@@ -171,6 +253,15 @@ void DeviceIo::Done(DeviceSlot* s) {
     if (detached) ++quarantined_;
   }
   Release(s, true);
+}
+
+void DeviceIo::Cancel(DeviceOp* op) {
+  DeviceSlot* s = op->started_;
+  if (s == nullptr) return;
+  // Under the slot's lock: the slot is still this op's (not completed,
+  // released and taken by another) while the device is asked.
+  std::lock_guard lock(s->mu);
+  if (s->op == op) (void)device_.Cancel(&s->ioc);
 }
 
 size_t DeviceIo::in_flight() const noexcept {
