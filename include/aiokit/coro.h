@@ -570,7 +570,7 @@ struct DeviceSlot {
 // An operation on the device layer: a group of one request (or a flush).
 class DeviceOp {
  public:
-  enum class Kind : uint8_t { kRead, kWrite, kWritev, kFlush };
+  enum class Kind : uint8_t { kRead, kReadv, kWrite, kWritev, kFlush };
   DeviceOp(DeviceIo* io, Loop* loop, Kind kind, uint64_t offset, Buffer one,
            std::span<const Buffer> many, WriteOptions w, OpOptions o) noexcept
       : io_(io),
@@ -661,6 +661,13 @@ class DeviceIo final : public Loop::Source {
   Op Read(uint64_t offset, Buffer buffer, OpOptions opts = {}) {
     return {this, &loop_, Op::Kind::kRead, offset, std::move(buffer),
             {},   {},     std::move(opts)};
+  }
+  // Into the buffers, in order (readv). REQUIRES: `buffers` valid until the
+  // co_await starts.
+  Op Read(uint64_t offset, std::span<const Buffer> buffers,
+          OpOptions opts = {}) {
+    return {this,    &loop_, Op::Kind::kReadv, offset, {},
+            buffers, {},     std::move(opts)};
   }
   Op Write(uint64_t offset, Buffer buffer, WriteOptions w = {},
            OpOptions opts = {}) {

@@ -391,6 +391,12 @@ class Device {
   // kShutdown.
   Status AioRead(uint64_t offset, Buffer buffer, IoContext* ioc,
                  uint64_t* got = nullptr);
+  // Queues a read into the buffers, in order, from `offset` (readv): one
+  // request of their total length, as above.
+  // On failure (nothing queued): as above, and kInvalidArgument for an
+  // empty list or an empty buffer in it.
+  Status AioRead(uint64_t offset, std::span<const Buffer> buffers,
+                 IoContext* ioc, uint64_t* got = nullptr);
   // Queues a write of the buffers, in order, at `offset`.
   // On failure (nothing queued): as AioRead, and kInvalidArgument for a
   // read-only device; kUnsupported for an atomic write this file cannot do.

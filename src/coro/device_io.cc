@@ -61,6 +61,11 @@ bool DeviceOp::await_suspend(std::coroutine_handle<> h) {
       asked_ = buffer_.size();
       st = d.AioRead(offset_, std::move(buffer_), &s->ioc, &s->got);
       break;
+    case Kind::kReadv:
+      for (const Buffer& b : buffers_) asked_ += b.size();
+      st = d.AioRead(offset_, buffers_, &s->ioc, &s->got);
+      buffers_ = {};
+      break;
     case Kind::kWrite:
       asked_ = buffer_.size();
       st = d.AioWrite(offset_, buffer_, &s->ioc, write_);
@@ -128,7 +133,8 @@ Result<size_t> DeviceOp::await_resume() {
     }
     return status_;
   }
-  return static_cast<size_t>(kind_ == Kind::kRead ? got_ : asked_);
+  const bool read = kind_ == Kind::kRead || kind_ == Kind::kReadv;
+  return static_cast<size_t>(read ? got_ : asked_);
 }
 
 DeviceOp::~DeviceOp() {
@@ -226,13 +232,18 @@ void DeviceIo::Release(DeviceSlot* s, bool reusable) {
 }
 
 void DeviceIo::Done(DeviceSlot* s) {
-  bool detached = false;
   {
     std::lock_guard lock(s->mu);
     DeviceOp* op = s->op;
-    if (op == nullptr) {
-      detached = true;
-    } else {
+    {
+      // Counted out before the resumption is posted: a coroutine that has
+      // resumed sees its group gone from in_flight(). The slot itself goes
+      // back to the free list below, once its context was reset.
+      std::lock_guard pool_lock(pool_mu_);
+      --out_;
+      if (op == nullptr) ++quarantined_;
+    }
+    if (op != nullptr) {
       op->status_ = s->ioc.status();
       op->got_ = s->got;
       op->slot_ = nullptr;
@@ -248,11 +259,10 @@ void DeviceIo::Done(DeviceSlot* s) {
     }
   }
   s->ioc.Reset();
-  {
-    std::lock_guard lock(pool_mu_);
-    if (detached) ++quarantined_;
-  }
-  Release(s, true);
+  std::lock_guard lock(pool_mu_);
+  s->got = 0;
+  s->next_free = free_;
+  free_ = s;
 }
 
 void DeviceIo::Cancel(DeviceOp* op) {

@@ -485,6 +485,10 @@ Status Device::AioRead(uint64_t offset, Buffer buffer, IoContext* ioc,
                        uint64_t* got) {
   return impl_->AioRead(offset, std::move(buffer), ioc, got);
 }
+Status Device::AioRead(uint64_t offset, std::span<const Buffer> buffers,
+                       IoContext* ioc, uint64_t* got) {
+  return impl_->AioRead(offset, buffers, ioc, got);
+}
 Status Device::AioWrite(uint64_t offset, std::span<const Buffer> buffers,
                         IoContext* ioc, WriteOptions options) {
   return impl_->AioWrite(offset, buffers, ioc, options);

@@ -127,6 +127,8 @@ class DeviceImpl {
   Result<uint64_t> Size() const;
   Result<Buffer> AllocateBuffer(size_t length);
 
+  Status AioRead(uint64_t offset, std::span<const Buffer> buffers,
+                 IoContext* ioc, uint64_t* got);
   Status AioRead(uint64_t offset, Buffer&& buffer, IoContext* ioc,
                  uint64_t* got);
   Status AioWrite(uint64_t offset, std::span<const Buffer> buffers,

@@ -132,6 +132,59 @@ Status DeviceImpl::AioRead(uint64_t offset, Buffer&& buffer, IoContext* ioc,
   return Queue(io, ioc);
 }
 
+Status DeviceImpl::AioRead(uint64_t offset, std::span<const Buffer> buffers,
+                           IoContext* ioc, uint64_t* got) {
+  if (ioc == nullptr) {
+    return Status::Error(Errc::kInvalidArgument, "AioRead: ioc is null");
+  }
+  if (buffers.size() == 1) return AioRead(offset, Buffer(buffers[0]), ioc, got);
+  uint64_t total = 0;
+  for (const Buffer& b : buffers) {
+    if (b.empty()) {
+      return Status::Error(Errc::kInvalidArgument,
+                           "read of \"" + path_ + "\" at offset " +
+                               std::to_string(offset) +
+                               ": an empty buffer in the list");
+    }
+    total += b.size();
+  }
+  if (buffers.empty() || !RangeOk(offset, total, false)) [[unlikely]] {
+    return RangeError("read", offset, total, false);
+  }
+  if (Status s = Bind(this, ioc->device_); !s.ok()) return s;
+  auto asked = [&] {
+    return "read of \"" + path_ + "\" at offset " + std::to_string(offset) +
+           ", length " + std::to_string(total);
+  };
+  if (read_align_.known()) {
+    // Each buffer's address and length; the offset once (the buffers
+    // follow each other in the file).
+    for (const Buffer& b : buffers) {
+      const auto addr = reinterpret_cast<uintptr_t>(b.data());
+      if (((addr & memory_mask_) | ((offset | b.size()) & read_mask_)) == 0) {
+        continue;
+      }
+      if (Status s = read_align_.Check(b.data(), offset, b.size()); !s.ok()) {
+        return {s.code(), asked() + ": " + s.context()};
+      }
+    }
+  }
+  Io* io = TakeIo();
+  if (io == nullptr) return Status::FromErrno(ENOMEM, asked() + ": a request");
+  io->kind = Io::Kind::kData;
+  io->op = Op::kRead;
+  io->offset = offset;
+  io->length = total;
+  io->done = 0;
+  io->got = got;
+  io->write = {};
+  for (const Buffer& b : buffers) {
+    io->iov.push_back(iovec{b.data(), b.size()});
+    io->buffers.push_back(b);
+  }
+  return Queue(io, ioc);
+}
+
 Status DeviceImpl::AioWrite(uint64_t offset, std::span<const Buffer> buffers,
                             IoContext* ioc, WriteOptions options) {
   if (ioc == nullptr) {

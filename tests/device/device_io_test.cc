@@ -204,6 +204,46 @@ TEST_P(DeviceIoTest, CancelRacingCompletionCompletesEveryGroupOnce) {
   RecordProperty("cancelled", static_cast<int>(cancelled));
 }
 
+TEST_P(DeviceIoTest, AVectoredReadFillsItsBuffersInOrder) {
+  PatternFile file(64 * kBlock, 5);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
+  Result<Buffer> whole = dev->AllocateBuffer(16 * kBlock);
+  ASSERT_TRUE(whole.ok());
+  // Three pieces of one allocation and one of another, out of order in
+  // memory: each is filled from where the previous ended in the file.
+  Result<Buffer> other = dev->AllocateBuffer(kBlock);
+  ASSERT_TRUE(other.ok());
+  std::vector<Buffer> parts = {whole->Slice(8 * kBlock, kBlock), *other,
+                               whole->Slice(0, 2 * kBlock),
+                               whole->Slice(4 * kBlock, kBlock)};
+  IoContext ioc;
+  uint64_t got = 0;
+  ASSERT_TRUE(dev->AioRead(4 * kBlock, parts, &ioc, &got).ok());
+  ASSERT_TRUE(dev->Submit(&ioc).ok());
+  ASSERT_TRUE(ioc.Wait().ok()) << ioc.status().ToString();
+  EXPECT_EQ(got, 5 * kBlock);
+  uint64_t at = 4 * kBlock;
+  for (const Buffer& p : parts) {
+    EXPECT_EQ(FirstMismatch(p.data(), p.size(), 5, at), -1) << "at " << at;
+    at += p.size();
+  }
+  // At the end of the file: the byte count.
+  IoContext tail;
+  ASSERT_TRUE(dev->AioRead(62 * kBlock, parts, &tail, &got).ok());
+  ASSERT_TRUE(dev->Submit(&tail).ok());
+  ASSERT_TRUE(tail.Wait().ok()) << tail.status().ToString();
+  EXPECT_EQ(got, 2 * kBlock);
+  // Refused with what was asked: an empty list, an empty buffer.
+  IoContext bad;
+  Status s = dev->AioRead(0, std::span<const Buffer>(), &bad);
+  EXPECT_TRUE(s.Is(Errc::kInvalidArgument)) << s.ToString();
+  std::vector<Buffer> with_empty = {*other, Buffer()};
+  s = dev->AioRead(0, with_empty, &bad);
+  EXPECT_TRUE(s.Is(Errc::kInvalidArgument)) << s.ToString();
+  EXPECT_NE(s.context().find("an empty buffer"), std::string::npos)
+      << s.ToString();
+}
+
 TEST_P(DeviceIoTest, SeveralContextsGoInOneSubmitAndCompleteAsGroups) {
   PatternFile file(256 * 1024, 2);
   AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
