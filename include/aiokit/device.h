@@ -54,6 +54,10 @@ namespace device_internal {
 struct Io;
 class DeviceImpl;
 struct BufferControl;
+// IoContext::running_: the count of requests running in the low 32 bits,
+// the number of Submit calls above.
+inline constexpr uint64_t kRunningMask = 0xffffffffU;
+inline constexpr uint64_t kSubmitOne = uint64_t{1} << 32;
 }  // namespace device_internal
 
 // A byte range of the device.
@@ -331,12 +335,15 @@ class IoContext {
   device_internal::Io* pending_head_ = nullptr;
   device_internal::Io* pending_tail_ = nullptr;
   std::atomic<size_t> pending_{0};
-  // Requests running. Raised by Submit, lowered by completions without a
-  // lock; the last one of a group lowers it to zero only after the callback
-  // returned, and touches the context no more after that (waiters sleep on
-  // the device's side), so a waiter that sees zero may destroy it at once.
-  std::atomic<size_t> running_{0};
-  std::atomic<uint64_t> submits_{0};      // Submit calls, for GroupDone
+  // Requests running (the low 32 bits) and Submit calls (the high 32, a
+  // generation), in one word so that the group's last completer, whose
+  // compare-and-swap lowers the count, fails when a Submit came in between
+  // even if the count is back where it was (ABA). Raised by Submit, lowered
+  // by completions without a lock; the last one of a group lowers it to
+  // zero only after the callback returned, and touches the context no more
+  // after that (waiters sleep on the device's side), so a waiter that sees
+  // zero may destroy it at once.
+  std::atomic<uint64_t> running_{0};
   std::atomic<bool> flush_after_{false};  // Submit asked a flush after
   std::atomic<bool> failed_{false};       // status_ is not OK
   Status status_;                         // guarded by mu_

@@ -328,8 +328,8 @@ Status DeviceImpl::Submit(std::span<IoContext* const> iocs,
     // The count first, then the submission number (release, paired with
     // GroupDone's acquire): a group's holder that sees the new number sees
     // the new count, and the flag.
-    ioc->running_.fetch_add(n == 0 ? 1 : n, std::memory_order_release);
-    ioc->submits_.fetch_add(1, std::memory_order_release);
+    ioc->running_.fetch_add(device_internal::kSubmitOne + (n == 0 ? 1 : n),
+                            std::memory_order_release);
     if (n == 0) {
       RequestFlush(ioc);
       continue;
@@ -736,8 +736,8 @@ void DeviceImpl::CompleteOnContext(IoContext* ioc, const Status& error,
   // Not the group's last request: one decrement and nothing else. The last
   // one (running reads 1) leaves the count at 1 until the group is done, so
   // that nobody sees zero before the flush or the callback.
-  size_t cur = ioc->running_.load(std::memory_order_acquire);
-  while (cur > 1) {
+  uint64_t cur = ioc->running_.load(std::memory_order_acquire);
+  while ((cur & device_internal::kRunningMask) > 1) {
     // acq_rel: this request's effects (status, data) happen before the
     // last completer's, which publishes them to the waiters.
     if (ioc->running_.compare_exchange_weak(cur, cur - 1,
@@ -750,14 +750,17 @@ void DeviceImpl::CompleteOnContext(IoContext* ioc, const Status& error,
 
 void DeviceImpl::GroupDone(IoContext* ioc) {
   // The caller holds the group's last count (the "token"): no other
-  // completion lowers running from 1, so zero is reached only here.
+  // completion lowers the count from 1, so zero is reached only here.
+  constexpr uint64_t kMask = device_internal::kRunningMask;
   for (;;) {
     if (ioc->flush_after_.exchange(false, std::memory_order_acq_rel) &&
         ioc->ok()) {
       RequestFlush(ioc);  // the token passes to the flush
       return;
     }
-    const uint64_t seen = ioc->submits_.load(std::memory_order_acquire);
+    // The Submit generation before the callback (acquire, paired with
+    // Submit's release).
+    const uint64_t seen = ioc->running_.load(std::memory_order_acquire) >> 32;
     if (ioc->on_done_) {
       CallbackFrame frame{ioc, false};
       CallbackFrame* const outer = tl_callback;
@@ -766,32 +769,30 @@ void DeviceImpl::GroupDone(IoContext* ioc) {
       tl_callback = outer;
       if (frame.destroyed) return;
     }
-    size_t cur = ioc->running_.load(std::memory_order_acquire);
+    uint64_t cur = ioc->running_.load(std::memory_order_acquire);
     bool again = false;
     for (;;) {
-      if (cur == 1 && ioc->submits_.load(std::memory_order_acquire) != seen) {
-        // Submitted during the callback: if its requests are all done (the
-        // count, read again after the number, is back to this token), the
-        // group completed while this one held the token, and its completion
-        // is this thread's to deliver.
-        cur = ioc->running_.load(std::memory_order_acquire);
-        if (cur == 1) {
-          again = true;
-          break;
-        }
-        continue;
+      if ((cur & kMask) == 1 && (cur >> 32) != seen) {
+        // Submitted during (or since) the callback, and those requests are
+        // all done (only this token counts): the group completed while this
+        // one held the token, and its completion is this thread's to
+        // deliver.
+        again = true;
+        break;
       }
       // seq_cst: the writing half of the parking handshakes (Wait counts
       // itself in parked_ or reap_waiters_, then reads the count; this side
       // writes the count, then reads theirs). After it the context is not
-      // touched again: a waiter that sees zero may destroy it.
+      // touched again: a waiter that sees zero may destroy it. A Submit in
+      // between changes the generation, so the exchange fails even when the
+      // count came back to 1.
       if (ioc->running_.compare_exchange_weak(cur, cur - 1,
                                               std::memory_order_seq_cst)) {
         break;
       }
     }
     if (again) continue;
-    if (cur == 1) {
+    if ((cur & kMask) == 1) {
       if (parked_.load(std::memory_order_seq_cst) != 0) {
         Park& park = ParkOf(ioc);
         std::lock_guard lock(park.mu);

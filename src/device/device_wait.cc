@@ -20,9 +20,10 @@ namespace device_internal {
 namespace {
 // Nothing of the context runs: no request, no callback (the last request
 // counts until its callback returned).
-bool Quiet(const std::atomic<size_t>& running) {
+bool Quiet(const std::atomic<uint64_t>& running) {
   // seq_cst: the reading half of the followers' handshake (WakeReapWaiters).
-  return running.load(std::memory_order_seq_cst) == 0;
+  return (running.load(std::memory_order_seq_cst) &
+          device_internal::kRunningMask) == 0;
 }
 }  // namespace
 
@@ -48,7 +49,8 @@ Status DeviceImpl::Wait(IoContext* ioc, std::chrono::nanoseconds timeout) {
     return Status::Error(
         Errc::kTimedOut,
         "IoContext::Wait on \"" + path_ + "\": " +
-            std::to_string(ioc->running_.load(std::memory_order_relaxed)) +
+            std::to_string(ioc->running_.load(std::memory_order_relaxed) &
+                           device_internal::kRunningMask) +
             " requests still running at the deadline");
   };
   if (options_.completion_threads > 0) {
@@ -242,20 +244,24 @@ DeviceImpl::~DeviceImpl() { (void)Close(); }
 
 IoContext::~IoContext() {
   if (pending_.load(std::memory_order_relaxed) == 0 &&
-      running_.load(std::memory_order_acquire) == 0) {
+      (running_.load(std::memory_order_acquire) &
+       device_internal::kRunningMask) == 0) {
     return;  // nothing to wait for (and the device may be gone)
   }
   device_internal::DeviceImpl* d = device_.load(std::memory_order_acquire);
   d->DropPending(this);
   if (device_internal::DestroyedInsideOwnCallback(this)) return;
-  if (running_.load(std::memory_order_acquire) == 0) return;
+  if ((running_.load(std::memory_order_acquire) &
+       device_internal::kRunningMask) == 0)
+    return;
   if (d->OnCompletionThread()) {
     // It cannot wait for itself, and freeing it would let the kernel's
     // completions write into freed memory: a programming error (REQUIRES).
     std::fprintf(stderr,
                  "aiokit: an IoContext with %zu requests running was "
                  "destroyed on a completion thread of its device\n",
-                 running_.load(std::memory_order_relaxed));
+                 static_cast<size_t>(running_.load(std::memory_order_relaxed) &
+                                     device_internal::kRunningMask));
     std::abort();
   }
   (void)d->Wait(this, kForever);
@@ -266,7 +272,8 @@ size_t IoContext::pending() const noexcept {
 }
 
 size_t IoContext::running() const noexcept {
-  return running_.load(std::memory_order_acquire);
+  return running_.load(std::memory_order_acquire) &
+         device_internal::kRunningMask;
 }
 
 Status IoContext::Wait(std::chrono::nanoseconds timeout) {

@@ -204,6 +204,75 @@ TEST_P(DeviceIoTest, CancelRacingCompletionCompletesEveryGroupOnce) {
   RecordProperty("cancelled", static_cast<int>(cancelled));
 }
 
+// The coroutine layer's pattern: a group's callback hands its context to
+// another thread, which submits it again at once, while the callback is
+// still returning (and, with two completion threads, while the new request
+// may complete on the other one). Every round must call back: a lost one
+// leaves its submitter waiting (the watchdog fails the test).
+TEST_P(DeviceIoTest, AContextResubmittedAsItsCallbackReturnsAlwaysCallsBack) {
+  constexpr int kContexts = 4;
+  constexpr int kRounds = 3000;
+  PatternFile file(64 * kBlock, 4);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
+  struct Ring {
+    std::atomic<int> done{0};  // callbacks seen
+    std::unique_ptr<IoContext> ioc;
+    Buffer b;
+  };
+  std::vector<Ring> rings(kContexts);
+  for (int i = 0; i < kContexts; ++i) {
+    Ring& r = rings[i];
+    r.ioc = std::make_unique<IoContext>(
+        [&r](IoContext&) { r.done.fetch_add(1, std::memory_order_release); });
+    r.b = *dev->AllocateBuffer(kBlock);
+  }
+  std::string failure;
+  // One submitter for all: it spins for each callback and submits again.
+  std::thread submitter([&] {
+    std::vector<int> submitted(kContexts, 0);
+    int finished = 0;
+    const auto until =
+        std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (finished < kContexts) {
+      bool progress = false;
+      for (int i = 0; i < kContexts; ++i) {
+        Ring& r = rings[i];
+        if (submitted[i] == kRounds ||
+            r.done.load(std::memory_order_acquire) != submitted[i]) {
+          continue;
+        }
+        Status s =
+            dev->AioRead((i * 8 + submitted[i] % 8) * kBlock, r.b, r.ioc.get());
+        if (s.ok()) s = dev->Submit(r.ioc.get());
+        if (!s.ok()) {
+          failure = s.ToString();
+          return;
+        }
+        if (++submitted[i] == kRounds) ++finished;
+        progress = true;
+      }
+      if (!progress && DeviceOptionsFor(GetParam()).completion_threads == 0) {
+        (void)dev->Poll();
+      }
+      if (std::chrono::steady_clock::now() > until) {
+        failure = "a callback never came (rounds:";
+        for (int i = 0; i < kContexts; ++i) {
+          failure += " " + std::to_string(rings[i].done.load()) + "/" +
+                     std::to_string(submitted[i]);
+        }
+        failure += ")";
+        return;
+      }
+    }
+  });
+  submitter.join();
+  EXPECT_EQ(failure, "");
+  for (int i = 0; i < kContexts; ++i) {
+    ASSERT_TRUE(rings[i].ioc->Wait().ok());
+    EXPECT_EQ(rings[i].done.load(), kRounds) << i;
+  }
+}
+
 TEST_P(DeviceIoTest, AVectoredReadFillsItsBuffersInOrder) {
   PatternFile file(64 * kBlock, 5);
   AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), DeviceOptionsFor(GetParam()));
