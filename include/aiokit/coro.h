@@ -558,8 +558,8 @@ class DeviceOp;
 // One group of a DeviceIo's pool: an IoContext whose callback resumes the
 // operation waiting for it, or, detached, returns the slot to the pool.
 struct DeviceSlot {
-  explicit DeviceSlot(DeviceIo* io);
-  DeviceIo* io;
+  DeviceSlot();
+  DeviceIo* io = nullptr;  // set once, before first use
   IoContext ioc;
   uint64_t got = 0;
   std::mutex mu;           // op, between the device's thread and the loop
@@ -711,10 +711,12 @@ class DeviceIo final : public Loop::Source {
   Device& device_;
   int notify_fd_;  // -1: the device's completion threads deliver
   mutable std::mutex pool_mu_;
-  std::vector<std::unique_ptr<detail::DeviceSlot>> slots_;  // guarded
-  detail::DeviceSlot* free_ = nullptr;                      // guarded
-  size_t out_ = 0;                                          // guarded
-  uint64_t quarantined_ = 0;                                // guarded
+  static constexpr size_t kSlotChunk = 16;
+  // Chunks of kSlotChunk slots; the pool never shrinks.
+  std::vector<std::unique_ptr<detail::DeviceSlot[]>> slots_;  // guarded
+  detail::DeviceSlot* free_ = nullptr;                        // guarded
+  size_t out_ = 0;                                            // guarded
+  uint64_t quarantined_ = 0;                                  // guarded
 };
 
 // ---- Templates ----

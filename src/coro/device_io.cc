@@ -15,8 +15,7 @@ namespace aiokit::coro {
 
 namespace detail {
 
-DeviceSlot::DeviceSlot(DeviceIo* owner)
-    : io(owner), ioc([this](IoContext&) { io->Done(this); }) {}
+DeviceSlot::DeviceSlot() : ioc([this](IoContext&) { io->Done(this); }) {}
 
 bool DeviceOp::await_suspend(std::coroutine_handle<> h) {
   waiter_ = h;
@@ -189,7 +188,9 @@ DeviceIo::~DeviceIo() {
   std::vector<DeviceSlot*> all;
   {
     std::lock_guard lock(pool_mu_);
-    for (auto& s : slots_) all.push_back(s.get());
+    for (auto& chunk : slots_) {
+      for (size_t i = 0; i < kSlotChunk; ++i) all.push_back(&chunk[i]);
+    }
   }
   for (DeviceSlot* s : all) {
     bool waited_for = false;
@@ -214,8 +215,17 @@ DeviceSlot* DeviceIo::Take() {
   std::lock_guard lock(pool_mu_);
   ++out_;
   if (free_ == nullptr) {
-    slots_.push_back(std::make_unique<DeviceSlot>(this));
-    return slots_.back().get();
+    // A chunk at a time: a completion thread returns a slot just after it
+    // posted the resumption, so a coroutine may start its next operation
+    // first; the pool then needs the queue depth plus one per completion
+    // thread, and grows to it at once instead of one slot at a time.
+    auto chunk = std::make_unique<DeviceSlot[]>(kSlotChunk);
+    for (size_t i = 0; i < kSlotChunk; ++i) {
+      chunk[i].io = this;
+      chunk[i].next_free = free_;
+      free_ = &chunk[i];
+    }
+    slots_.push_back(std::move(chunk));
   }
   DeviceSlot* s = free_;
   free_ = s->next_free;
