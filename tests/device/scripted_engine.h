@@ -73,13 +73,13 @@ class ScriptedEngine final : public EngineWrapper {
   }
   // Held requests complete now (at the next Reap).
   void Release() {
-    {
-      std::lock_guard lock(mu_);
-      rules_.hold_length = 0;
-      rules_.hold_syncs = false;
-      for (Request* r : held_) ready_.push_back(r);
-      held_.clear();
-    }
+    // Woken under the lock: once it is released, a reaper may hand the
+    // requests back and the engine (with its NotifyFd) may be destroyed.
+    std::lock_guard lock(mu_);
+    rules_.hold_length = 0;
+    rules_.hold_syncs = false;
+    for (Request* r : held_) ready_.push_back(r);
+    held_.clear();
     Wake();
   }
   size_t held() {
@@ -190,8 +190,8 @@ class ScriptedEngine final : public EngineWrapper {
       req->rval = -ECANCELED;
       ready_.push_back(req);
       cancelled_held_.fetch_add(1);
+      Wake();  // under the lock, as in Release
     }
-    Wake();
     return {};
   }
   // Held requests that Cancel completed with -ECANCELED.
@@ -207,6 +207,7 @@ class ScriptedEngine final : public EngineWrapper {
  private:
   // Wakes a loop waiting on the NotifyFd for what Release or Cancel made
   // ready (an extra count is harmless: the reader polls and finds less).
+  // REQUIRES mu_.
   void Wake() {
     const int fd = notify_fd_.load();
     if (fd >= 0) {
