@@ -393,6 +393,15 @@ class ThreadExecutor final : public coro::Executor {
   std::thread t_;
 };
 
+// Resumes the awaiting coroutine on the loop's thread (from an executor's).
+struct BackTo {
+  explicit BackTo(Loop& loop) : l(&loop) {}
+  Loop* l;
+  bool await_ready() { return false; }
+  void await_suspend(std::coroutine_handle<> h) const { l->Post(h); }
+  void await_resume() {}
+};
+
 Task<void> ReadOnExecutor(EngineIo& io, Loop& loop, int fd, coro::Executor* ex,
                           std::thread::id* where) {
   coro::OpOptions o;
@@ -400,15 +409,7 @@ Task<void> ReadOnExecutor(EngineIo& io, Loop& loop, int fd, coro::Executor* ex,
   (void)co_await io.Read(fd, 0, *Buffer::Allocate(kBlock), o);
   *where = std::this_thread::get_id();
   // Back to the loop's thread to finish there.
-  co_await [](Loop* l) {
-    struct Back {
-      Loop* l;
-      bool await_ready() { return false; }
-      void await_suspend(std::coroutine_handle<> h) const { l->Post(h); }
-      void await_resume() {}
-    };
-    return Back{l};
-  }(&loop);
+  co_await BackTo(loop);
 }
 
 TEST_P(CoroTest, ACoroutineResumesOnTheExecutorItAsksFor) {
@@ -735,15 +736,7 @@ Task<void> DeviceReadOnExecutor(coro::DeviceIo& io, Loop& loop,
   o.executor = ex;
   (void)co_await io.Read(0, *io.device().AllocateBuffer(kBlock), o);
   *where = std::this_thread::get_id();
-  co_await [](Loop* l) {
-    struct Back {
-      Loop* l;
-      bool await_ready() { return false; }
-      void await_suspend(std::coroutine_handle<> h) const { l->Post(h); }
-      void await_resume() {}
-    };
-    return Back{l};
-  }(&loop);
+  co_await BackTo(loop);
 }
 
 TEST_P(CoroDeviceTest, ACoroutineResumesOnTheExecutorItAsksFor) {
