@@ -21,7 +21,8 @@ case "$kind" in
     # GCC warns that TSan does not model atomic_thread_fence (aiokit uses a
     # seq_cst RMW there under TSan), so no -Werror here.
     scripts/deps.sh test
-    args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIOKIT_SANITIZE=thread
+    # Only the library and its tests: test.sh runs the unit label here.
+    args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIOKIT_SANITIZE=thread -DAIOKIT_BUILD_TOOLS=OFF
           -DAIOKIT_BUILD_BENCHMARKS=OFF -DAIOKIT_BUILD_EXAMPLES=OFF) ;;
   *) echo "build.sh: unknown build '$kind' (release, test, asan or tsan)" >&2; exit 2 ;;
 esac
