@@ -208,8 +208,10 @@ class Clone {
     if (random_) {
       const uint64_t places = (size - n) / unit + 1;
       // One size: every block once per pass, in random order (fio's random
-      // map). Block sizes from a range: offsets at random.
-      *off = (o_.bs_min != 0 ? rng_.Below(places) : perm_.Next()) * unit;
+      // map). Block sizes from a range, or norandommap: offsets at random.
+      *off = (o_.bs_min != 0 || o_.norandommap ? rng_.Below(places)
+                                               : perm_.Next()) *
+             unit;
       if (!busy_.empty()) {
         // Verify: never two requests on one block at once. Probe onward.
         const uint64_t blocks = busy_.size();
@@ -530,6 +532,9 @@ class Clone {
     if (--shared_->running == 0) {
       ::getrusage(RUSAGE_SELF, &shared_->ru_end);
       shared_->end = Clock::now();
+      // The run's loop waits for this (RunOnce); without a wake-up it would
+      // see it only at its next progress tick.
+      shared_->cv.notify_all();
     }
   }
 

@@ -159,7 +159,7 @@ class DeviceClone {
     const uint64_t n = o_.bs;
     uint64_t off = 0;
     if (random_) {
-      off = perm_.Next() * n;
+      off = (o_.norandommap ? rng_.Below(t_->size / n) : perm_.Next()) * n;
     } else {
       if (seq_off_ + n > t_->size) seq_off_ = 0;
       off = seq_off_;
@@ -297,6 +297,9 @@ class DeviceClone {
     if (--shared_->running == 0) {
       ::getrusage(RUSAGE_SELF, &shared_->ru_end);
       shared_->end = Clock::now();
+      // The run's loop waits for this (RunOnce); without a wake-up it would
+      // see it only at its next progress tick.
+      shared_->cv.notify_all();
     }
   }
 
