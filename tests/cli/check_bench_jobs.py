@@ -74,9 +74,9 @@ if check(code == 0, f"job file + --bs: exit {code}: {err}"):
     check(all(j["job options"]["bs"] == "16384" for j in doc["jobs"]), "the command line wins over the job file")
 bad = os.path.join(tmp, "bad.fio")
 with open(bad, "w") as f:
-    f.write("[global]\nsize=4m\n[j]\nrw=randread\nstonewall\n")
+    f.write("[global]\nsize=4m\n[j]\nrw=randread\nno_such_option\n")
 code, out, err = run(bad)
-check(code == 2 and f"{bad}:5: stonewall" in err and len(err.strip().splitlines()) == 1,
+check(code == 2 and f"{bad}:5: no_such_option" in err and len(err.strip().splitlines()) == 1,
       f"an unknown option in a job file is refused by file:line and name: {code} {err}")
 
 # --bsrange: every request a multiple of the smallest size, within the range.

@@ -3,7 +3,10 @@
 #include "job.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <utility>
@@ -77,8 +80,8 @@ TEST(BenchArgsTest, EachNameStartsAJobAndGlobalsComeFirst) {
 }
 
 TEST(BenchArgsTest, BadInputNamesTheOptionAndTheRule) {
-  EXPECT_EQ(UsageLine({"--stonewall"}),
-            "--stonewall: not an option aiokit bench knows (aiokit bench "
+  EXPECT_EQ(UsageLine({"--no_such_option"}),
+            "--no_such_option: not an option aiokit bench knows (aiokit bench "
             "--help lists them)");
   EXPECT_EQ(UsageLine({"--rw=trim"}),
             "--rw=trim: unknown; expected read, write, randread, randwrite, "
@@ -94,7 +97,8 @@ TEST(BenchArgsTest, BadInputNamesTheOptionAndTheRule) {
             "--time_based=yes: a flag takes 1 or 0 (or nothing)");
   EXPECT_EQ(UsageLine({"--ioengine=mmap"}),
             "--ioengine=mmap: unknown engine; expected auto, linux-aio (fio: "
-            "libaio), io_uring, threads or sync (fio: psync, sync)");
+            "libaio), io_uring, threads (fio: posixaio) or sync (fio: sync, "
+            "psync, pvsync, pvsync2)");
   EXPECT_EQ(UsageLine({"--ioengine=psync"}), "(accepted)");
   EXPECT_EQ(UsageLine({"--sweep=size=1m,2m"}),
             "--sweep=size=1m,2m: only iodepth, bs or numjobs can be swept");
@@ -190,6 +194,125 @@ TEST(JobFileTest, ErrorsNameFileAndLine) {
   EXPECT_EQ(line("[a\n"), "j.fio:1: a section is [name]");
   EXPECT_EQ(line("[global]\nbs=4k\n"), "j.fio: no job sections");
   EXPECT_EQ(line("[a]\niodepth\n"), "j.fio:2: iodepth: needs a value (N)");
+}
+
+// The jobs of a job file's text, or the usage line that refused it.
+Result<std::vector<JobOptions>> JobsOf(const char* text) {
+  BenchPlan plan;
+  return ParseJobFile(text, "j.fio", JobOptions{}, plan);
+}
+
+TEST(JobFileTest, ACommentEndsTheLineWhereverItStarts) {
+  const Result<std::vector<JobOptions>> jobs = JobsOf(
+      "[global]   ; the defaults\nruntime=3600  # one hour\n"
+      "[a] # the job\nnumjobs=4 ; four threads\nbs=8k#no space\n"
+      "time_based ;flag\n");
+  ASSERT_TRUE(jobs.ok()) << jobs.status().context();
+  ASSERT_EQ(jobs->size(), 1U);
+  const JobOptions& j = jobs->front();
+  EXPECT_EQ(j.name, "a");
+  EXPECT_EQ(j.runtime_us, 3600ULL * 1000 * 1000);
+  EXPECT_EQ(j.numjobs, 4U);
+  EXPECT_EQ(j.bs, 8192U);
+  EXPECT_TRUE(j.time_based);
+}
+
+TEST(JobFileTest, EnvironmentVariablesAndFiosKeywordsExpand) {
+  ASSERT_EQ(::setenv("AIOKIT_TEST_BS", "16k", 1), 0);
+  ASSERT_EQ(::setenv("AIOKIT_TEST_EMPTY", "", 1), 0);
+  ASSERT_EQ(::unsetenv("AIOKIT_TEST_UNSET"), 0);
+  const Result<std::vector<JobOptions>> jobs = JobsOf(
+      "[a]\nbs=${AIOKIT_TEST_BS}\nsize=${AIOKIT_TEST_EMPTY}2m\n"
+      "description=${AIOKIT_TEST_BS} on $ncpus CPUs\n[b]\nbs=$pagesize\n");
+  ASSERT_TRUE(jobs.ok()) << jobs.status().context();
+  ASSERT_EQ(jobs->size(), 2U);
+  EXPECT_EQ((*jobs)[0].bs, 16384U);
+  EXPECT_EQ((*jobs)[0].size, 2U << 20);
+  EXPECT_EQ(
+      (*jobs)[0].description,
+      "16k on " + std::to_string(::sysconf(_SC_NPROCESSORS_ONLN)) + " CPUs");
+  EXPECT_EQ((*jobs)[1].bs, static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)));
+
+  auto line = [](const char* text) {
+    const Result<std::vector<JobOptions>> got = JobsOf(text);
+    return got.ok() ? std::string("(accepted)") : got.status().context();
+  };
+  EXPECT_EQ(line("[a]\nbs=${AIOKIT_TEST_UNSET}\n"),
+            "j.fio:2: bs=${AIOKIT_TEST_UNSET}: ${AIOKIT_TEST_UNSET} is not set "
+            "in the environment (fio would use an empty string)");
+  EXPECT_EQ(line("[a]\nbs=${AIOKIT_TEST_BS\n"),
+            "j.fio:2: bs=${AIOKIT_TEST_BS: a ${ without its }");
+  EXPECT_EQ(line("[a]\nsize=$mb_memoryy\n"),
+            "j.fio:2: size=$mb_memoryy: not one of fio's keywords ($pagesize, "
+            "$mb_memory, $ncpus) nor ${NAME} from the environment");
+}
+
+TEST(JobFileTest, StonewallAndNewGroupMakeFiosGroups) {
+  const std::string dir = ::testing::TempDir();
+  const std::string path = dir + "/groups.fio";
+  {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(
+        "[global]\nsize=1m\n[w]\nrw=write\n[w2]\nrw=write\n"
+        "[r]\nstonewall\nrw=read\n[r2]\nnew_group\nrw=read\n"
+        "[r3]\nwait_for_previous=1\ndescription=last\n",
+        f);
+    ASSERT_EQ(std::fclose(f), 0);
+  }
+  const BenchPlan plan = Parsed({path});
+  ASSERT_EQ(plan.jobs.size(), 5U);
+  const std::vector<unsigned> groups = {0, 0, 1, 2, 3};
+  for (size_t i = 0; i < groups.size(); ++i) {
+    EXPECT_EQ(plan.jobs[i].group, groups[i]) << plan.jobs[i].name;
+  }
+  EXPECT_FALSE(plan.jobs[1].stonewall);
+  EXPECT_TRUE(plan.jobs[2].stonewall);
+  EXPECT_FALSE(plan.jobs[3].stonewall);
+  EXPECT_TRUE(plan.jobs[3].new_group);
+  EXPECT_TRUE(plan.jobs[4].stonewall);
+  EXPECT_EQ(plan.jobs[4].description, "last");
+  std::remove(path.c_str());
+}
+
+TEST(BenchArgsTest, FiosOptionsAiokitLacksAreRefusedWithWhatFioDoes) {
+  EXPECT_EQ(UsageLine({"--rate_iops=100"}),
+            "--rate_iops: fio's option (it caps the job's requests per "
+            "second), which aiokit bench does not have");
+  BenchPlan plan;
+  const Result<std::vector<JobOptions>> jobs =
+      ParseJobFile("[a]\nzonemode=strided\n", "z.fio", JobOptions{}, plan);
+  ASSERT_FALSE(jobs.ok());
+  EXPECT_EQ(jobs.status().context(),
+            "z.fio:2: zonemode: fio's option (it divides the file into zones "
+            "(strided, or a zoned block device with zbd)), which aiokit bench "
+            "does not have");
+}
+
+TEST(BenchArgsTest, RandomSequencesRepeatUnlessAskedNotTo) {
+  const BenchPlan d = Parsed({});
+  EXPECT_TRUE(d.jobs[0].randrepeat);
+  EXPECT_FALSE(d.jobs[0].randseed_set);
+  EXPECT_FALSE(d.jobs[0].norandommap);
+  const BenchPlan p =
+      Parsed({"--randrepeat=0", "--randseed=42", "--norandommap"});
+  EXPECT_FALSE(p.jobs[0].randrepeat);
+  EXPECT_TRUE(p.jobs[0].randseed_set);
+  EXPECT_EQ(p.jobs[0].randseed, 42U);
+  EXPECT_TRUE(p.jobs[0].norandommap);
+  EXPECT_EQ(UsageLine({"--randseed=-1"}), "--randseed=-1: not a whole number");
+}
+
+TEST(BenchArgsTest, FiosSynchronousAndPosixEnginesMapToAiokits) {
+  EXPECT_EQ(Parsed({"--ioengine=pvsync"}).jobs[0].engine, "sync");
+  EXPECT_EQ(Parsed({"--ioengine=pvsync2"}).jobs[0].engine, "sync");
+  EXPECT_EQ(Parsed({"--ioengine=psync"}).jobs[0].engine, "sync");
+  EXPECT_EQ(Parsed({"--ioengine=posixaio"}).jobs[0].engine, "threads");
+  EXPECT_EQ(UsageLine({"--ioengine=libaio", "--userspace_reap"}), "(accepted)");
+  EXPECT_EQ(UsageLine({"--userspace_reap=0"}),
+            "--userspace_reap=0: aiokit's linux-aio engine always reaps in "
+            "user space (io_getevents only to wait)");
+  EXPECT_EQ(UsageLine({"--per_job_logs=0"}), "(accepted)");
 }
 
 TEST(VerifyBlockTest, AWrittenBlockChecks) {

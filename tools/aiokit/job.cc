@@ -1,12 +1,17 @@
 #include "job.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -83,9 +88,15 @@ Result<bool> Flag(std::string_view v, const std::string& where) {
 // fio's ioengine names for the engines aiokit has, and aiokit's own.
 Result<std::string> EngineName(std::string_view v, const std::string& where) {
   if (v == "libaio") return std::string("linux-aio");
-  // fio's psync (pread/pwrite) and sync (read/write): one request at a time,
-  // inside the submitting call.
-  if (v == "psync" || v == "sync") return std::string("sync");
+  // fio's psync (pread/pwrite), sync (read/write), pvsync (preadv/pwritev)
+  // and pvsync2 (preadv2/pwritev2): one request at a time, inside the
+  // submitting call.
+  if (v == "psync" || v == "sync" || v == "pvsync" || v == "pvsync2") {
+    return std::string("sync");
+  }
+  // glibc's POSIX AIO runs each request on a user-space thread (aio(7)), as
+  // the threads engine does.
+  if (v == "posixaio") return std::string("threads");
   if (v == "default" || v == "auto" || v == "linux-aio" || v == "io_uring" ||
       v == "threads") {
     return std::string(v);
@@ -93,7 +104,7 @@ Result<std::string> EngineName(std::string_view v, const std::string& where) {
   return Bad(
       where, v,
       "unknown engine; expected auto, linux-aio (fio: libaio), io_uring, "
-      "threads or sync (fio: psync, sync)");
+      "threads (fio: posixaio) or sync (fio: sync, psync, pvsync, pvsync2)");
 }
 
 const std::vector<Option>& Table() {
@@ -349,6 +360,80 @@ const std::vector<Option>& Table() {
        [](BenchPlan& p, JobOptions&, std::string_view v, const std::string& w) {
          return Set(p.group_reporting, Flag(v, w));
        }},
+      {{"norandommap"},
+       Arg::kFlag,
+       "",
+       "Random offsets drawn uniformly, a block possibly again before every "
+       "block was done (default: each block once per pass, fio's random map)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.norandommap, Flag(v, w));
+       }},
+      {{"randrepeat"},
+       Arg::kValue,
+       "0|1",
+       "1 (default, as fio): the same random sequence every run; 0: a new "
+       "one each run",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.randrepeat, Flag(v, w));
+       }},
+      {{"randseed"},
+       Arg::kValue,
+       "N",
+       "Seed of the random sequence (offsets, read/write mix, data)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         Result<uint64_t> n =
+             Integer<uint64_t>(v, w, 0, std::numeric_limits<uint64_t>::max());
+         if (!n.ok()) return n.status();
+         j.randseed = *n;
+         j.randseed_set = true;
+         return Status();
+       }},
+      {{"stonewall", "wait_for_previous"},
+       Arg::kFlag,
+       "",
+       "Start this job when every job before it has ended (a new group, "
+       "reported on its own)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.stonewall, Flag(v, w));
+       }},
+      {{"new_group"},
+       Arg::kFlag,
+       "",
+       "Start a new reporting group (groupid) with this job; it runs beside "
+       "the jobs before it",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.new_group, Flag(v, w));
+       }},
+      {{"description"},
+       Arg::kValue,
+       "TEXT",
+       "Free text about the job, kept in the JSON job options",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string&) {
+         j.description = std::string(v);
+         return Status();
+       }},
+      {{"per_job_logs"},
+       Arg::kFlag,
+       "",
+       "Accepted for fio job files: aiokit bench writes no per-job log files",
+       [](BenchPlan&, JobOptions&, std::string_view v, const std::string& w) {
+         return Flag(v, w).status();
+       }},
+      {{"userspace_reap"},
+       Arg::kFlag,
+       "",
+       "linux-aio: reap completions from the ring in user space, which aiokit "
+       "always does (0 is refused)",
+       [](BenchPlan&, JobOptions&, std::string_view v, const std::string& w) {
+         Result<bool> on = Flag(v, w);
+         if (!on.ok()) return on.status();
+         if (!*on) {
+           return Bad(w, v,
+                      "aiokit's linux-aio engine always reaps in user space "
+                      "(io_getevents only to wait)");
+         }
+         return Status();
+       }},
       {{"spin_us"},
        Arg::kValue,
        "US",
@@ -542,6 +627,172 @@ Status Replay(BenchPlan& plan, JobOptions& job,
   return {};
 }
 
+// A job file line without its comment: fio ends a line at its first ';' or
+// '#', wherever it is ("runtime=60  # a minute").
+std::string_view WithoutComment(std::string_view line) {
+  return Trim(line.substr(0, line.find_first_of(";#")));
+}
+
+// fio's reserved keywords in a job file's values: the page size, the memory
+// in MiB and the online CPUs.
+std::optional<std::string> Keyword(std::string_view name) {
+  if (name == "pagesize") {
+    const long v = ::sysconf(_SC_PAGESIZE);
+    return v > 0 ? std::to_string(v) : std::string("4096");
+  }
+  if (name == "mb_memory") {
+    const long pages = ::sysconf(_SC_PHYS_PAGES);
+    const long page = ::sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return std::nullopt;
+    return std::to_string(
+        static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) >> 20);
+  }
+  if (name == "ncpus") {
+    const long v = ::sysconf(_SC_NPROCESSORS_ONLN);
+    return v > 0 ? std::to_string(v) : std::string("1");
+  }
+  return std::nullopt;
+}
+
+// A job file value with fio's substitutions made: ${NAME} from the
+// environment, and $pagesize, $mb_memory, $ncpus. fio substitutes an empty
+// string for an unset variable; aiokit refuses it by name instead, since a
+// job silently run with fio's default is a measurement of the wrong thing.
+// On failure: a UsageError naming `where` and the variable.
+Result<std::string> Expand(std::string_view value, const std::string& where) {
+  std::string out;
+  size_t i = 0;
+  while (i < value.size()) {
+    const size_t dollar = value.find('$', i);
+    if (dollar == std::string_view::npos) break;
+    out += value.substr(i, dollar - i);
+    if (dollar + 1 < value.size() && value[dollar + 1] == '{') {
+      const size_t close = value.find('}', dollar + 2);
+      if (close == std::string_view::npos) {
+        return Bad(where, value, "a ${ without its }");
+      }
+      const std::string name(value.substr(dollar + 2, close - dollar - 2));
+      // NOLINTNEXTLINE(concurrency-mt-unsafe): no thread sets the environment
+      const char* env = name.empty() ? nullptr : std::getenv(name.c_str());
+      if (env == nullptr) {
+        return Bad(where, value,
+                   "${" + name +
+                       "} is not set in the environment (fio would use an "
+                       "empty string)");
+      }
+      out += env;
+      i = close + 1;
+      continue;
+    }
+    size_t end = dollar + 1;
+    while (end < value.size() &&
+           (std::isalnum(static_cast<unsigned char>(value[end])) != 0 ||
+            value[end] == '_')) {
+      ++end;
+    }
+    const std::optional<std::string> word =
+        Keyword(value.substr(dollar + 1, end - dollar - 1));
+    if (!word) {
+      return Bad(where, value,
+                 "not one of fio's keywords ($pagesize, $mb_memory, $ncpus) "
+                 "nor ${NAME} from the environment");
+    }
+    out += *word;
+    i = end;
+  }
+  if (i < value.size()) out += value.substr(i);
+  return out;
+}
+
+// fio's options that aiokit bench does not have, each with what fio does
+// with it, so that a job file written for fio is refused with the reason.
+const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
+  static const std::vector<std::pair<const char*, const char*>> table = {
+      {"directory", "puts the job's files in this directory"},
+      {"filename_format", "names the job's files from a pattern"},
+      {"filesize", "sets each file's size (or a range of sizes)"},
+      {"nrfiles", "spreads the job over this many files"},
+      {"file_service_type", "chooses how I/O moves between the job's files"},
+      {"create_on_open", "creates each file when the job opens it"},
+      {"unlink", "removes the job's files when it ends"},
+      {"fallocate", "chooses how files are preallocated"},
+      {"rw_sequencer", "chooses how the offset modifier of rw= applies"},
+      {"random_generator", "chooses the random number generator"},
+      {"random_distribution",
+       "draws random offsets from zipf, pareto, "
+       "normal or zoned distributions"},
+      {"percentage_random",
+       "makes this share of the I/O random, the rest "
+       "sequential"},
+      {"offset_increment", "starts each clone this far after the one before"},
+      {"io_size", "stops the job after this many bytes"},
+      {"io_limit", "stops the job after this many bytes"},
+      {"number_ios", "stops the job after this many requests"},
+      {"zonemode",
+       "divides the file into zones (strided, or a zoned block "
+       "device with zbd)"},
+      {"zonesize", "sets the zone size of zonemode"},
+      {"zonerange", "sets the zone range of zonemode"},
+      {"zoneskip", "skips this much between zones of zonemode"},
+      {"rate", "caps the job's bandwidth"},
+      {"rate_iops", "caps the job's requests per second"},
+      {"rate_min", "fails the job below this bandwidth"},
+      {"rate_process", "chooses how rate spaces requests (linear or poisson)"},
+      {"io_submit_mode", "submits from a separate thread (offload)"},
+      {"thinktime", "pauses this long between requests"},
+      {"startdelay", "starts the job this long after the run"},
+      {"loops", "repeats the job this many times"},
+      {"steadystate", "ends the job when throughput settles"},
+      {"ss", "ends the job when throughput settles"},
+      {"ss_dur", "sets the window of steadystate"},
+      {"ss_ramp", "sets the ramp of steadystate"},
+      {"do_verify", "chooses whether verify reads back after writing"},
+      {"verify_backlog", "verifies after this many writes"},
+      {"verify_fatal", "stops the job at the first verify failure"},
+      {"verify_dump", "dumps a block that failed verification"},
+      {"verify_pattern", "writes and checks this byte pattern"},
+      {"verify_only", "only verifies what an earlier run wrote"},
+      {"buffer_pattern", "fills write buffers with this pattern"},
+      {"experimental_verify", "verifies with fio's experimental method"},
+      {"bssplit", "mixes block sizes in given shares"},
+      {"blockalign", "aligns random offsets to this boundary"},
+      {"bs_unaligned", "allows block sizes that are not sector multiples"},
+      {"rwmixcycle", "alternates reads and writes on this period"},
+      {"cmdprio_percentage", "gives this share of requests a priority"},
+      {"cmdprio_class", "sets the priority class of cmdprio_percentage"},
+      {"cmdprio", "sets the priority of cmdprio_percentage"},
+      {"cmdprio_bssplit", "gives priorities by block size"},
+      {"prio", "sets the job's I/O priority"},
+      {"prioclass", "sets the job's I/O priority class"},
+      {"write_lat_log", "logs every request's latency to a file"},
+      {"write_bw_log", "logs bandwidth over time to a file"},
+      {"write_iops_log", "logs requests per second over time to a file"},
+      {"log_avg_msec", "averages the logs over this period"},
+      {"log_hist_msec", "logs latency histograms on this period"},
+      {"write_hist_log", "logs latency histograms to a file"},
+      {"numa_cpu_nodes", "runs the job on these NUMA nodes' CPUs"},
+      {"numa_mem_policy", "sets the job's NUMA memory policy"},
+      {"cpus_allowed", "pins the job to these CPUs"},
+      {"cpumask", "pins the job to these CPUs"},
+      {"wait_for", "starts the job when the named job has ended"},
+      {"exitall", "ends every job of the group when one ends"},
+  };
+  return table;
+}
+
+// The refusal of an option `key` that is not in the table.
+Status UnknownOption(const std::string& where, std::string_view key) {
+  for (const auto& [name, what] : FioOnlyOptions()) {
+    if (key == name) {
+      return UsageError(where + ": fio's option (it " + what +
+                        "), which aiokit bench does not have");
+    }
+  }
+  return UsageError(where +
+                    ": not an option aiokit bench knows (aiokit bench --help "
+                    "lists them)");
+}
+
 }  // namespace
 
 Status UsageError(std::string line) {
@@ -552,11 +803,7 @@ Status ApplyOption(BenchPlan& plan, JobOptions& job, std::string_view key,
                    std::string_view value, bool has_value,
                    const std::string& where) {
   const Option* o = Find(key);
-  if (o == nullptr) {
-    return UsageError(where +
-                      ": not an option aiokit bench knows (aiokit bench --help "
-                      "lists them)");
-  }
+  if (o == nullptr) return UnknownOption(where, key);
   if (o->arg == Arg::kValue && !has_value) {
     return UsageError(where + ": needs a value (" + o->metavar + ")");
   }
@@ -573,12 +820,12 @@ Result<std::vector<JobOptions>> ParseJobFile(std::string_view text,
   size_t line_no = 0;
   while (!text.empty()) {
     const size_t nl = text.find('\n');
-    std::string_view line = Trim(text.substr(0, nl));
+    std::string_view line = WithoutComment(text.substr(0, nl));
     text =
         nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
     ++line_no;
     const std::string at = path + ":" + std::to_string(line_no);
-    if (line.empty() || line.front() == ';' || line.front() == '#') continue;
+    if (line.empty()) continue;
     if (line.front() == '[') {
       if (line.back() != ']' || line.size() < 3) {
         return UsageError(at + ": a section is [name]");
@@ -604,7 +851,9 @@ Result<std::vector<JobOptions>> ParseJobFile(std::string_view text,
     std::string where = at;
     where += ": ";
     where += key;
-    if (Status bad = ApplyOption(plan, *current, key, value,
+    Result<std::string> expanded = Expand(value, where);
+    if (!expanded.ok()) return expanded.status();
+    if (Status bad = ApplyOption(plan, *current, key, *expanded,
                                  eq != std::string_view::npos, where);
         !bad.ok()) {
       return bad;
@@ -639,11 +888,7 @@ Result<BenchPlan> ParseBenchArgs(const std::vector<std::string>& args) {
     as.has_value = eq != std::string::npos;
     if (as.has_value) as.value = a.substr(eq + 1);
     const Option* o = Find(as.key);
-    if (o == nullptr) {
-      return UsageError(as.where +
-                        ": not an option aiokit bench knows (aiokit bench "
-                        "--help lists them)");
-    }
+    if (o == nullptr) return UnknownOption(as.where, as.key);
     if (o->arg == Arg::kValue && !as.has_value) {
       if (i + 1 == args.size()) {
         return UsageError(as.where + ": needs a value (" + o->metavar + ")");
@@ -688,6 +933,13 @@ Result<BenchPlan> ParseBenchArgs(const std::vector<std::string>& args) {
     JobOptions j = base;
     if (Status bad = Replay(plan, j, global); !bad.ok()) return bad;
     plan.jobs.push_back(std::move(j));
+  }
+  // fio's reporting groups: a stonewall or new_group job starts the next.
+  unsigned group = 0;
+  for (size_t i = 0; i < plan.jobs.size(); ++i) {
+    JobOptions& j = plan.jobs[i];
+    if (i != 0 && (j.stonewall || j.new_group)) ++group;
+    j.group = group;
   }
   return plan;
 }

@@ -72,6 +72,22 @@ struct JobOptions {
   // as a storage engine would) or "coro" (--iodepth coroutines on a loop,
   // aiokit/coro.h).
   std::string api = "engine";
+  // fio's housekeeping: a free-text description (in the JSON job options);
+  // stonewall (fio's wait_for_previous too): this job starts after every job
+  // before it ended, in a new group; new_group: a new reporting group, run
+  // beside the jobs before it.
+  // Random offsets: fio's norandommap (uniform, blocks may repeat before
+  // every block was done; default: each block once per pass), randrepeat
+  // (the same sequence every run, fio's default) and randseed (which one).
+  bool norandommap = false;
+  bool randrepeat = true;
+  uint64_t randseed = 0;
+  bool randseed_set = false;
+  std::string description;
+  bool stonewall = false;
+  bool new_group = false;
+  unsigned group = 0;  // the reporting group (fio's groupid), set by
+                       // ParseBenchArgs from stonewall and new_group
 
   [[nodiscard]] bool Reads() const {
     return rw == "read" || rw == "randread" || rw == "rw" || rw == "randrw";
@@ -123,8 +139,9 @@ struct BenchPlan {
                                  bool has_value, const std::string& where);
 
 // Parses a job file's text (fio's ini format: [global] and [job] sections,
-// `key=value` or a bare `key` for flags, `;` and `#` comments) into jobs, with
-// `base` under [global].
+// `key=value` or a bare `key` for flags, a `;` or `#` ending the line as a
+// comment, `${NAME}` from the environment and fio's keywords `$pagesize`,
+// `$mb_memory` and `$ncpus` in values) into jobs, with `base` under [global].
 // On success: at least one job. On failure: a UsageError naming file:line.
 [[nodiscard]] Result<std::vector<JobOptions>> ParseJobFile(
     std::string_view text, const std::string& path, const JobOptions& base,

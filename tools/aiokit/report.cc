@@ -73,6 +73,8 @@ Json AiokitJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   const CloneResult& r = e.r;
   Json ak;
   ak["engine"] = r.engine;
+  ak["group_began_s"] = r.group_began;
+  ak["group_ended_s"] = r.group_ended;
   Json passed = Json::array();
   for (const EngineRefusal& p : r.passed_over) {
     passed.push_back(
@@ -282,7 +284,7 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   const CloneResult& r = e.r;
   Json job;
   job["jobname"] = o.name;
-  job["groupid"] = 0;
+  job["groupid"] = o.group;
   int error = 0;
   if (!r.errors.empty()) {
     error = r.errors.begin()->first;
@@ -318,6 +320,9 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
     jo["ramp_time"] = std::to_string(o.ramp_time_us / 1000) + "ms";
   }
   if (o.time_based) jo["time_based"] = "1";
+  if (!o.description.empty()) jo["description"] = o.description;
+  if (o.stonewall) jo["stonewall"] = "1";
+  if (o.new_group) jo["new_group"] = "1";
   job["job options"] = jo;
   job["read"] = DirJson(r.read, r.seconds);
   job["write"] = DirJson(r.write, r.seconds);

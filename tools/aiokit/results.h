@@ -4,6 +4,7 @@
 #ifndef AIOKIT_TOOLS_AIOKIT_RESULTS_H_
 #define AIOKIT_TOOLS_AIOKIT_RESULTS_H_
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -53,6 +54,9 @@ struct CloneResult {
   uint64_t reaped_twice = 0;
   // Measured: from the end of ramp_time to the last completion.
   double seconds = 0;
+  // When the clone's group started and ended its run, in seconds after the
+  // first group started (groups: stonewall).
+  double group_began = 0, group_ended = 0;
   // Adds another clone of the same job (group_reporting).
   void Merge(const CloneResult& o);
 };
@@ -64,6 +68,8 @@ struct RunResult {
   double usr = 0, sys = 0;                // process CPU seconds, measured
   double wall = 0;                        // seconds from go to the last end
   uint64_t ctx = 0;
+  // The clock when the (last) group's clones started and the last one ended.
+  std::chrono::steady_clock::time_point start, end;
   std::vector<std::string> shown;  // per clone: the target as printed
   std::vector<uint64_t> sizes;     // per clone: the region's bytes
 };

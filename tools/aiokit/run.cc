@@ -34,16 +34,17 @@ std::string JobSuffix(const BenchPlan& plan, const JobOptions& j) {
                                                     : "";
 }
 
-}  // namespace
-
-RunOutcome RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
-  for (const JobOptions& j : plan.jobs) {
-    if (Status bad = ValidateJob(j, plan); !bad.ok()) return bad;
-  }
+// Runs `jobs` (of `plan`) together: RunOnce for one group.
+// `first_clone` is the number of the group's first clone in the run (for
+// the clones' random seeds).
+RunOutcome RunGroup(const BenchPlan& plan,
+                    const std::vector<const JobOptions*>& jobs,
+                    size_t first_clone, std::ostream& err, bool tty) {
   Targets targets;
   std::vector<Target*> target_of;
   RunResult res;
-  for (const JobOptions& j : plan.jobs) {
+  for (const JobOptions* jp : jobs) {
+    const JobOptions& j = *jp;
     const std::string suffix = JobSuffix(plan, j);
     Target* shared = nullptr;
     for (unsigned c = 0; c < j.numjobs; ++c) {
@@ -75,7 +76,10 @@ RunOutcome RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
   std::vector<CloneResult> results(n);
   std::vector<std::thread> threads;
   shared.running = static_cast<unsigned>(n);
-  const auto seed_base = static_cast<uint64_t>(::getpid()) * 7919 + 17;
+  // A different sequence each run only with randrepeat=0 (fio's default is
+  // the same sequence every run; randseed picks it).
+  std::random_device rd;
+  const uint64_t run_seed = (uint64_t{rd()} << 32) | rd();
   for (size_t i = 0; i < n; ++i) {
     // std::thread reports that it could not start a thread only by throwing
     // std::system_error; it is caught here, at that one call, and becomes a
@@ -83,7 +87,10 @@ RunOutcome RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
     try {
       threads.emplace_back([&, i] {
         const JobOptions& job = *res.job_of[i];
-        const uint64_t seed = seed_base + i * 0x9E3779B97F4A7C15ULL;
+        const uint64_t base = job.randseed_set ? job.randseed
+                              : job.randrepeat ? 0x5EEDULL
+                                               : run_seed;
+        const uint64_t seed = base + (first_clone + i) * 0x9E3779B97F4A7C15ULL;
         results[i] =
             job.api == "device"
                 ? RunDeviceClone(job, static_cast<unsigned>(i), target_of[i],
@@ -117,10 +124,10 @@ RunOutcome RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
   }
   // Ramp: the CPU that counts starts when measuring does.
   uint64_t ramp = 0;
-  for (const JobOptions& j : plan.jobs) ramp = std::max(ramp, j.ramp_time_us);
+  for (const JobOptions* j : jobs) ramp = std::max(ramp, j->ramp_time_us);
   uint64_t expect_us = 0;  // for the ETA: the longest runtime, if any
-  for (const JobOptions& j : plan.jobs) {
-    expect_us = std::max(expect_us, j.ramp_time_us + j.runtime_us);
+  for (const JobOptions* j : jobs) {
+    expect_us = std::max(expect_us, j->ramp_time_us + j->runtime_us);
   }
   uint64_t total_bytes = 0;
   for (const uint64_t size : res.sizes) total_bytes += size;
@@ -191,9 +198,50 @@ RunOutcome RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
   res.ctx = static_cast<uint64_t>((shared.ru_end.ru_nvcsw - ru0.ru_nvcsw) +
                                   (shared.ru_end.ru_nivcsw - ru0.ru_nivcsw));
   res.wall = std::chrono::duration<double>(shared.end - shared.start).count();
+  res.start = shared.start;
+  res.end = shared.end;
   res.clones = std::move(results);
   targets.Keep();
   return res;
+}
+
+}  // namespace
+
+RunOutcome RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
+  for (const JobOptions& j : plan.jobs) {
+    if (Status bad = ValidateJob(j, plan); !bad.ok()) return bad;
+  }
+  // The groups, split where a job waits for those before it (stonewall).
+  std::vector<std::vector<const JobOptions*>> groups;
+  for (const JobOptions& j : plan.jobs) {
+    if (groups.empty() || j.stonewall) groups.emplace_back();
+    groups.back().push_back(&j);
+  }
+  RunResult all;
+  for (const std::vector<const JobOptions*>& group : groups) {
+    RunOutcome got = RunGroup(plan, group, all.clones.size(), err, tty);
+    auto* res = std::get_if<RunResult>(&got);
+    if (res == nullptr) return got;
+    if (&group == &groups.front()) all.start = res->start;
+    all.end = res->end;
+    const double began =
+        std::chrono::duration<double>(res->start - all.start).count();
+    const double ended =
+        std::chrono::duration<double>(res->end - all.start).count();
+    for (size_t i = 0; i < res->clones.size(); ++i) {
+      res->clones[i].group_began = began;
+      res->clones[i].group_ended = ended;
+      all.clones.push_back(std::move(res->clones[i]));
+      all.job_of.push_back(res->job_of[i]);
+      all.shown.push_back(std::move(res->shown[i]));
+      all.sizes.push_back(res->sizes[i]);
+    }
+    all.usr += res->usr;
+    all.sys += res->sys;
+    all.wall += res->wall;
+    all.ctx += res->ctx;
+  }
+  return all;
 }
 
 }  // namespace aiokit::tool

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""fio job files as fio users write them, run by `aiokit bench`: comments after values, ${VAR} and fio's
+keywords, stonewall and new_group (checked by when each group ran), description, fio's synchronous and POSIX
+engine names, norandommap, randseed and randrepeat (checked through the blocks a random writer touched), and
+fio's options aiokit lacks refused by name with what fio does. Each check can fail; nothing is timed."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+aiokit = sys.argv[1]
+tmp = tempfile.mkdtemp(prefix="aiokit-fio-jobs-", dir=os.environ.get("AIOKIT_TEST_DIR") or None)
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what)
+    return cond
+
+
+def job_file(name, text):
+    path = os.path.join(tmp, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def bench(*args, env=None):
+    full = dict(os.environ)
+    full.update(env or {})
+    p = subprocess.run([aiokit, "bench", *args], capture_output=True, text=True, timeout=240, env=full)
+    return p.returncode, p.stdout, p.stderr
+
+
+def bench_json(*args, env=None):
+    code, out, err = bench(*args, "--output-format=json", env=env)
+    return code, (json.loads(out) if code == 0 else None), err
+
+
+data = os.path.join(tmp, "data")
+
+# Comments after values, ${VAR} from the environment and $pagesize: the values fio would use.
+path = job_file("comments.fio", f"""; fio's own comment styles
+[global]   # defaults
+filename={data}  ; the file
+size=${{AIOKIT_FIO_SIZE}}   # from the environment
+bs=$pagesize
+ioengine=pvsync2 ; fio's preadv2/pwritev2
+description=comments and ${{AIOKIT_FIO_SIZE}}
+
+[w]
+rw=write # sequential
+""")
+code, doc, err = bench_json(path, env={"AIOKIT_FIO_SIZE": "2m"})
+if check(code == 0, f"comments: exit {code}: {err}"):
+    job = doc["jobs"][0]
+    opts = job["job options"]
+    check(job["write"]["io_bytes"] == 2 << 20, f"comments: wrote {job['write']['io_bytes']}, want 2 MiB")
+    check(opts["bs"] == str(os.sysconf("SC_PAGESIZE")), f"comments: bs {opts['bs']}")
+    check(opts["ioengine"] == "sync", f"comments: pvsync2 ran on {opts['ioengine']}")
+    check(opts.get("description") == "comments and 2m", f"comments: description {opts.get('description')!r}")
+    check(opts["filename"] == data, f"comments: filename {opts['filename']!r}")
+code, out, err = bench(path, env={"AIOKIT_FIO_SIZE": ""})
+check(code == 2 and "size=: not a size" in err, f"an empty variable: exit {code}: {err}")
+env = dict(os.environ)
+env.pop("AIOKIT_FIO_SIZE", None)
+p = subprocess.run([aiokit, "bench", path], capture_output=True, text=True, timeout=60, env=env)
+check(p.returncode == 2 and "${AIOKIT_FIO_SIZE} is not set in the environment" in p.stderr,
+      f"an unset variable: exit {p.returncode}: {p.stderr}")
+
+# stonewall: the reader starts after the writers ended and checks what they wrote (verify: a block read
+# before its writer got to it fails); new_group runs beside the job before it, reported as a group of its own.
+path = job_file("groups.fio", f"""[global]
+filename={data}
+size=4m
+ioengine=psync
+verify=xxh3
+
+[w1]
+rw=write
+size=2m
+[w2]
+rw=write
+offset=2m
+size=2m
+description=the second half
+
+[r]
+stonewall
+rw=read
+[r2]
+new_group
+rw=randread
+""")
+code, doc, err = bench_json(path)
+if check(code == 0, f"groups: exit {code}: {err}"):
+    jobs = {j["jobname"]: j for j in doc["jobs"]}
+    check(sorted(jobs) == ["r", "r2", "w1", "w2"], f"groups: jobs {sorted(jobs)}")
+    check([jobs[n]["groupid"] for n in ("w1", "w2", "r", "r2")] == [0, 0, 1, 2],
+          f"groups: groupids {[jobs[n]['groupid'] for n in ('w1', 'w2', 'r', 'r2')]}")
+    ak = {n: j["aiokit"] for n, j in jobs.items()}
+    check(ak["w1"]["group_began_s"] == ak["w2"]["group_began_s"] == 0, "groups: w1 and w2 start together first")
+    check(ak["r"]["group_began_s"] >= ak["w1"]["group_ended_s"],
+          f"groups: r began at {ak['r']['group_began_s']} before the writers ended "
+          f"({ak['w1']['group_ended_s']})")
+    check(ak["r2"]["group_began_s"] == ak["r"]["group_began_s"], "groups: new_group r2 runs beside r")
+    check(jobs["r"]["read"]["io_bytes"] == 4 << 20, f"groups: r read {jobs['r']['read']['io_bytes']}")
+    check(ak["r"]["verify"] == {"checked": 1024, "failed": 0, "mismatches": []}, f"groups: r {ak['r']['verify']}")
+    check(jobs["w2"]["job options"].get("description") == "the second half", "groups: w2's description")
+    check(jobs["r"]["job options"].get("stonewall") == "1", "groups: r's stonewall in its job options")
+
+# stonewall in [global] (fio's usual way): every job waits for the one before it.
+path = job_file("serial.fio", f"""[global]
+filename={data}
+size=1m
+stonewall
+[a]
+rw=read
+[b]
+rw=read
+[c]
+rw=read
+""")
+code, doc, err = bench_json(path)
+if check(code == 0, f"serial: exit {code}: {err}"):
+    ak = [j["aiokit"] for j in doc["jobs"]]
+    check([j["groupid"] for j in doc["jobs"]] == [0, 1, 2], "serial: one group per job")
+    check(all(ak[i + 1]["group_began_s"] >= ak[i]["group_ended_s"] for i in range(2)),
+          f"serial: overlapping groups {[(a['group_began_s'], a['group_ended_s']) for a in ak]}")
+
+
+# Random writes over 1024 blocks at depth 1 (so that the order is the generator's alone): with fio's random
+# map every block once; norandommap draws offsets that repeat, so fewer distinct blocks are written (verify
+# counts them). The same randseed gives the same blocks; another seed, others.
+def distinct_blocks(*extra):
+    code, doc, err = bench_json("--filename=" + data, "--size=4m", "--rw=randwrite", "--verify=xxh3",
+                                "--iodepth=1", "--ioengine=psync", *extra)
+    if not check(code == 0, f"random {extra}: exit {code}: {err}"):
+        return None
+    return doc["jobs"][0]["aiokit"]["verify"]["checked"]
+
+
+check(distinct_blocks() == 1024, "random map: every block once")
+seeded = [distinct_blocks("--norandommap", "--randseed=" + s) for s in ("7", "7", "8")]
+if None not in seeded:
+    check(seeded[0] < 1024, f"norandommap: {seeded[0]} distinct blocks, want some repeated")
+    check(seeded[0] == seeded[1], f"randseed=7 twice: {seeded[0]} and {seeded[1]} blocks")
+    check(seeded[0] != seeded[2], f"randseed=7 and 8: both {seeded[0]} blocks (the seed is not used)")
+repeat = [distinct_blocks("--norandommap") for _ in range(2)]
+if None not in repeat:
+    check(repeat[0] == repeat[1], f"randrepeat (default): {repeat} blocks in two runs")
+
+# fio's engine names.
+for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), ("posixaio", "threads")):
+    code, doc, err = bench_json("--filename=" + data, "--size=1m", "--ioengine=" + fio_name)
+    if check(code == 0, f"ioengine={fio_name}: exit {code}: {err}"):
+        got = doc["jobs"][0]["job options"]["ioengine"]
+        check(got == ours, f"ioengine={fio_name}: ran on {got}, want {ours}")
+
+# fio's options aiokit lacks: refused by name, with what fio does, and nothing run.
+path = job_file("rate.fio", f"[a]\nfilename={data}\nrate_iops=100  # a cap\n")
+code, out, err = bench(path)
+check(code == 2 and f"{path}:3: rate_iops: fio's option (it caps the job's requests per second)" in err,
+      f"rate_iops: exit {code}: {err}")
+
+shutil.rmtree(tmp, ignore_errors=True)
+if failures:
+    print(f"{len(failures)} check(s) failed")
+    sys.exit(1)
+print("fio job files: all checks passed")
