@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """fio job files as fio users write them, run by `aiokit bench`: comments after values, ${VAR} and fio's
-keywords, stonewall and new_group (checked by when each group ran), description, fio's synchronous and POSIX
-engine names, norandommap, randseed and randrepeat (checked through the blocks a random writer touched), and
-fio's options aiokit lacks refused by name with what fio does. Each check can fail; nothing is timed."""
+keywords, stonewall and new_group (checked by when each group ran), description, loops, io_size, number_ios,
+offset_increment and startdelay, fio's synchronous and POSIX engine names, norandommap, randseed and randrepeat
+(checked through the blocks a random writer touched), and fio's options aiokit lacks refused by name with what
+fio does. Each check can fail; nothing is timed."""
 import json
 import os
 import shutil
@@ -153,6 +154,30 @@ if None not in seeded:
 repeat = [distinct_blocks("--norandommap") for _ in range(2)]
 if None not in repeat:
     check(repeat[0] == repeat[1], f"randrepeat (default): {repeat} blocks in two runs")
+
+# How much a job does: loops and io_size multiply or replace its size, number_ios stops it early; on every way
+# aiokit drives I/O (the engine, the device layer, coroutines).
+for api in ("engine", "device", "coro"):
+    for extra, want_bytes in ((["--loops=3"], 6 << 20), (["--io_size=5m"], 5 << 20),
+                              (["--io_limit=1m", "--loops=2"], 2 << 20), (["--number_ios=100"], 100 * 4096)):
+        code, doc, err = bench_json("--filename=" + data, "--size=2m", "--rw=randread", "--api=" + api, *extra)
+        if check(code == 0, f"{api} {extra}: exit {code}: {err}"):
+            got = doc["jobs"][0]["read"]["io_bytes"]
+            check(got == want_bytes, f"{api} {extra}: read {got} bytes, want {want_bytes}")
+
+# offset_increment: clone c writes its own region of one file (a reader with verify then finds every block
+# written); startdelay: the job's group cannot end before the delay.
+code, doc, err = bench_json("--filename=" + data, "--size=1m", "--offset_increment=1m", "--numjobs=3",
+                            "--rw=write", "--verify=xxh3", "--startdelay=200ms")
+if check(code == 0, f"offset_increment: exit {code}: {err}"):
+    check([j["write"]["io_bytes"] for j in doc["jobs"]] == [1 << 20] * 3, "offset_increment: 1 MiB each")
+    check(doc["jobs"][0]["job options"].get("offset_increment") == str(1 << 20), "offset_increment: job options")
+    check(doc["jobs"][0]["aiokit"]["group_ended_s"] >= 0.2,
+          f"startdelay=200ms: the group ended at {doc['jobs'][0]['aiokit']['group_ended_s']} s")
+    code, doc, err = bench_json("--filename=" + data, "--offset=0", "--size=3m", "--rw=read", "--verify=xxh3")
+    if check(code == 0, f"offset_increment: the read back: exit {code}: {err}"):
+        v = doc["jobs"][0]["aiokit"]["verify"]
+        check(v["checked"] == 768 and v["failed"] == 0, f"offset_increment: read back {v}")
 
 # fio's engine names.
 for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), ("posixaio", "threads")):

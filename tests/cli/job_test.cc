@@ -137,9 +137,52 @@ TEST(BenchArgsTest, CombinationsAreRefusedBeforeAnythingRuns) {
   EXPECT_EQ(line({"--verify=xxh3", "--rw=randwrite", "--numjobs=2",
                   "--filename=/tmp/x"}),
             "--verify with --numjobs=2 on one --filename: the clones would "
-            "overwrite each other's blocks");
+            "overwrite each other's blocks (unless --offset_increment is at "
+            "least --size)");
+  EXPECT_EQ(line({"--verify=xxh3", "--rw=randwrite", "--numjobs=2",
+                  "--filename=/tmp/x", "--size=1m", "--offset_increment=1m"}),
+            "(accepted)");
+  EXPECT_EQ(line({"--verify=xxh3", "--rw=randwrite", "--numjobs=2",
+                  "--filename=/tmp/x", "--size=1m", "--offset_increment=4k"}),
+            "--verify with --numjobs=2 on one --filename: the clones would "
+            "overwrite each other's blocks (unless --offset_increment is at "
+            "least --size)");
+  EXPECT_EQ(line({"--numjobs=3", "--size=1m",
+                  "--offset_increment=4611686018427387904"}),
+            "--offset_increment=4611686018427387904: with 3 clones, past the "
+            "largest file offset (8 EiB)");
   EXPECT_EQ(line({"--rw=randrw", "--bsrange=4k-16k", "--fsync=2"}),
             "(accepted)");
+}
+
+TEST(BenchArgsTest, HowMuchAJobDoes) {
+  const BenchPlan p = Parsed({"--loops=3", "--io_limit=1m", "--number_ios=7",
+                              "--startdelay=250ms", "--offset_increment=8k"});
+  const JobOptions& j = p.jobs[0];
+  EXPECT_EQ(j.loops, 3U);
+  EXPECT_EQ(j.io_size, 1U << 20);
+  EXPECT_EQ(j.number_ios, 7U);
+  EXPECT_EQ(j.startdelay_us, 250000U);
+  EXPECT_EQ(j.offset_increment, 8192U);
+  EXPECT_EQ(j.IoBytes(64 << 20), 3U << 20);  // io_size replaces the region
+  EXPECT_TRUE(j.WantsMore(64 << 20, 0, 6));
+  EXPECT_FALSE(j.WantsMore(64 << 20, 0, 7));  // number_ios ends it first
+
+  JobOptions plain;
+  EXPECT_EQ(plain.IoBytes(1 << 20), 1U << 20);
+  EXPECT_TRUE(plain.WantsMore(1 << 20, (1 << 20) - 1, 1U << 30));
+  EXPECT_FALSE(plain.WantsMore(1 << 20, 1 << 20, 1));
+  plain.time_based = true;
+  EXPECT_TRUE(plain.WantsMore(1 << 20, uint64_t{1} << 40, 1U << 30));
+  JobOptions huge;
+  huge.loops = 1U << 30;
+  huge.io_size = uint64_t{1} << 62;
+  EXPECT_EQ(huge.IoBytes(0), UINT64_MAX);  // saturated, not wrapped
+
+  EXPECT_EQ(UsageLine({"--loops=0"}), "--loops=0: must be 1 to 1073741824");
+  EXPECT_EQ(UsageLine({"--io_size=0"}), "--io_size=0: must be more than 0");
+  EXPECT_EQ(UsageLine({"--startdelay=soon"}),
+            "--startdelay=soon: not a duration (examples: 5, 5s, 500ms, 2m)");
 }
 
 // Found by fuzz/fuzz_bench_options' off_t invariant: offset + size wrapped

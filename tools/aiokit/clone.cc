@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -271,6 +272,7 @@ class Clone {
     }
     if (o_.fixedbufs) r.SetFixedBuffer(static_cast<int16_t>(i));
     issued_bytes_ += len;
+    ++issued_ios_;
     batch_.push_back(&r);
     return true;
   }
@@ -437,7 +439,9 @@ class Clone {
   }
 
   void Main() {
-    const Clock::time_point start = shared_->start;
+    const Clock::time_point start =
+        shared_->start + std::chrono::microseconds(o_.startdelay_us);
+    std::this_thread::sleep_until(start);
     const Clock::time_point measure_from =
         start + std::chrono::microseconds(o_.ramp_time_us);
     const Clock::time_point end_at =
@@ -445,7 +449,6 @@ class Clone {
             ? measure_from + std::chrono::microseconds(o_.runtime_us)
             : Clock::time_point::max();
     bool measuring = o_.ramp_time_us == 0;
-    const uint64_t budget = o_.time_based ? UINT64_MAX : t_->size;
     const size_t cmax = o_.iodepth_batch_complete_max != 0
                             ? o_.iodepth_batch_complete_max
                             : o_.iodepth;
@@ -454,7 +457,7 @@ class Clone {
     auto refill = [&] {
       // An fsync that is due still goes after the last write.
       while (!idle.empty() && !stop_ &&
-             (issued_bytes_ < budget ||
+             (o_.WantsMore(t_->size, issued_bytes_, issued_ios_) ||
               (o_.fsync != 0 && writes_since_fsync_ >= o_.fsync))) {
         if (!Prep(idle.back())) break;
         idle.pop_back();
@@ -491,7 +494,8 @@ class Clone {
         r_.read = DirStats{};
         r_.write = DirStats{};
         r_.sync = DirStats{};
-        if (!o_.time_based) issued_bytes_ = 0;
+        issued_bytes_ = 0;
+        issued_ios_ = 0;
         last = measure_from;
       }
       if (now >= end_at) stop_ = true;
@@ -653,7 +657,8 @@ class Clone {
   std::vector<Request*> batch_;
   size_t in_flight_ = 0;
   bool stop_ = false;
-  uint64_t issued_bytes_ = 0;
+  uint64_t issued_bytes_ = 0;  // data requests' bytes, since the ramp
+  uint64_t issued_ios_ = 0;    // and their count
   uint64_t seq_off_ = 0;
   uint64_t writes_since_fsync_ = 0;
   // Verify: the generation last written to each block (0: not in this run),

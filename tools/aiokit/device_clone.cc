@@ -14,6 +14,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -178,6 +179,7 @@ class DeviceClone {
       return false;
     }
     issued_bytes_ += n;
+    ++issued_ios_;
     batch_.push_back(i);
     return true;
   }
@@ -233,7 +235,9 @@ class DeviceClone {
   }
 
   void Main() {
-    const Clock::time_point start = shared_->start;
+    const Clock::time_point start =
+        shared_->start + std::chrono::microseconds(o_.startdelay_us);
+    std::this_thread::sleep_until(start);
     const Clock::time_point measure_from =
         start + std::chrono::microseconds(o_.ramp_time_us);
     const Clock::time_point end_at =
@@ -241,10 +245,10 @@ class DeviceClone {
             ? measure_from + std::chrono::microseconds(o_.runtime_us)
             : Clock::time_point::max();
     bool measuring = o_.ramp_time_us == 0;
-    const uint64_t budget = o_.time_based ? UINT64_MAX : t_->size;
     for (size_t i = 0; i < o_.iodepth; ++i) idle_.push_back(i);
     auto refill = [&] {
-      while (!idle_.empty() && !stop_ && issued_bytes_ < budget) {
+      while (!idle_.empty() && !stop_ &&
+             o_.WantsMore(t_->size, issued_bytes_, issued_ios_)) {
         if (!Prep(idle_.back())) break;
         idle_.pop_back();
       }
@@ -268,7 +272,8 @@ class DeviceClone {
         measuring = true;
         r_.read = DirStats{};
         r_.write = DirStats{};
-        if (!o_.time_based) issued_bytes_ = 0;
+        issued_bytes_ = 0;
+        issued_ios_ = 0;
         last = measure_from;
       }
       if (now >= end_at) stop_ = true;
@@ -318,7 +323,8 @@ class DeviceClone {
   std::vector<size_t> batch_;  // slots queued, to submit
   size_t in_flight_ = 0;
   bool stop_ = false;
-  uint64_t issued_bytes_ = 0;
+  uint64_t issued_bytes_ = 0;  // since the ramp
+  uint64_t issued_ios_ = 0;
   uint64_t seq_off_ = 0;
   // Last, so closed first: it waits for what is in flight while the slots'
   // contexts and buffers still exist.

@@ -360,6 +360,46 @@ const std::vector<Option>& Table() {
        [](BenchPlan& p, JobOptions&, std::string_view v, const std::string& w) {
          return Set(p.group_reporting, Flag(v, w));
        }},
+      {{"offset_increment"},
+       Arg::kValue,
+       "SIZE",
+       "Clone c's region starts at --offset + c x this (fio's thread number)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.offset_increment, Size(v, w));
+       }},
+      {{"io_size", "io_limit"},
+       Arg::kValue,
+       "SIZE",
+       "Bytes each clone moves (default: its region's size; more wraps "
+       "around the region)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         Result<uint64_t> n = Size(v, w);
+         if (n.ok() && *n == 0) return Bad(w, v, "must be more than 0");
+         return Set(j.io_size, std::move(n));
+       }},
+      {{"loops"},
+       Arg::kValue,
+       "N",
+       "Do the job's I/O (--size or --io_size) N times (default 1)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.loops, Integer<unsigned>(v, w, 1, 1U << 30));
+       }},
+      {{"number_ios"},
+       Arg::kValue,
+       "N",
+       "Each clone stops after N requests, if nothing ended it before",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.number_ios,
+                    Integer<uint64_t>(v, w, 0, uint64_t{1} << 62));
+       }},
+      {{"startdelay"},
+       Arg::kValue,
+       "TIME",
+       "Each clone starts this long after the run (its runtime and ramp "
+       "count from then)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.startdelay_us, Duration(v, w));
+       }},
       {{"norandommap"},
        Arg::kFlag,
        "",
@@ -724,10 +764,6 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"percentage_random",
        "makes this share of the I/O random, the rest "
        "sequential"},
-      {"offset_increment", "starts each clone this far after the one before"},
-      {"io_size", "stops the job after this many bytes"},
-      {"io_limit", "stops the job after this many bytes"},
-      {"number_ios", "stops the job after this many requests"},
       {"zonemode",
        "divides the file into zones (strided, or a zoned block "
        "device with zbd)"},
@@ -740,8 +776,6 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"rate_process", "chooses how rate spaces requests (linear or poisson)"},
       {"io_submit_mode", "submits from a separate thread (offload)"},
       {"thinktime", "pauses this long between requests"},
-      {"startdelay", "starts the job this long after the run"},
-      {"loops", "repeats the job this many times"},
       {"steadystate", "ends the job when throughput settles"},
       {"ss", "ends the job when throughput settles"},
       {"ss_dur", "sets the window of steadystate"},
@@ -993,6 +1027,16 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                       ": with --size=" + std::to_string(j.size) +
                       ", past the largest file offset (8 EiB)");
   }
+  if (j.offset_increment != 0 && j.numjobs > 1) {
+    // The last clone's region: offset + (numjobs - 1) x offset_increment.
+    const uint64_t clones = j.numjobs - 1;
+    if (j.offset_increment > (kMaxOffset - j.offset - j.size) / clones) {
+      return UsageError(
+          "--offset_increment=" + std::to_string(j.offset_increment) + job +
+          ": with " + std::to_string(j.numjobs) +
+          " clones, past the largest file offset (8 EiB)");
+    }
+  }
   if (j.fsync != 0 && !j.Writes()) {
     return UsageError("--fsync=" + std::to_string(j.fsync) + job +
                       ": --rw=" + j.rw + " does not write");
@@ -1007,10 +1051,14 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
       return UsageError("--verify" + job + ": --bs=" + std::to_string(j.bs) +
                         " is smaller than the 32-byte block header");
     }
-    if (j.numjobs > 1 && !j.filename.empty() && j.Writes()) {
+    // Clones with regions apart (--offset_increment of at least --size)
+    // verify their own blocks.
+    const bool apart = j.size_set && j.offset_increment >= j.size;
+    if (j.numjobs > 1 && !j.filename.empty() && j.Writes() && !apart) {
       return UsageError("--verify" + job + " with --numjobs=" +
                         std::to_string(j.numjobs) + " on one --filename: the " +
-                        "clones would overwrite each other's blocks");
+                        "clones would overwrite each other's blocks (unless " +
+                        "--offset_increment is at least --size)");
     }
   }
   if (j.api != "engine") {

@@ -24,6 +24,14 @@ struct JobOptions {
   bool size_set = false;  // --size given (otherwise a device or an existing
                           // file gives its own size)
   uint64_t offset = 0;    // where the job's region starts
+  // fio's offset_increment: clone c's region starts at offset + c * this.
+  uint64_t offset_increment = 0;
+  // How much a clone does (not time_based): io_size bytes (0: the region's
+  // size), loops times, and at most number_ios requests (0: no limit).
+  uint64_t io_size = 0;
+  unsigned loops = 1;
+  uint64_t number_ios = 0;
+  uint64_t startdelay_us = 0;   // each clone starts this long after the run
   std::string rw = "randread";  // read write randread randwrite rw randrw
   unsigned rwmixread = 50;      // percent of reads in rw / randrw
   uint64_t bs = 4096;
@@ -103,6 +111,19 @@ struct JobOptions {
     if (!Writes()) return 100;
     if (!Reads()) return 0;
     return rwmixread;
+  }
+  // The bytes a clone whose region is `region` bytes moves when it is not
+  // time_based: io_size (or the region) times loops, at most UINT64_MAX.
+  [[nodiscard]] uint64_t IoBytes(uint64_t region) const {
+    const uint64_t pass = io_size != 0 ? io_size : region;
+    return loops != 0 && pass > UINT64_MAX / loops ? UINT64_MAX : pass * loops;
+  }
+  // Whether a clone whose region is `region` bytes and that issued `bytes` in
+  // `ios` requests issues another.
+  [[nodiscard]] bool WantsMore(uint64_t region, uint64_t bytes,
+                               uint64_t ios) const {
+    if (number_ios != 0 && ios >= number_ios) return false;
+    return time_based || bytes < IoBytes(region);
   }
   [[nodiscard]] uint64_t MaxBs() const { return bs_max != 0 ? bs_max : bs; }
   [[nodiscard]] uint64_t MinBs() const { return bs_min != 0 ? bs_min : bs; }

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -75,12 +76,16 @@ class LoopClone {
   // The next request of a worker: whether it reads, and where. False when
   // the job is over.
   bool Next(bool* read, uint64_t* at) {
-    if (stop_ || issued_bytes_ >= budget_) return false;
+    if (stop_ || !o_.WantsMore(t_->size, issued_bytes_, issued_ios_)) {
+      return false;
+    }
     issued_bytes_ += o_.bs;
+    ++issued_ios_;
     *read = read_pct_ == 100 || (read_pct_ != 0 && rng_.Below(100) < read_pct_);
     uint64_t off = 0;
     if (random_) {
-      off = perm_.Next() * o_.bs;
+      off = (o_.norandommap ? rng_.Below(t_->size / o_.bs) : perm_.Next()) *
+            o_.bs;
     } else {
       if (seq_off_ + o_.bs > t_->size) seq_off_ = 0;
       off = seq_off_;
@@ -110,10 +115,8 @@ class LoopClone {
       measuring_ = true;
       r_.read = DirStats{};
       r_.write = DirStats{};
-      if (!o_.time_based) {
-        issued_bytes_ = 0;
-        budget_ = t_->size;
-      }
+      issued_bytes_ = 0;
+      issued_ios_ = 0;
       last_ = measure_from_;
     }
     if (now >= end_at_) stop_ = true;
@@ -200,13 +203,14 @@ class LoopClone {
   }
 
   void Main() {
-    const Clock::time_point start = shared_->start;
+    const Clock::time_point start =
+        shared_->start + std::chrono::microseconds(o_.startdelay_us);
+    std::this_thread::sleep_until(start);
     measure_from_ = start + std::chrono::microseconds(o_.ramp_time_us);
     end_at_ = o_.runtime_us != 0
                   ? measure_from_ + std::chrono::microseconds(o_.runtime_us)
                   : Clock::time_point::max();
     measuring_ = o_.ramp_time_us == 0;
-    budget_ = o_.time_based ? UINT64_MAX : t_->size;
     last_ = start;
     RunWorkers();
     r_.submitted = r_.reaped;
@@ -219,6 +223,7 @@ class LoopClone {
     if (--shared_->running == 0) {
       ::getrusage(RUSAGE_SELF, &shared_->ru_end);
       shared_->end = Clock::now();
+      shared_->cv.notify_all();  // RunOnce's loop waits for this
     }
   }
 
@@ -231,8 +236,8 @@ class LoopClone {
   std::vector<Buffer> bufs_;
   bool stop_ = false;
   bool measuring_ = false;
-  uint64_t issued_bytes_ = 0;
-  uint64_t budget_ = 0;
+  uint64_t issued_bytes_ = 0;  // since the ramp
+  uint64_t issued_ios_ = 0;
   uint64_t seq_off_ = 0;
   uint64_t shown_ios_ = 0, shown_bytes_ = 0;
   Clock::time_point measure_from_, end_at_, last_;

@@ -321,6 +321,15 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   }
   if (o.time_based) jo["time_based"] = "1";
   if (!o.description.empty()) jo["description"] = o.description;
+  if (o.offset_increment != 0) {
+    jo["offset_increment"] = std::to_string(o.offset_increment);
+  }
+  if (o.io_size != 0) jo["io_size"] = std::to_string(o.io_size);
+  if (o.loops != 1) jo["loops"] = std::to_string(o.loops);
+  if (o.number_ios != 0) jo["number_ios"] = std::to_string(o.number_ios);
+  if (o.startdelay_us != 0) {
+    jo["startdelay"] = std::to_string(o.startdelay_us / 1000) + "ms";
+  }
   if (o.stonewall) jo["stonewall"] = "1";
   if (o.new_group) jo["new_group"] = "1";
   job["job options"] = jo;

@@ -50,9 +50,12 @@ RunOutcome RunGroup(const BenchPlan& plan,
     for (unsigned c = 0; c < j.numjobs; ++c) {
       // A named file is shared by the clones; the default temporary file is
       // one per clone, as fio gives each clone a file of its own.
-      if (shared == nullptr || j.filename.empty()) {
+      if (shared == nullptr || j.filename.empty() || j.offset_increment != 0) {
+        // offset_increment: a region of its own, the same file.
+        JobOptions at = j;
+        at.offset = j.offset + c * j.offset_increment;
         targets.all.push_back(std::make_unique<Target>());
-        if (Status bad = OpenTarget(j, suffix, *targets.all.back());
+        if (Status bad = OpenTarget(at, suffix, *targets.all.back());
             !bad.ok()) {
           return bad;
         }
@@ -127,10 +130,16 @@ RunOutcome RunGroup(const BenchPlan& plan,
   for (const JobOptions* j : jobs) ramp = std::max(ramp, j->ramp_time_us);
   uint64_t expect_us = 0;  // for the ETA: the longest runtime, if any
   for (const JobOptions* j : jobs) {
-    expect_us = std::max(expect_us, j->ramp_time_us + j->runtime_us);
+    if (j->runtime_us != 0) {
+      expect_us = std::max(expect_us,
+                           j->startdelay_us + j->ramp_time_us + j->runtime_us);
+    }
   }
   uint64_t total_bytes = 0;
-  for (const uint64_t size : res.sizes) total_bytes += size;
+  for (size_t i = 0; i < n; ++i) {
+    total_bytes += std::min(res.job_of[i]->IoBytes(res.sizes[i]),
+                            UINT64_MAX - total_bytes);
+  }
   bool ramp_done = ramp == 0;
   bool printed = false;
   uint64_t last_ios = 0, last_bytes = 0;
