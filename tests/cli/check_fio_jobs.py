@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """fio job files as fio users write them, run by `aiokit bench`: comments after values, ${VAR} and fio's
 keywords, stonewall and new_group (checked by when each group ran), description, loops, io_size, number_ios,
-offset_increment and startdelay, fio's synchronous and POSIX engine names, norandommap, randseed and randrepeat
+offset_increment and startdelay, CPU affinity (cpus_allowed and its policy), fio's synchronous and POSIX engine names, norandommap, randseed and randrepeat
 (checked through the blocks a random writer touched), and fio's options aiokit lacks refused by name with what
 fio does. Each check can fail; nothing is timed."""
 import json
@@ -178,6 +178,41 @@ if check(code == 0, f"offset_increment: exit {code}: {err}"):
     if check(code == 0, f"offset_increment: the read back: exit {code}: {err}"):
         v = doc["jobs"][0]["aiokit"]["verify"]
         check(v["checked"] == 768 and v["failed"] == 0, f"offset_increment: read back {v}")
+
+# CPU affinity: the clone and the engine threads it starts run on the CPU asked for (read from /proc while the
+# job runs); split gives each clone one CPU of the list; a CPU this process may not use is refused by number.
+cpus = sorted(os.sched_getaffinity(0))
+last = cpus[-1]
+p = subprocess.Popen([aiokit, "bench", "--filename=" + data, "--size=1m", "--ioengine=threads", "--threads_min=4",
+                      "--cpus_allowed=" + str(last), "--runtime=2", "--time_based", "--output-format=json"],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+pinned = {}
+for _ in range(100):  # the threads appear within the first second; a loaded machine gets 10 s
+    try:
+        for tid in os.listdir(f"/proc/{p.pid}/task"):
+            with open(f"/proc/{p.pid}/task/{tid}/status") as f:
+                fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+            pinned[int(tid)] = fields.get("Cpus_allowed_list")
+    except FileNotFoundError:
+        break
+    if len(pinned) >= 6:  # main, clone, 4 workers
+        break
+    subprocess.run(["sleep", "0.1"])
+out, err = p.communicate(timeout=120)
+if check(p.returncode == 0, f"cpus_allowed: exit {p.returncode}: {err}"):
+    doc = json.loads(out)
+    check(doc["jobs"][0]["aiokit"]["cpus"] == str(last), f"cpus_allowed: the clone ran on {doc['jobs'][0]['aiokit']['cpus']}")
+    others = {tid: c for tid, c in pinned.items() if tid != p.pid}
+    check(len(others) >= 5, f"cpus_allowed: saw threads {pinned}")
+    check(all(c == str(last) for c in others.values()), f"cpus_allowed={last}: threads on {others}")
+code, doc, err = bench_json("--filename=" + data, "--size=1m", "--numjobs=3", "--cpus_allowed_policy=split",
+                            "--cpus_allowed=" + ",".join(map(str, cpus)))
+if check(code == 0, f"split: exit {code}: {err}"):
+    got = [j["aiokit"]["cpus"] for j in doc["jobs"]]
+    check(got == [str(cpus[c % len(cpus)]) for c in range(3)], f"split over {cpus}: clones on {got}")
+missing = max(cpus) + 1
+code, out, err = bench("--filename=" + data, "--size=1m", f"--cpus_allowed={missing}")
+check(code == 2 and f"CPU {missing} is not available here" in err, f"cpus_allowed={missing}: exit {code}: {err}")
 
 # fio's engine names.
 for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), ("posixaio", "threads")):

@@ -155,6 +155,29 @@ TEST(BenchArgsTest, CombinationsAreRefusedBeforeAnythingRuns) {
             "(accepted)");
 }
 
+TEST(BenchArgsTest, CpuAffinityInFiosThreeForms) {
+  using V = std::vector<unsigned>;
+  EXPECT_EQ(Parsed({"--cpus_allowed=0,5,8-9"}).jobs[0].cpus, V({0, 5, 8, 9}));
+  EXPECT_EQ(Parsed({"--cpumask=34"}).jobs[0].cpus, V({1, 5}));
+  EXPECT_EQ(Parsed({"--cpumask=0x22"}).jobs[0].cpus, V({1, 5}));
+  const BenchPlan split =
+      Parsed({"--cpus_allowed=0", "--cpus_allowed_policy=split"});
+  EXPECT_TRUE(split.jobs[0].cpus_split);
+  EXPECT_EQ(split.jobs[0].cpus_option, "--cpus_allowed=0");
+  EXPECT_EQ(UsageLine({"--cpus_allowed=1-"}),
+            "--cpus_allowed=1-: not a CPU list (examples: 0, 0,5, 8-15)");
+  EXPECT_EQ(UsageLine({"--cpumask=0xg"}),
+            "--cpumask=0xg: not a CPU mask (a number with a bit per CPU)");
+  EXPECT_EQ(UsageLine({"--cpus_allowed_policy=each"}),
+            "--cpus_allowed_policy=each: expected shared or split");
+  EXPECT_EQ(
+      ValidateLine({"--cpus_allowed=65535"})
+          .rfind("--cpus_allowed=65535: CPU 65535 is not available here (this "
+                 "process may run on ",
+                 0),
+      0U);
+}
+
 TEST(BenchArgsTest, HowMuchAJobDoes) {
   const BenchPlan p = Parsed({"--loops=3", "--io_limit=1m", "--number_ios=7",
                               "--startdelay=250ms", "--offset_increment=8k"});

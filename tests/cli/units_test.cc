@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <vector>
+
 namespace aiokit::tool {
 namespace {
 
@@ -42,6 +44,21 @@ TEST(FormatTest, BytesAndCounts) {
   EXPECT_EQ(FormatCount(183456), "183k");
   EXPECT_EQ(FormatCount(1234567), "1.23M");
   EXPECT_EQ(FormatCount(999), "999");
+}
+
+TEST(CpuListTest, ParsesTheKernelsListForm) {
+  using V = std::vector<unsigned>;
+  EXPECT_EQ(ParseCpuList("0"), V({0}));
+  EXPECT_EQ(ParseCpuList("0,5,8-11"), V({0, 5, 8, 9, 10, 11}));
+  EXPECT_EQ(ParseCpuList("3,1-2,2"), V({1, 2, 3}));  // sorted, no repeats
+  EXPECT_EQ(ParseCpuList("65535"), V({65535}));
+  for (const char* bad : {"", ",", "1,", ",1", "a", "1-", "-1", "3-1", "1--2",
+                          "65536", "0x1", " 1", "1 "}) {
+    EXPECT_FALSE(ParseCpuList(bad).has_value()) << bad;
+  }
+  EXPECT_EQ(FormatCpuList({0, 1, 2, 3, 5, 7, 8}), "0-3,5,7-8");
+  EXPECT_EQ(FormatCpuList({4}), "4");
+  EXPECT_EQ(FormatCpuList({}), "");
 }
 
 }  // namespace

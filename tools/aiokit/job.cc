@@ -1,5 +1,6 @@
 #include "job.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -105,6 +106,48 @@ Result<std::string> EngineName(std::string_view v, const std::string& where) {
       where, v,
       "unknown engine; expected auto, linux-aio (fio: libaio), io_uring, "
       "threads (fio: posixaio) or sync (fio: sync, psync, pvsync, pvsync2)");
+}
+
+// The CPUs of NUMA nodes `v` ("0,2-3" or "all"), from sysfs.
+// On failure: a UsageError naming the node this machine does not have.
+Result<std::vector<unsigned>> NodeCpus(std::string_view v,
+                                       const std::string& where) {
+  const std::string root = "/sys/devices/system/node";
+  std::vector<unsigned> nodes;
+  if (v == "all") {
+    std::ifstream online(root + "/online");
+    std::string text;
+    if (!std::getline(online, text)) {
+      return Bad(where, v, "this kernel shows no NUMA nodes (" + root + ")");
+    }
+    std::optional<std::vector<unsigned>> all = ParseCpuList(text);
+    if (!all) return Bad(where, v, "cannot read " + root + "/online");
+    nodes = std::move(*all);
+  } else {
+    std::optional<std::vector<unsigned>> asked = ParseCpuList(v);
+    if (!asked) return Bad(where, v, "not a node list (examples: 0, 0-1, all)");
+    nodes = std::move(*asked);
+  }
+  std::vector<unsigned> cpus;
+  for (const unsigned n : nodes) {
+    std::ifstream list(root + "/node" + std::to_string(n) + "/cpulist");
+    std::string text;
+    if (!std::getline(list, text)) {
+      return Bad(where, v,
+                 "this machine has no NUMA node " + std::to_string(n));
+    }
+    if (text.empty()) continue;  // a node with memory and no CPU
+    std::optional<std::vector<unsigned>> got = ParseCpuList(text);
+    if (!got)
+      return Bad(where, v,
+                 "cannot parse node " + std::to_string(n) + "'s cpulist \"" +
+                     text + "\"");
+    cpus.insert(cpus.end(), got->begin(), got->end());
+  }
+  if (cpus.empty()) return Bad(where, v, "these nodes have no CPU");
+  std::sort(cpus.begin(), cpus.end());
+  cpus.erase(std::unique(cpus.begin(), cpus.end()), cpus.end());
+  return cpus;
 }
 
 const std::vector<Option>& Table() {
@@ -426,6 +469,64 @@ const std::vector<Option>& Table() {
          if (!n.ok()) return n.status();
          j.randseed = *n;
          j.randseed_set = true;
+         return Status();
+       }},
+      {{"cpus_allowed"},
+       Arg::kValue,
+       "LIST",
+       "Run the job's clones (and their engines' threads) on these CPUs: "
+       "0,5,8-15",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         std::optional<std::vector<unsigned>> cpus = ParseCpuList(v);
+         if (!cpus) return Bad(w, v, "not a CPU list (examples: 0, 0,5, 8-15)");
+         j.cpus = std::move(*cpus);
+         j.cpus_option = w + "=" + std::string(v);
+         return Status();
+       }},
+      {{"cpumask"},
+       Arg::kValue,
+       "MASK",
+       "cpus_allowed as a bit mask: bit c allows CPU c (34 or 0x22: CPUs 1 "
+       "and 5)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         const bool hex = v.size() > 2 && v[0] == '0' && (v[1] | 0x20) == 'x';
+         uint64_t mask = 0;
+         const std::string_view digits = hex ? v.substr(2) : v;
+         const char* end = digits.data() + digits.size();
+         auto [p, ec] =
+             std::from_chars(digits.data(), end, mask, hex ? 16 : 10);
+         if (digits.empty() || ec != std::errc() || p != end || mask == 0) {
+           return Bad(w, v, "not a CPU mask (a number with a bit per CPU)");
+         }
+         j.cpus.clear();
+         for (unsigned c = 0; c < 64; ++c) {
+           if ((mask >> c) & 1) j.cpus.push_back(c);
+         }
+         j.cpus_option = w + "=" + std::string(v);
+         return Status();
+       }},
+      {{"numa_cpu_nodes"},
+       Arg::kValue,
+       "LIST|all",
+       "cpus_allowed as the CPUs of these NUMA nodes "
+       "(/sys/devices/system/node)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         Result<std::vector<unsigned>> cpus = NodeCpus(v, w);
+         if (!cpus.ok()) return cpus.status();
+         j.cpus = std::move(*cpus);
+         j.cpus_option = w + "=" + std::string(v);
+         return Status();
+       }},
+      {{"cpus_allowed_policy"},
+       Arg::kValue,
+       "shared|split",
+       "shared (default): every clone on all the CPUs; split: clone c on the "
+       "c-th CPU alone, round robin",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v != "shared" && v != "split") {
+           return Bad(w, v, "expected shared or split");
+         }
+         j.cpus_split = v == "split";
          return Status();
        }},
       {{"stonewall", "wait_for_previous"},
@@ -804,10 +905,7 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"log_avg_msec", "averages the logs over this period"},
       {"log_hist_msec", "logs latency histograms on this period"},
       {"write_hist_log", "logs latency histograms to a file"},
-      {"numa_cpu_nodes", "runs the job on these NUMA nodes' CPUs"},
       {"numa_mem_policy", "sets the job's NUMA memory policy"},
-      {"cpus_allowed", "pins the job to these CPUs"},
-      {"cpumask", "pins the job to these CPUs"},
       {"wait_for", "starts the job when the named job has ended"},
       {"exitall", "ends every job of the group when one ends"},
   };
@@ -1035,6 +1133,26 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
           "--offset_increment=" + std::to_string(j.offset_increment) + job +
           ": with " + std::to_string(j.numjobs) +
           " clones, past the largest file offset (8 EiB)");
+    }
+  }
+  if (!j.cpus.empty()) {
+    // Only CPUs this process may run on (sched_getaffinity): a CPU that is
+    // offline, absent or outside its cpuset is refused by number.
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (::sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+      std::vector<unsigned> have;
+      for (unsigned c = 0; c < CPU_SETSIZE; ++c) {
+        if (CPU_ISSET(c, &allowed)) have.push_back(c);
+      }
+      for (const unsigned c : j.cpus) {
+        if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed)) {
+          return UsageError(j.cpus_option + job + ": CPU " + std::to_string(c) +
+                            " is not available here (this process may run "
+                            "on " +
+                            FormatCpuList(have) + ")");
+        }
+      }
     }
   }
   if (j.fsync != 0 && !j.Writes()) {

@@ -91,6 +91,13 @@ struct JobOptions {
   bool randrepeat = true;
   uint64_t randseed = 0;
   bool randseed_set = false;
+  // CPU affinity (fio's cpus_allowed, cpumask, numa_cpu_nodes): the clones,
+  // and the engine threads they start, run on these CPUs (empty: anywhere);
+  // with cpus_split (cpus_allowed_policy=split) clone c on cpus[c % size]
+  // alone. cpus_option names the option that set them, for messages.
+  std::vector<unsigned> cpus;
+  bool cpus_split = false;
+  std::string cpus_option;
   std::string description;
   bool stonewall = false;
   bool new_group = false;

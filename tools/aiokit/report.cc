@@ -75,6 +75,7 @@ Json AiokitJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   ak["engine"] = r.engine;
   ak["group_began_s"] = r.group_began;
   ak["group_ended_s"] = r.group_ended;
+  ak["cpus"] = r.cpus;
   Json passed = Json::array();
   for (const EngineRefusal& p : r.passed_over) {
     passed.push_back(
@@ -327,6 +328,10 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   if (o.io_size != 0) jo["io_size"] = std::to_string(o.io_size);
   if (o.loops != 1) jo["loops"] = std::to_string(o.loops);
   if (o.number_ios != 0) jo["number_ios"] = std::to_string(o.number_ios);
+  if (!o.cpus.empty()) {
+    jo["cpus_allowed"] = FormatCpuList(o.cpus);
+    if (o.cpus_split) jo["cpus_allowed_policy"] = "split";
+  }
   if (o.startdelay_us != 0) {
     jo["startdelay"] = std::to_string(o.startdelay_us / 1000) + "ms";
   }

@@ -57,6 +57,7 @@ struct CloneResult {
   // When the clone's group started and ended its run, in seconds after the
   // first group started (groups: stonewall).
   double group_began = 0, group_ended = 0;
+  std::string cpus;  // the CPUs the clone's thread could run on ("0-1")
   // Adds another clone of the same job (group_reporting).
   void Merge(const CloneResult& o);
 };

@@ -2,13 +2,16 @@
 
 #include "run.h"
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <ostream>
@@ -35,6 +38,39 @@ std::string JobSuffix(const BenchPlan& plan, const JobOptions& j) {
 }
 
 // Runs `jobs` (of `plan`) together: RunOnce for one group.
+// Pins the calling thread (clone `c` of `job`) to the job's CPUs, before the
+// clone makes its engine, whose threads inherit the affinity; `cpus` is set
+// to the CPUs the thread may then run on.
+// On failure: a UsageError naming the option and the errno.
+Status PinClone(const JobOptions& job, unsigned c, std::string* cpus) {
+  if (!job.cpus.empty()) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (job.cpus_split) {
+      CPU_SET(job.cpus[c % job.cpus.size()], &set);
+    } else {
+      for (const unsigned cpu : job.cpus) CPU_SET(cpu, &set);
+    }
+    if (::sched_setaffinity(0, sizeof(set), &set) != 0) {
+      const int e = errno;
+      const char* name = strerrorname_np(e);
+      return UsageError(job.cpus_option + " (job " + job.name + ", clone " +
+                        std::to_string(c) + "): sched_setaffinity failed (" +
+                        (name != nullptr ? name : std::to_string(e)) + ")");
+    }
+  }
+  cpu_set_t now;
+  CPU_ZERO(&now);
+  if (::sched_getaffinity(0, sizeof(now), &now) == 0) {
+    std::vector<unsigned> list;
+    for (unsigned cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &now)) list.push_back(cpu);
+    }
+    *cpus = FormatCpuList(list);
+  }
+  return Status();
+}
+
 // `first_clone` is the number of the group's first clone in the run (for
 // the clones' random seeds).
 RunOutcome RunGroup(const BenchPlan& plan,
@@ -42,6 +78,7 @@ RunOutcome RunGroup(const BenchPlan& plan,
                     size_t first_clone, std::ostream& err, bool tty) {
   Targets targets;
   std::vector<Target*> target_of;
+  std::vector<unsigned> clone_no;  // per clone: its number within its job
   RunResult res;
   for (const JobOptions* jp : jobs) {
     const JobOptions& j = *jp;
@@ -63,6 +100,7 @@ RunOutcome RunGroup(const BenchPlan& plan,
       }
       target_of.push_back(shared);
       res.job_of.push_back(&j);
+      clone_no.push_back(c);
       res.shown.push_back(shared->shown);
       res.sizes.push_back(shared->size);
     }
@@ -90,6 +128,16 @@ RunOutcome RunGroup(const BenchPlan& plan,
     try {
       threads.emplace_back([&, i] {
         const JobOptions& job = *res.job_of[i];
+        std::string cpus;
+        if (Status bad = PinClone(job, clone_no[i], &cpus); !bad.ok()) {
+          // As a clone that cannot set up: the run does not start.
+          std::lock_guard<std::mutex> lock(shared.mu);
+          if (!shared.refused && shared.usage.ok()) shared.usage = bad;
+          shared.abort = true;
+          ++shared.ready;
+          shared.cv.notify_all();
+          return;
+        }
         const uint64_t base = job.randseed_set ? job.randseed
                               : job.randrepeat ? 0x5EEDULL
                                                : run_seed;
@@ -100,6 +148,7 @@ RunOutcome RunGroup(const BenchPlan& plan,
                                  &shared, &progress[i], seed)
                 : RunClone(job, static_cast<unsigned>(i), target_of[i], &shared,
                            &progress[i], seed);
+        results[i].cpus = std::move(cpus);
       });
     } catch (const std::system_error& e) {
       // The clones started so far are told to leave, then joined.

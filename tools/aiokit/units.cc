@@ -1,8 +1,11 @@
 #include "units.h"
 
+#include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstdio>
 #include <limits>
+#include <system_error>
 
 namespace aiokit::tool {
 namespace {
@@ -85,6 +88,50 @@ std::string FormatBytes(uint64_t bytes) {
     std::snprintf(buf, sizeof(buf), "%.1f%s", v, kNames[u]);
   }
   return buf;
+}
+
+std::optional<std::vector<unsigned>> ParseCpuList(std::string_view text) {
+  constexpr unsigned kMax = 65535;
+  std::vector<unsigned> out;
+  auto number = [](std::string_view t) -> std::optional<unsigned> {
+    unsigned v = 0;
+    const char* end = t.data() + t.size();
+    auto [p, ec] = std::from_chars(t.data(), end, v);
+    if (t.empty() || ec != std::errc() || p != end || v > kMax) {
+      return std::nullopt;
+    }
+    return v;
+  };
+  while (!text.empty()) {
+    const size_t comma = text.find(',');
+    const std::string_view item = text.substr(0, comma);
+    text = comma == std::string_view::npos ? std::string_view{}
+                                           : text.substr(comma + 1);
+    if (comma != std::string_view::npos && text.empty()) return std::nullopt;
+    const size_t dash = item.find('-');
+    const std::optional<unsigned> lo = number(item.substr(0, dash));
+    const std::optional<unsigned> hi =
+        dash == std::string_view::npos ? lo : number(item.substr(dash + 1));
+    if (!lo || !hi || *hi < *lo) return std::nullopt;
+    for (unsigned c = *lo; c <= *hi; ++c) out.push_back(c);
+  }
+  if (out.empty()) return std::nullopt;
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::string FormatCpuList(const std::vector<unsigned>& cpus) {
+  std::string out;
+  for (size_t i = 0; i < cpus.size();) {
+    size_t j = i;
+    while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+    if (!out.empty()) out += ',';
+    out += std::to_string(cpus[i]);
+    if (j != i) out += "-" + std::to_string(cpus[j]);
+    i = j + 1;
+  }
+  return out;
 }
 
 std::string FormatCount(double v) {
