@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """fio job files as fio users write them, run by `aiokit bench`: comments after values, ${VAR} and fio's
 keywords, stonewall and new_group (checked by when each group ran), description, loops, io_size, number_ios,
-offset_increment and startdelay, CPU affinity (cpus_allowed and its policy), fio's synchronous and POSIX engine names, norandommap, randseed and randrepeat
+offset_increment and startdelay, bssplit, CPU affinity (cpus_allowed and its policy), fio's synchronous and POSIX engine names, norandommap, randseed and randrepeat
 (checked through the blocks a random writer touched), and fio's options aiokit lacks refused by name with what
 fio does. Each check can fail; nothing is timed."""
 import json
@@ -213,6 +213,22 @@ if check(code == 0, f"split: exit {code}: {err}"):
 missing = max(cpus) + 1
 code, out, err = bench("--filename=" + data, "--size=1m", f"--cpus_allowed={missing}")
 check(code == 2 and f"CPU {missing} is not available here" in err, f"cpus_allowed={missing}: exit {code}: {err}")
+
+# bssplit: block sizes by share of requests (recovered from the request and byte counts), and a split of its
+# own for writes after the comma.
+code, doc, err = bench_json("--filename=" + data, "--size=32m", "--rw=randread", "--bssplit=4k/25:16k/")
+if check(code == 0, f"bssplit: exit {code}: {err}"):
+    r = doc["jobs"][0]["read"]
+    n16 = (r["io_bytes"] - r["total_ios"] * 4096) / (12 * 1024)
+    check(abs(n16 / r["total_ios"] - 0.75) < 0.05, f"bssplit=4k/25:16k/: {n16 / r['total_ios']:.3f} of 16k requests")
+    check(doc["jobs"][0]["job options"].get("bssplit") == "4k/25:16k/", "bssplit: in job options")
+code, doc, err = bench_json("--filename=" + data, "--size=8m", "--rw=randrw", "--bssplit=4k/100,16k/100")
+if check(code == 0, f"bssplit reads,writes: exit {code}: {err}"):
+    r, w = doc["jobs"][0]["read"], doc["jobs"][0]["write"]
+    check(r["io_bytes"] == 4096 * r["total_ios"] and w["io_bytes"] == 16384 * w["total_ios"],
+          f"bssplit=4k/100,16k/100: reads {r['io_bytes']}/{r['total_ios']}, writes {w['io_bytes']}/{w['total_ios']}")
+code, out, err = bench("--filename=" + data, "--bssplit=4k/60:8k/50")
+check(code == 2 and "the shares add up to 110, over 100" in err, f"bssplit over 100: exit {code}: {err}")
 
 # fio's engine names.
 for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), ("posixaio", "threads")):

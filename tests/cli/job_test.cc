@@ -178,6 +178,37 @@ TEST(BenchArgsTest, CpuAffinityInFiosThreeForms) {
       0U);
 }
 
+TEST(BenchArgsTest, BsSplitSharesAndTheirBlanks) {
+  using Split = std::vector<std::pair<uint64_t, unsigned>>;
+  const JobOptions j = Parsed({"--bssplit=4k/50:1k/:32k/"}).jobs[0];
+  EXPECT_EQ(j.bssplit_read, Split({{4096, 50}, {1024, 25}, {32768, 25}}));
+  EXPECT_EQ(j.bssplit_write, j.bssplit_read);
+  EXPECT_EQ(j.bs_min, 1024U);
+  EXPECT_EQ(j.bs_max, 32768U);
+  EXPECT_EQ(j.SplitBs(true, 0), 4096U);
+  EXPECT_EQ(j.SplitBs(true, 49), 4096U);
+  EXPECT_EQ(j.SplitBs(true, 50), 1024U);
+  EXPECT_EQ(j.SplitBs(true, 75), 32768U);
+  EXPECT_EQ(j.SplitBs(true, 99), 32768U);
+  // Three blanks share 100 unevenly: the first takes what does not divide.
+  EXPECT_EQ(Parsed({"--bssplit=4k/:8k/:16k/"}).jobs[0].bssplit_read,
+            Split({{4096, 34}, {8192, 33}, {16384, 33}}));
+  const JobOptions rw = Parsed({"--bssplit=4k/100,8k/10:16k/90"}).jobs[0];
+  EXPECT_EQ(rw.bssplit_read, Split({{4096, 100}}));
+  EXPECT_EQ(rw.bssplit_write, Split({{8192, 10}, {16384, 90}}));
+  EXPECT_EQ(rw.SplitBs(false, 9), 8192U);
+  // The last of bsrange and bssplit counts.
+  EXPECT_TRUE(Parsed({"--bssplit=4k/100", "--bsrange=4k-8k"})
+                  .jobs[0]
+                  .bssplit_text.empty());
+  EXPECT_EQ(ValidateLine(
+                {"--bssplit=4k/50:8k/50", "--verify=xxh3", "--rw=randwrite"}),
+            "--verify: not with --bssplit (every block must have one size)");
+  EXPECT_EQ(ValidateLine({"--bssplit=4k/100", "--api=device"}),
+            "--bssplit: not with --api=device (it measures plain reads and "
+            "writes)");
+}
+
 TEST(BenchArgsTest, HowMuchAJobDoes) {
   const BenchPlan p = Parsed({"--loops=3", "--io_limit=1m", "--number_ios=7",
                               "--startdelay=250ms", "--offset_increment=8k"});

@@ -204,7 +204,12 @@ class Clone {
   bool PickPlace(Kind kind, uint64_t* len, uint64_t* off) {
     const uint64_t unit = o_.MinBs();
     uint64_t n = o_.bs;
-    if (o_.bs_min != 0) n = unit * (1 + rng_.Below(o_.MaxBs() / unit));
+    if (!o_.bssplit_text.empty()) {
+      n = o_.SplitBs(kind == Kind::kRead,
+                     static_cast<unsigned>(rng_.Below(100)));
+    } else if (o_.bs_min != 0) {
+      n = unit * (1 + rng_.Below(o_.MaxBs() / unit));
+    }
     const uint64_t size = t_->size;
     if (random_) {
       const uint64_t places = (size - n) / unit + 1;

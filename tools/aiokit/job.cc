@@ -150,6 +150,94 @@ Result<std::vector<unsigned>> NodeCpus(std::string_view v,
   return cpus;
 }
 
+// One direction's bssplit ("4k/10:64k/50:32k/" ) into {size, percent}.
+Result<std::vector<std::pair<uint64_t, unsigned>>> ParseOneSplit(
+    std::string_view text, std::string_view whole, const std::string& where) {
+  std::vector<std::pair<uint64_t, unsigned>> out;
+  std::vector<size_t> blank;
+  unsigned given = 0;
+  while (!text.empty()) {
+    const size_t colon = text.find(':');
+    const std::string_view item = text.substr(0, colon);
+    text = colon == std::string_view::npos ? std::string_view{}
+                                           : text.substr(colon + 1);
+    const size_t slash = item.find('/');
+    std::optional<uint64_t> size = ParseSize(item.substr(0, slash));
+    if (!size || *size == 0 || *size > (64ULL << 20)) {
+      return Bad(where, whole,
+                 "\"" + std::string(item) +
+                     "\": a block size of 1 byte to 64MiB, then /PERCENT");
+    }
+    unsigned pct = 0;
+    const std::string_view p =
+        slash == std::string_view::npos ? "" : item.substr(slash + 1);
+    if (p.empty()) {
+      blank.push_back(out.size());
+    } else {
+      auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), pct);
+      if (ec != std::errc() || end != p.data() + p.size() || pct > 100) {
+        return Bad(where, whole,
+                   "\"" + std::string(item) + "\": a share of 0 to 100");
+      }
+      given += pct;
+    }
+    out.emplace_back(*size, pct);
+  }
+  if (out.empty()) return Bad(where, whole, "no block sizes");
+  if (given > 100) {
+    return Bad(where, whole,
+               "the shares add up to " + std::to_string(given) + ", over 100");
+  }
+  if (!blank.empty()) {
+    // The rest, evenly; what does not divide goes to the first blank.
+    const unsigned rest = 100 - given;
+    const auto count = static_cast<unsigned>(blank.size());
+    for (const size_t b : blank) out[b].second = rest / count;
+    out[blank.front()].second += rest % count;
+  } else if (given != 100) {
+    return Bad(where, whole,
+               "the shares add up to " + std::to_string(given) + ", not 100");
+  }
+  return out;
+}
+
+// bssplit: one split for both directions, or "reads,writes".
+Status ParseBsSplit(JobOptions& j, std::string_view v, const std::string& w) {
+  const size_t comma = v.find(',');
+  Result<std::vector<std::pair<uint64_t, unsigned>>> reads =
+      ParseOneSplit(v.substr(0, comma), v, w);
+  if (!reads.ok()) return reads.status();
+  Result<std::vector<std::pair<uint64_t, unsigned>>> writes =
+      comma == std::string_view::npos
+          ? reads
+          : ParseOneSplit(v.substr(comma + 1), v, w);
+  if (!writes.ok()) return writes.status();
+  uint64_t lo = UINT64_MAX, hi = 0;
+  for (const auto* split : {&*reads, &*writes}) {
+    for (const auto& entry : *split) {
+      lo = std::min(lo, entry.first);
+      hi = std::max(hi, entry.first);
+    }
+  }
+  for (const auto* split : {&*reads, &*writes}) {
+    for (const auto& entry : *split) {
+      if (entry.first % lo != 0) {
+        return Bad(w, v,
+                   std::to_string(entry.first) +
+                       " is not a multiple of the smallest size, " +
+                       std::to_string(lo) +
+                       " (offsets are drawn in its multiples)");
+      }
+    }
+  }
+  j.bssplit_read = std::move(*reads);
+  j.bssplit_write = std::move(*writes);
+  j.bssplit_text = std::string(v);
+  j.bs_min = lo;
+  j.bs_max = hi;
+  return Status();
+}
+
 const std::vector<Option>& Table() {
   static const std::vector<Option> table = {
       {{"name"},
@@ -256,7 +344,19 @@ const std::vector<Option>& Table() {
          if (*hi > (64ULL << 20)) return Bad(w, v, "at most 64MiB per request");
          j.bs_min = *lo;
          j.bs_max = *hi;
+         j.bssplit_read.clear();  // the last of bsrange and bssplit counts
+         j.bssplit_write.clear();
+         j.bssplit_text.clear();
          return Status();
+       }},
+      {{"bssplit"},
+       Arg::kValue,
+       "BS/PCT:...[,BS/PCT:...]",
+       "Block sizes by share of requests (4k/10:64k/50:32k/40; a blank share "
+       "takes an even part of the rest; after a comma, the writes' split); "
+       "each size a multiple of the smallest",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return ParseBsSplit(j, v, w);
        }},
       {{"iodepth"},
        Arg::kValue,
@@ -889,7 +989,6 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"verify_only", "only verifies what an earlier run wrote"},
       {"buffer_pattern", "fills write buffers with this pattern"},
       {"experimental_verify", "verifies with fio's experimental method"},
-      {"bssplit", "mixes block sizes in given shares"},
       {"blockalign", "aligns random offsets to this boundary"},
       {"bs_unaligned", "allows block sizes that are not sector multiples"},
       {"rwmixcycle", "alternates reads and writes on this period"},
@@ -1105,7 +1204,8 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                       "--iodepth=" +
                       std::to_string(depth) + ")");
   }
-  if (j.bs_min != 0 && j.MinBs() != j.MaxBs() && j.MaxBs() % j.MinBs() != 0) {
+  if (j.bs_min != 0 && j.bssplit_text.empty() && j.MinBs() != j.MaxBs() &&
+      j.MaxBs() % j.MinBs() != 0) {
     // Sizes are drawn in multiples of MIN; MAX must be one of them.
     return UsageError("--bsrange=" + std::to_string(j.bs_min) + "-" +
                       std::to_string(j.bs_max) + job +
@@ -1161,9 +1261,8 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
   }
   if (!j.verify.empty()) {
     if (j.bs_min != 0) {
-      return UsageError(
-          "--verify" + job +
-          ": not with --bsrange (every block must have one size)");
+      return UsageError("--verify" + job + ": not with " + j.BsOption() +
+                        " (every block must have one size)");
     }
     if (j.bs < 32) {
       return UsageError("--verify" + job + ": --bs=" + std::to_string(j.bs) +
@@ -1182,7 +1281,7 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
   if (j.api != "engine") {
     const char* refused = !j.verify.empty()   ? "--verify"
                           : !j.inject.empty() ? "--inject"
-                          : j.bs_min != 0     ? "--bsrange"
+                          : j.bs_min != 0     ? j.BsOption()
                           : j.fsync != 0      ? "--fsync"
                           : j.registerfiles   ? "--registerfiles"
                           : j.sqthread_poll   ? "--sqthread_poll"

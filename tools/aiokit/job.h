@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "aiokit/status.h"
@@ -36,7 +37,13 @@ struct JobOptions {
   unsigned rwmixread = 50;      // percent of reads in rw / randrw
   uint64_t bs = 4096;
   uint64_t bs_min = 0, bs_max = 0;  // --bsrange; 0: --bs for every request
-  unsigned iodepth = 32;            // fio: 1
+  // fio's bssplit: block sizes by share of requests, for reads and for
+  // writes ({size, percent}, adding up to 100); bs_min and bs_max are then
+  // the smallest and largest size, and offsets are drawn as with bsrange.
+  // bssplit_text is the option as given.
+  std::vector<std::pair<uint64_t, unsigned>> bssplit_read, bssplit_write;
+  std::string bssplit_text;
+  unsigned iodepth = 32;  // fio: 1
   // Requests per submission call: fio's meaning (0: iodepth). Unset: a
   // quarter of iodepth, at least 1 (fio's default is 1): a device starts on
   // the first requests while the rest are submitted, and the CPU-bound case
@@ -131,6 +138,24 @@ struct JobOptions {
                                uint64_t ios) const {
     if (number_ios != 0 && ios >= number_ios) return false;
     return time_based || bytes < IoBytes(region);
+  }
+  // The option that set variable block sizes, for messages.
+  [[nodiscard]] const char* BsOption() const {
+    return !bssplit_text.empty() ? "--bssplit"
+           : bs_min != 0         ? "--bsrange"
+                                 : "--bs";
+  }
+  // The size of a request in bssplit's shares, `pct` drawn uniformly from
+  // [0, 100).
+  // REQUIRES: the direction's split is not empty.
+  [[nodiscard]] uint64_t SplitBs(bool read, unsigned pct) const {
+    const auto& split = read ? bssplit_read : bssplit_write;
+    unsigned below = 0;
+    for (const auto& [size, share] : split) {
+      below += share;
+      if (pct < below) return size;
+    }
+    return split.back().first;
   }
   [[nodiscard]] uint64_t MaxBs() const { return bs_max != 0 ? bs_max : bs; }
   [[nodiscard]] uint64_t MinBs() const { return bs_min != 0 ? bs_min : bs; }

@@ -178,7 +178,9 @@ void PrintEntry(std::ostream& out, const Entry& e) {
   const CloneResult& r = e.r;
   out << o.name << ": (g=0): rw=" << o.rw;
   if (o.Reads() && o.Writes()) out << " (" << o.rwmixread << "% reads)";
-  if (o.bs_min != 0) {
+  if (!o.bssplit_text.empty()) {
+    out << ", bssplit=" << o.bssplit_text;
+  } else if (o.bs_min != 0) {
     out << ", bs=" << o.bs_min << "B-" << o.bs_max << "B";
   } else {
     out << ", bs=" << o.bs << "B";
@@ -301,7 +303,9 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   jo["filename"] = e.shown;
   jo["rw"] = o.rw;
   if (o.Reads() && o.Writes()) jo["rwmixread"] = std::to_string(o.rwmixread);
-  if (o.bs_min != 0) {
+  if (!o.bssplit_text.empty()) {
+    jo["bssplit"] = o.bssplit_text;
+  } else if (o.bs_min != 0) {
     jo["bsrange"] = std::to_string(o.bs_min) + "-" + std::to_string(o.bs_max);
   } else {
     jo["bs"] = std::to_string(o.bs);

@@ -171,7 +171,7 @@ Status OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
   t.size -= t.size % unit;
   const Alignment align = t.file.alignment();
   if (o.direct != 0 && align.known()) {
-    const char* what = o.bs_min != 0 ? "--bsrange" : "--bs";
+    const char* what = o.BsOption();
     if (unit % align.offset != 0) {
       return UsageError(std::string(what) + "=" + std::to_string(unit) + job +
                         ": with --direct=1 the block size must be a multiple "
