@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """fio job files as fio users write them, run by `aiokit bench`: comments after values, ${VAR} and fio's
-keywords, stonewall and new_group (checked by when each group ran), description, loops, io_size, number_ios,
+keywords, stonewall and new_group (checked by when each group ran), wait_for, exitall, description, loops, io_size, number_ios,
 offset_increment and startdelay, bssplit, CPU affinity (cpus_allowed and its policy), fio's synchronous and POSIX engine names, norandommap, randseed and randrepeat
 (checked through the blocks a random writer touched), and fio's options aiokit lacks refused by name with what
 fio does. Each check can fail; nothing is timed."""
@@ -113,6 +113,51 @@ if check(code == 0, f"groups: exit {code}: {err}"):
     check(ak["r"]["verify"] == {"checked": 1024, "failed": 0, "mismatches": []}, f"groups: r {ak['r']['verify']}")
     check(jobs["w2"]["job options"].get("description") == "the second half", "groups: w2's description")
     check(jobs["r"]["job options"].get("stonewall") == "1", "groups: r's stonewall in its job options")
+
+# wait_for: b starts when a ended, in the same group (its verify would fail on blocks a had not written yet);
+# c, waiting for nobody, runs beside a. exitall: when e ends, the time-based f stops long before its minute.
+path = job_file("wait.fio", f"""[global]
+filename={data}
+size=4m
+ioengine=psync
+[a]
+rw=write
+verify=xxh3
+[b]
+wait_for=a
+rw=read
+verify=xxh3
+[c]
+rw=randread
+size=1m
+""")
+code, doc, err = bench_json(path)
+if check(code == 0, f"wait_for: exit {code}: {err}"):
+    jobs = {j["jobname"]: j for j in doc["jobs"]}
+    check([jobs[n]["groupid"] for n in "abc"] == [0, 0, 0], "wait_for: one group")
+    check(jobs["b"]["aiokit"]["verify"] == {"checked": 1024, "failed": 0, "mismatches": []},
+          f"wait_for: b {jobs['b']['aiokit']['verify']}")
+    check(jobs["b"]["job options"].get("wait_for") == "a", "wait_for: in job options")
+path = job_file("exitall.fio", f"""[global]
+filename={data}
+size=4m
+ioengine=psync
+[f]
+rw=randread
+runtime=60
+time_based
+[e]
+rw=read
+size=1m
+exitall
+""")
+code, doc, err = bench_json(path)
+if check(code == 0, f"exitall: exit {code}: {err}"):
+    jobs = {j["jobname"]: j for j in doc["jobs"]}
+    check(jobs["e"]["read"]["io_bytes"] == 1 << 20, f"exitall: e read {jobs['e']['read']['io_bytes']}")
+    check(jobs["f"]["job_runtime"] < 30000, f"exitall: f ran {jobs['f']['job_runtime']} ms of its 60 s")
+code, out, err = bench("--name=x", "--wait_for=y")
+check(code == 2 and "--wait_for=y (job x): no job of that name before this one" in err, f"wait_for=y: {err}")
 
 # stonewall in [global] (fio's usual way): every job waits for the one before it.
 path = job_file("serial.fio", f"""[global]

@@ -209,6 +209,22 @@ TEST(BenchArgsTest, BsSplitSharesAndTheirBlanks) {
             "writes)");
 }
 
+TEST(BenchArgsTest, WaitForNamesOneEarlierJob) {
+  const BenchPlan p =
+      Parsed({"--name=a", "--name=b", "--wait_for=a", "--exitall"});
+  EXPECT_EQ(p.jobs[1].wait_for, "a");
+  EXPECT_TRUE(p.jobs[1].exitall);
+  EXPECT_FALSE(p.jobs[0].exitall);
+  EXPECT_EQ(UsageLine({"--name=b", "--wait_for=a", "--name=a"}),
+            "--wait_for=a (job b): no job of that name before this one");
+  EXPECT_EQ(UsageLine({"--name=b", "--wait_for=b"}),
+            "--wait_for=b (job b): no job of that name before this one");
+  EXPECT_EQ(UsageLine({"--name=a", "--name=a", "--name=b", "--wait_for=a"}),
+            "--wait_for=a (job b): 2 jobs have that name; the one waited for "
+            "must be unique");
+  EXPECT_EQ(UsageLine({"--wait_for="}), "--wait_for=: needs a job name");
+}
+
 TEST(BenchArgsTest, HowMuchAJobDoes) {
   const BenchPlan p = Parsed({"--loops=3", "--io_limit=1m", "--number_ios=7",
                               "--startdelay=250ms", "--offset_increment=8k"});

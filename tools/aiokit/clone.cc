@@ -19,6 +19,34 @@
 #include "verify.h"
 
 namespace aiokit::tool {
+
+Clock::time_point WaitToStart(const JobOptions& o, RunShared* shared) {
+  Clock::time_point start =
+      shared->start + std::chrono::microseconds(o.startdelay_us);
+  std::this_thread::sleep_until(start);
+  if (!o.wait_for.empty()) {
+    std::unique_lock<std::mutex> lock(shared->mu);
+    shared->cv.wait(lock, [&] {
+      const auto it = shared->running_of.find(o.wait_for);
+      return it == shared->running_of.end() || it->second == 0;
+    });
+    start = std::max(start, Clock::now());
+  }
+  return start;
+}
+
+void EndMeasured(const JobOptions& o, RunShared* shared) {
+  if (o.exitall) shared->exit_all.store(true, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(shared->mu);
+  --shared->running_of[o.name];
+  if (--shared->running == 0) {
+    ::getrusage(RUSAGE_SELF, &shared->ru_end);
+    shared->end = Clock::now();
+  }
+  // The run's loop and jobs that wait_for this one wait on cv.
+  shared->cv.notify_all();
+}
+
 namespace {
 
 uint64_t NsBetween(Clock::time_point a, Clock::time_point b) {
@@ -444,9 +472,7 @@ class Clone {
   }
 
   void Main() {
-    const Clock::time_point start =
-        shared_->start + std::chrono::microseconds(o_.startdelay_us);
-    std::this_thread::sleep_until(start);
+    const Clock::time_point start = WaitToStart(o_, shared_);
     const Clock::time_point measure_from =
         start + std::chrono::microseconds(o_.ramp_time_us);
     const Clock::time_point end_at =
@@ -461,6 +487,7 @@ class Clone {
     for (size_t i = 0; i < o_.iodepth; ++i) idle.push_back(i);
     auto refill = [&] {
       // An fsync that is due still goes after the last write.
+      if (ExitAll(*shared_)) stop_ = true;
       while (!idle.empty() && !stop_ &&
              (o_.WantsMore(t_->size, issued_bytes_, issued_ios_) ||
               (o_.fsync != 0 && writes_since_fsync_ >= o_.fsync))) {
@@ -537,14 +564,7 @@ class Clone {
                                  std::max(last, measure_from) - measure_from)
                                  .count()
                            : 0.0;
-    std::lock_guard<std::mutex> lock(shared_->mu);
-    if (--shared_->running == 0) {
-      ::getrusage(RUSAGE_SELF, &shared_->ru_end);
-      shared_->end = Clock::now();
-      // The run's loop waits for this (RunOnce); without a wake-up it would
-      // see it only at its next progress tick.
-      shared_->cv.notify_all();
-    }
+    EndMeasured(o_, shared_);
   }
 
   // After a job that wrote: read back every block it wrote, at its depth,

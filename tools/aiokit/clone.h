@@ -11,8 +11,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <optional>
+#include <string>
 
 #include "aiokit/status.h"
 #include "job.h"
@@ -43,7 +45,29 @@ struct RunShared {
   rusage ru_end{};
   Clock::time_point end;
   uint64_t inject_seed = 0;  // --inject without a seed: this run's
+  // Per job name: its clones still in their measured phase (wait_for).
+  std::map<std::string, unsigned> running_of;
+  // A job with exitall ended: every clone stops issuing. Relaxed: a stop
+  // request, publishing nothing (the results are read after join).
+  std::atomic<bool> exit_all{false};
 };
+
+// Blocks a clone of `o` until its I/O may start: startdelay after the run's
+// go and, with wait_for, until every clone of the job waited for ended its
+// measured phase. Returns the time it starts (its runtime and ramp count from
+// there).
+Clock::time_point WaitToStart(const JobOptions& o, RunShared* shared);
+
+// A clone of `o` ends its measured phase: counted out of `running` (the last
+// takes the process's CPU time and the clock, and wakes the run's loop) and
+// of its job's count (waking jobs that wait for it); with exitall, every
+// clone is asked to stop.
+void EndMeasured(const JobOptions& o, RunShared* shared);
+
+// Whether clones should stop issuing because a job with exitall ended.
+inline bool ExitAll(const RunShared& shared) {
+  return shared.exit_all.load(std::memory_order_relaxed);
+}
 
 // A clone's I/O so far, for the progress line. Relaxed: the counts are only
 // shown, and nothing else is published through them.

@@ -235,9 +235,7 @@ class DeviceClone {
   }
 
   void Main() {
-    const Clock::time_point start =
-        shared_->start + std::chrono::microseconds(o_.startdelay_us);
-    std::this_thread::sleep_until(start);
+    const Clock::time_point start = WaitToStart(o_, shared_);
     const Clock::time_point measure_from =
         start + std::chrono::microseconds(o_.ramp_time_us);
     const Clock::time_point end_at =
@@ -247,6 +245,7 @@ class DeviceClone {
     bool measuring = o_.ramp_time_us == 0;
     for (size_t i = 0; i < o_.iodepth; ++i) idle_.push_back(i);
     auto refill = [&] {
+      if (ExitAll(*shared_)) stop_ = true;
       while (!idle_.empty() && !stop_ &&
              o_.WantsMore(t_->size, issued_bytes_, issued_ios_)) {
         if (!Prep(idle_.back())) break;
@@ -298,14 +297,7 @@ class DeviceClone {
                                  std::max(last, measure_from) - measure_from)
                                  .count()
                            : 0.0;
-    std::lock_guard<std::mutex> lock(shared_->mu);
-    if (--shared_->running == 0) {
-      ::getrusage(RUSAGE_SELF, &shared_->ru_end);
-      shared_->end = Clock::now();
-      // The run's loop waits for this (RunOnce); without a wake-up it would
-      // see it only at its next progress tick.
-      shared_->cv.notify_all();
-    }
+    EndMeasured(o_, shared_);
   }
 
   const JobOptions& o_;

@@ -637,6 +637,24 @@ const std::vector<Option>& Table() {
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          return Set(j.stonewall, Flag(v, w));
        }},
+      {{"wait_for"},
+       Arg::kValue,
+       "NAME",
+       "Start this job when every clone of job NAME (defined before it, its "
+       "name unique) has ended; it runs in the same group",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v.empty()) return Bad(w, v, "needs a job name");
+         j.wait_for = std::string(v);
+         return Status();
+       }},
+      {{"exitall"},
+       Arg::kFlag,
+       "",
+       "When this job ends, every job of its group stops (what they did so "
+       "far is reported)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.exitall, Flag(v, w));
+       }},
       {{"new_group"},
        Arg::kFlag,
        "",
@@ -1005,8 +1023,6 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"log_hist_msec", "logs latency histograms on this period"},
       {"write_hist_log", "logs latency histograms to a file"},
       {"numa_mem_policy", "sets the job's NUMA memory policy"},
-      {"wait_for", "starts the job when the named job has ended"},
-      {"exitall", "ends every job of the group when one ends"},
   };
   return table;
 }
@@ -1164,6 +1180,27 @@ Result<BenchPlan> ParseBenchArgs(const std::vector<std::string>& args) {
     JobOptions j = base;
     if (Status bad = Replay(plan, j, global); !bad.ok()) return bad;
     plan.jobs.push_back(std::move(j));
+  }
+  // wait_for names a job before this one, and only one.
+  for (size_t i = 0; i < plan.jobs.size(); ++i) {
+    const JobOptions& j = plan.jobs[i];
+    if (j.wait_for.empty()) continue;
+    size_t before = 0, named = 0;
+    for (size_t k = 0; k < plan.jobs.size(); ++k) {
+      if (plan.jobs[k].name != j.wait_for) continue;
+      ++named;
+      if (k < i) ++before;
+    }
+    const std::string where =
+        "--wait_for=" + j.wait_for + " (job " + j.name + ")";
+    if (before == 0) {
+      return UsageError(where + ": no job of that name before this one");
+    }
+    if (named > 1) {
+      return UsageError(where + ": " + std::to_string(named) +
+                        " jobs have that name; the one waited for must be "
+                        "unique");
+    }
   }
   // fio's reporting groups: a stonewall or new_group job starts the next.
   unsigned group = 0;

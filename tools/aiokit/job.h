@@ -105,6 +105,11 @@ struct JobOptions {
   std::vector<unsigned> cpus;
   bool cpus_split = false;
   std::string cpus_option;
+  // wait_for: this job starts when every clone of the job of that name (an
+  // earlier one in the same run, uniquely named) ended; exitall: when this
+  // job ends, every job of its group stops issuing.
+  std::string wait_for;
+  bool exitall = false;
   std::string description;
   bool stonewall = false;
   bool new_group = false;

@@ -76,7 +76,8 @@ class LoopClone {
   // The next request of a worker: whether it reads, and where. False when
   // the job is over.
   bool Next(bool* read, uint64_t* at) {
-    if (stop_ || !o_.WantsMore(t_->size, issued_bytes_, issued_ios_)) {
+    if (stop_ || ExitAll(*shared_) ||
+        !o_.WantsMore(t_->size, issued_bytes_, issued_ios_)) {
       return false;
     }
     issued_bytes_ += o_.bs;
@@ -203,9 +204,7 @@ class LoopClone {
   }
 
   void Main() {
-    const Clock::time_point start =
-        shared_->start + std::chrono::microseconds(o_.startdelay_us);
-    std::this_thread::sleep_until(start);
+    const Clock::time_point start = WaitToStart(o_, shared_);
     measure_from_ = start + std::chrono::microseconds(o_.ramp_time_us);
     end_at_ = o_.runtime_us != 0
                   ? measure_from_ + std::chrono::microseconds(o_.runtime_us)
@@ -219,12 +218,7 @@ class LoopClone {
                            std::max(last_, measure_from_) - measure_from_)
                            .count()
                      : 0.0;
-    std::lock_guard<std::mutex> lock(shared_->mu);
-    if (--shared_->running == 0) {
-      ::getrusage(RUSAGE_SELF, &shared_->ru_end);
-      shared_->end = Clock::now();
-      shared_->cv.notify_all();  // RunOnce's loop waits for this
-    }
+    EndMeasured(o_, shared_);
   }
 
   RunShared* shared_;

@@ -341,6 +341,8 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   }
   if (o.stonewall) jo["stonewall"] = "1";
   if (o.new_group) jo["new_group"] = "1";
+  if (!o.wait_for.empty()) jo["wait_for"] = o.wait_for;
+  if (o.exitall) jo["exitall"] = "1";
   job["job options"] = jo;
   job["read"] = DirJson(r.read, r.seconds);
   job["write"] = DirJson(r.write, r.seconds);

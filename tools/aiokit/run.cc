@@ -117,6 +117,7 @@ RunOutcome RunGroup(const BenchPlan& plan,
   std::vector<CloneResult> results(n);
   std::vector<std::thread> threads;
   shared.running = static_cast<unsigned>(n);
+  for (const JobOptions* j : jobs) shared.running_of[j->name] += j->numjobs;
   // A different sequence each run only with randrepeat=0 (fio's default is
   // the same sequence every run; randseed picks it).
   std::random_device rd;
