@@ -2,7 +2,8 @@
 """fio job files as fio users write them, run by `aiokit bench`: comments after values, ${VAR} and fio's
 keywords, stonewall and new_group (checked by when each group ran), wait_for, exitall, description, loops, io_size, number_ios,
 offset_increment and startdelay, bssplit, CPU affinity (cpus_allowed and its policy), fio's synchronous and POSIX engine names, norandommap, randseed and randrepeat
-(checked through the blocks a random writer touched), and fio's options aiokit lacks refused by name with what
+(checked through the blocks a random writer touched), where requests go (rw's offset modifier, rw_sequencer, zonemode=strided,
+random_distribution, blockalign; compared with fio's write_iolog where fio's rule is exact), and fio's options aiokit lacks refused by name with what
 fio does. Each check can fail; nothing is timed."""
 import json
 import os
@@ -274,6 +275,114 @@ if check(code == 0, f"bssplit reads,writes: exit {code}: {err}"):
           f"bssplit=4k/100,16k/100: reads {r['io_bytes']}/{r['total_ios']}, writes {w['io_bytes']}/{w['total_ios']}")
 code, out, err = bench("--filename=" + data, "--bssplit=4k/60:8k/50")
 check(code == 2 and "the shares add up to 110, over 100" in err, f"bssplit over 100: exit {code}: {err}")
+
+# Where requests go. aiokit's order is read back from the generation in each block's verify header (depth 1, so
+# generation n is the n-th write); fio's, for the same job, from its write_iolog. The offset modifier (holes),
+# strided zones: the same blocks in the same order as fio; backwards: every block, last to first.
+def zeroed(size):
+    with open(data, "wb") as f:
+        f.truncate(0)
+        f.truncate(size)
+
+
+def last_writes(blocks):
+    """Block -> the generation that wrote it last (verify's header: magic, offset, generation, checksum)."""
+    import struct
+    with open(data, "rb") as f:
+        raw = f.read(blocks * 4096)
+    out = {}
+    for b in range(blocks):
+        _, off, gen, _ = struct.unpack_from("<QQQQ", raw, b * 4096)
+        if gen != 0 and off == b * 4096:
+            out[b] = gen
+    return out
+
+
+def aiokit_order(text, blocks):
+    zeroed(blocks * 4096)
+    path = job_file("place.fio", f"[global]\nfilename={data}\nsize={blocks * 4}k\nbs=4k\niodepth=1\n"
+                    f"verify=xxh3\n[w]\n{text}\n")
+    code, doc, err = bench_json(path)
+    if not check(code == 0, f"{text!r}: exit {code}: {err}"):
+        return None
+    return last_writes(blocks)
+
+
+def fio_order(args, blocks):
+    """fio's writes for the job (block numbers in order), or None without fio."""
+    if shutil.which("fio") is None:
+        print("SKIP: fio is not installed; the comparison with fio's offsets is not made")
+        return None
+    zeroed(blocks * 4096)
+    log = os.path.join(tmp, "fio.iolog")
+    if os.path.exists(log):
+        os.remove(log)
+    p = subprocess.run(["fio", "--name=w", "--filename=" + data, f"--size={blocks * 4}k", "--bs=4k",
+                        "--write_iolog=" + log, *args], capture_output=True, text=True, timeout=120)
+    if not check(p.returncode == 0, f"fio {args}: exit {p.returncode}: {p.stderr}"):
+        return None
+    with open(log) as f:
+        return [int(line.split()[3]) // 4096 for line in f if " write " in line]
+
+
+def replay(order):
+    """Block -> the index (from 1) of its last write."""
+    return {b: i + 1 for i, b in enumerate(order)}
+
+
+# A pass ends where the file ends (fio: 6 writes for the holes, 7 for the zones, the last zone being short);
+# loops=2 starts over; io_size wraps around until it is done.
+for text, args, blocks, n in (("rw=write:8k", ["--rw=write:8k"], 16, 6),
+                              ("rw=write:8k\nloops=2", ["--rw=write:8k", "--loops=2"], 16, 12),
+                              ("rw=write:8k\nio_size=32k", ["--rw=write:8k", "--io_size=32k"], 16, 8),
+                              ("rw=write\nzonemode=strided\nzonesize=8k\nzonerange=16k\nzoneskip=4k",
+                               ["--rw=write", "--zonemode=strided", "--zonesize=8k", "--zonerange=16k",
+                                "--zoneskip=4k"], 16, 7)):
+    ours = aiokit_order(text, blocks)
+    theirs = fio_order(args, blocks)
+    if ours is not None and theirs is not None:
+        check(len(theirs) == n, f"fio {args}: {len(theirs)} writes, want {n}")
+        check(ours == replay(theirs), f"{text!r}: aiokit's last writes {ours}, fio's {replay(theirs)}")
+ours = aiokit_order("rw=write:-8k", 16)
+if ours is not None:
+    check(ours == {b: 16 - b for b in range(16)}, f"rw=write:-8k: last writes {ours}, want blocks 15 down to 0")
+ours = aiokit_order("rw=randwrite:4\nrw_sequencer=sequential\nnumber_ios=64", 1024)
+if ours is not None:
+    block_of = {g: b for b, g in ours.items()}
+    pairs = [(g, b) for g, b in sorted(block_of.items()) if g % 4 != 1 and g - 1 in block_of]
+    check(len(pairs) >= 30 and all(block_of[g - 1] == b - 1 for g, b in pairs),
+          f"rw=randwrite:4: runs of 4 blocks in order, got {sorted(block_of.items())[:12]}")
+
+# The distribution on every way aiokit drives I/O: zoned sends every write to the first quarter of the file
+# (written blocks are the ones no longer zero); blockalign=16k only to every fourth block.
+def nonzero_blocks(blocks):
+    with open(data, "rb") as f:
+        raw = f.read(blocks * 4096)
+    return {b for b in range(blocks) if raw[b * 4096:(b + 1) * 4096].count(0) != 4096}
+
+
+for api in ("engine", "device", "coro"):
+    for opt, allowed in (("--random_distribution=zoned:100/25", set(range(64))),
+                         ("--blockalign=16k", set(range(0, 256, 4)))):
+        zeroed(1 << 20)
+        code, doc, err = bench_json("--filename=" + data, "--size=1m", "--rw=randwrite", "--number_ios=200",
+                                    "--api=" + api, opt)
+        if check(code == 0, f"{api} {opt}: exit {code}: {err}"):
+            got = nonzero_blocks(256)
+            check(got and got <= allowed, f"{api} {opt}: wrote blocks {sorted(got - allowed)[:10]} outside")
+            check(len(got) >= len(allowed) // 2, f"{api} {opt}: only {len(got)} blocks written")
+            key = opt[2:].split("=", 1)[0]
+            check(key in doc["jobs"][0]["job options"], f"{api} {opt}: not in job options")
+
+# A zipf writer touches fewer blocks than a uniform one (fio's figure for this job: 722 of 4096).
+zeroed(16 << 20)
+code, doc, err = bench_json("--filename=" + data, "--size=16m", "--rw=randwrite", "--number_ios=4096",
+                            "--random_distribution=zipf:1.2", "--verify=xxh3")
+if check(code == 0, f"zipf: exit {code}: {err}"):
+    got = doc["jobs"][0]["aiokit"]["verify"]["checked"]
+    check(500 < got < 950, f"zipf:1.2: {got} distinct blocks of 4096, want about 720")
+code, out, err = bench("--filename=" + data, "--zonemode=zbd")
+check(code == 2 and "zoned block devices" in err, f"zonemode=zbd: exit {code}: {err}")
 
 # fio's engine names.
 for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), ("posixaio", "threads")):

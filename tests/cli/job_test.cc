@@ -235,15 +235,15 @@ TEST(BenchArgsTest, HowMuchAJobDoes) {
   EXPECT_EQ(j.startdelay_us, 250000U);
   EXPECT_EQ(j.offset_increment, 8192U);
   EXPECT_EQ(j.IoBytes(64 << 20), 3U << 20);  // io_size replaces the region
-  EXPECT_TRUE(j.WantsMore(64 << 20, 0, 6));
-  EXPECT_FALSE(j.WantsMore(64 << 20, 0, 7));  // number_ios ends it first
+  EXPECT_TRUE(j.WantsMore(64 << 20, 0, 6, 0));
+  EXPECT_FALSE(j.WantsMore(64 << 20, 0, 7, 0));  // number_ios ends it first
 
   JobOptions plain;
   EXPECT_EQ(plain.IoBytes(1 << 20), 1U << 20);
-  EXPECT_TRUE(plain.WantsMore(1 << 20, (1 << 20) - 1, 1U << 30));
-  EXPECT_FALSE(plain.WantsMore(1 << 20, 1 << 20, 1));
+  EXPECT_TRUE(plain.WantsMore(1 << 20, (1 << 20) - 1, 1U << 30, 0));
+  EXPECT_FALSE(plain.WantsMore(1 << 20, 1 << 20, 1, 0));
   plain.time_based = true;
-  EXPECT_TRUE(plain.WantsMore(1 << 20, uint64_t{1} << 40, 1U << 30));
+  EXPECT_TRUE(plain.WantsMore(1 << 20, uint64_t{1} << 40, 1U << 30, 0));
   JobOptions huge;
   huge.loops = 1U << 30;
   huge.io_size = uint64_t{1} << 62;

@@ -35,33 +35,35 @@ class AsioClone final : public LoopClone {
   // One worker: a chain of completion handlers (Asio's plain style), one
   // request in flight at a time.
   struct Worker {
-    Buffer buffer;
+    size_t index = 0;  // its buffer's
     bool read = false;
+    uint64_t len = 0;
     Clock::time_point start;
   };
 
   void StartNext(Worker* w) {
     uint64_t at = 0;
-    if (!Next(&w->read, &at)) return;
+    if (!Next(&w->read, &at, &w->len)) return;
     w->start = Clock::now();
     auto done = [this, w](std::error_code ec, size_t n) {
       Account(
           w->read, w->start, Clock::now(),
           ec ? Status::FromErrno(ec.value(), "--api=asio request") : Status(),
-          n);
+          n, w->len);
       StartNext(w);
     };
+    Buffer b = WorkerBuffer(w->index, w->len);
     if (w->read) {
-      io_->async_read(t_->file.fd(), at, w->buffer, std::move(done));
+      io_->async_read(t_->file.fd(), at, std::move(b), std::move(done));
     } else {
-      io_->async_write(t_->file.fd(), at, w->buffer, std::move(done));
+      io_->async_write(t_->file.fd(), at, std::move(b), std::move(done));
     }
   }
 
   void RunWorkers() override {
     workers_.reserve(o_.iodepth);
     for (size_t i = 0; i < o_.iodepth; ++i) {
-      workers_.push_back(Worker{WorkerBuffer(i), false, {}});
+      workers_.push_back(Worker{i, false, 0, {}});
     }
     for (Worker& w : workers_) StartNext(&w);
     ctx_.run();

@@ -15,6 +15,7 @@
 #include "aiokit/fault.h"
 #include "aiokit/file.h"
 #include "aiokit/request.h"
+#include "place.h"
 #include "random.h"
 #include "verify.h"
 
@@ -205,7 +206,7 @@ class Clone {
         }
       }
     }
-    perm_ = Permutation(t_->size / o_.bs, rng_);
+    placer_ = Placer(o_, t_->size, rng_.Next());
     reqs_.resize(o_.iodepth);
     slots_.resize(o_.iodepth);
     done_.resize(o_.iodepth);
@@ -230,40 +231,26 @@ class Clone {
   // The next block size and offset in the region (relative to its start).
   // False when verify finds no block free of I/O in flight.
   bool PickPlace(Kind kind, uint64_t* len, uint64_t* off) {
-    const uint64_t unit = o_.MinBs();
-    uint64_t n = o_.bs;
-    if (!o_.bssplit_text.empty()) {
-      n = o_.SplitBs(kind == Kind::kRead,
-                     static_cast<unsigned>(rng_.Below(100)));
-    } else if (o_.bs_min != 0) {
-      n = unit * (1 + rng_.Below(o_.MaxBs() / unit));
+    // A place held back because its block was busy goes first.
+    const Place p = held_ ? *held_ : placer_.Next(kind == Kind::kRead);
+    held_.reset();
+    *off = p.off;
+    *len = p.len;
+    if (busy_.empty()) return true;
+    // Verify: never two requests on one block at once (every block has the
+    // one size --bs, and offsets are its multiples).
+    const uint64_t blocks = busy_.size();
+    uint64_t b = p.off / p.len;
+    if (busy_[b] == 0) return true;
+    if (!random_) {
+      held_ = p;  // in order: wait for the block
+      return false;
     }
-    const uint64_t size = t_->size;
-    if (random_) {
-      const uint64_t places = (size - n) / unit + 1;
-      // One size: every block once per pass, in random order (fio's random
-      // map). Block sizes from a range, or norandommap: offsets at random.
-      *off = (o_.bs_min != 0 || o_.norandommap ? rng_.Below(places)
-                                               : perm_.Next()) *
-             unit;
-      if (!busy_.empty()) {
-        // Verify: never two requests on one block at once. Probe onward.
-        const uint64_t blocks = busy_.size();
-        uint64_t b = *off / n;
-        for (uint64_t k = 0; k < blocks && busy_[b] != 0; ++k) {
-          b = b + 1 == blocks ? 0 : b + 1;
-        }
-        if (busy_[b] != 0) return false;
-        *off = b * n;
-      }
-    } else {
-      if (seq_off_ + n > size) seq_off_ = 0;
-      *off = seq_off_;
-      if (!busy_.empty() && busy_[*off / n] != 0) return false;
-      seq_off_ += n;
+    for (uint64_t k = 0; k < blocks && busy_[b] != 0; ++k) {
+      b = b + 1 == blocks ? 0 : b + 1;  // at random: probe onward
     }
-    (void)kind;
-    *len = n;
+    if (busy_[b] != 0) return false;
+    *off = b * p.len;
     return true;
   }
 
@@ -489,7 +476,8 @@ class Clone {
       // An fsync that is due still goes after the last write.
       if (ExitAll(*shared_)) stop_ = true;
       while (!idle.empty() && !stop_ &&
-             (o_.WantsMore(t_->size, issued_bytes_, issued_ios_) ||
+             (o_.WantsMore(t_->size, issued_bytes_, issued_ios_,
+                           placer_.passes()) ||
               (o_.fsync != 0 && writes_since_fsync_ >= o_.fsync))) {
         if (!Prep(idle.back())) break;
         idle.pop_back();
@@ -673,7 +661,8 @@ class Clone {
   // the CPU of a page-cache run when asked per request).
   unsigned read_pct_;
   bool random_;
-  Permutation perm_;
+  Placer placer_;
+  std::optional<Place> held_;
   CloneResult r_;
   BufferPool pool_;
   std::vector<Request> reqs_;
@@ -684,7 +673,6 @@ class Clone {
   bool stop_ = false;
   uint64_t issued_bytes_ = 0;  // data requests' bytes, since the ramp
   uint64_t issued_ios_ = 0;    // and their count
-  uint64_t seq_off_ = 0;
   uint64_t writes_since_fsync_ = 0;
   // Verify: the generation last written to each block (0: not in this run),
   // and whether a request on it is in flight.

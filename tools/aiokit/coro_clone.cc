@@ -44,14 +44,15 @@ class CoroClone final : public LoopClone {
   }
 
   Task<void> Worker(size_t i) {
-    const Buffer b = WorkerBuffer(i);
     bool read = false;
-    uint64_t at = 0;
-    while (Next(&read, &at)) {
+    uint64_t at = 0, len = 0;
+    while (Next(&read, &at, &len)) {
+      const Buffer b = WorkerBuffer(i, len);
       const Clock::time_point start = Clock::now();
       Result<size_t> got = read ? co_await io_->Read(t_->file.fd(), at, b)
                                 : co_await io_->Write(t_->file.fd(), at, b);
-      Account(read, start, Clock::now(), got.status(), got.ok() ? *got : 0);
+      Account(read, start, Clock::now(), got.status(), got.ok() ? *got : 0,
+              len);
     }
   }
 

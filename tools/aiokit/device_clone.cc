@@ -20,6 +20,7 @@
 
 #include "aiokit/device.h"
 #include "clone.h"
+#include "place.h"
 #include "random.h"
 
 namespace aiokit::tool {
@@ -39,8 +40,7 @@ class DeviceClone {
         shared_(shared),
         progress_(progress),
         rng_(seed),
-        read_pct_(o.ReadPercent()),
-        random_(o.Random()) {
+        read_pct_(o.ReadPercent()) {
     r_.job = o.name;
     r_.clone = index;
   }
@@ -141,7 +141,7 @@ class DeviceClone {
     done_.reserve(o_.iodepth);
     idle_.reserve(o_.iodepth);
     batch_.reserve(o_.iodepth);
-    perm_ = Permutation(t_->size / o_.bs, rng_);
+    placer_ = Placer(o_, t_->size, rng_.Next());
     std::lock_guard<std::mutex> lock(shared_->mu);
     ++shared_->ready;
     shared_->cv.notify_all();
@@ -157,17 +157,11 @@ class DeviceClone {
   // Queues the next request on slot i.
   bool Prep(size_t i) {
     Slot& s = slots_[i];
-    const uint64_t n = o_.bs;
-    uint64_t off = 0;
-    if (random_) {
-      off = (o_.norandommap ? rng_.Below(t_->size / n) : perm_.Next()) * n;
-    } else {
-      if (seq_off_ + n > t_->size) seq_off_ = 0;
-      off = seq_off_;
-      seq_off_ += n;
-    }
     s.read =
         read_pct_ == 100 || (read_pct_ != 0 && rng_.Below(100) < read_pct_);
+    const Place p = placer_.Next(s.read);
+    const uint64_t n = p.len;
+    const uint64_t off = p.off;
     s.len = n;
     const uint64_t at = t_->offset + off;
     Buffer b = s.buf.size() == n ? s.buf : s.buf.Slice(0, n);
@@ -247,7 +241,8 @@ class DeviceClone {
     auto refill = [&] {
       if (ExitAll(*shared_)) stop_ = true;
       while (!idle_.empty() && !stop_ &&
-             o_.WantsMore(t_->size, issued_bytes_, issued_ios_)) {
+             o_.WantsMore(t_->size, issued_bytes_, issued_ios_,
+                          placer_.passes())) {
         if (!Prep(idle_.back())) break;
         idle_.pop_back();
       }
@@ -306,8 +301,7 @@ class DeviceClone {
   Progress* progress_;
   Rng rng_;
   unsigned read_pct_;
-  bool random_;
-  Permutation perm_;
+  Placer placer_;
   CloneResult r_;
   std::vector<Slot> slots_;
   std::vector<size_t> done_;   // slots whose group completed, by callbacks
@@ -317,7 +311,6 @@ class DeviceClone {
   bool stop_ = false;
   uint64_t issued_bytes_ = 0;  // since the ramp
   uint64_t issued_ios_ = 0;
-  uint64_t seq_off_ = 0;
   // Last, so closed first: it waits for what is in flight while the slots'
   // contexts and buffers still exist.
   std::unique_ptr<Device> dev_;

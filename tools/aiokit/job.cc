@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -238,6 +239,193 @@ Status ParseBsSplit(JobOptions& j, std::string_view v, const std::string& w) {
   return Status();
 }
 
+// rw=KIND[:MODIFIER]: a random kind takes a count of requests, a sequential
+// one a size in bytes (negative: backwards).
+Status ParseRw(JobOptions& j, std::string_view v, const std::string& w) {
+  const size_t colon = v.find(':');
+  const std::string_view kind = v.substr(0, colon);
+  if (kind != "read" && kind != "write" && kind != "randread" &&
+      kind != "randwrite" && kind != "rw" && kind != "randrw" &&
+      kind != "readwrite") {
+    return Bad(w, v,
+               "unknown; expected read, write, randread, randwrite, rw or "
+               "randrw (then :N, fio's offset modifier)");
+  }
+  JobOptions next = j;
+  next.rw = kind == "readwrite" ? "rw" : std::string(kind);
+  next.rw_modifier.clear();
+  next.seq_nr = 1;
+  next.seq_add = 0;
+  if (colon != std::string_view::npos) {
+    const std::string_view mod = v.substr(colon + 1);
+    if (next.Random()) {
+      uint64_t n = 0;
+      auto [end, ec] = std::from_chars(mod.data(), mod.data() + mod.size(), n);
+      if (ec != std::errc() || end != mod.data() + mod.size() || n == 0) {
+        return Bad(w, v,
+                   "a random rw's modifier is a count of requests (rw=" +
+                       next.rw + ":8: a new random offset every 8)");
+      }
+      next.seq_nr = n;
+    } else {
+      const bool back = !mod.empty() && mod.front() == '-';
+      std::optional<uint64_t> size = ParseSize(back ? mod.substr(1) : mod);
+      if (!size || *size > (uint64_t{1} << 62)) {
+        return Bad(w, v,
+                   "a sequential rw's modifier is a size added after each "
+                   "request (rw=write:4k: 4k holes; rw=read:-8k: backwards)");
+      }
+      next.seq_add =
+          back ? -static_cast<int64_t>(*size) : static_cast<int64_t>(*size);
+    }
+    next.rw_modifier = std::string(mod);
+  }
+  j = std::move(next);
+  return Status();
+}
+
+// One direction of a zoned distribution: PCT/RANGE:... (RANGE a percent of
+// the region for zoned, a size for zoned_abs), the shares adding up to 100.
+Result<std::vector<JobOptions::DistZone>> ParseDistZones(
+    std::string_view text, bool absolute, std::string_view whole,
+    const std::string& where) {
+  std::vector<JobOptions::DistZone> out;
+  unsigned shares = 0;
+  uint64_t range = 0;
+  while (!text.empty()) {
+    const size_t colon = text.find(':');
+    const std::string_view item = text.substr(0, colon);
+    text = colon == std::string_view::npos ? std::string_view{}
+                                           : text.substr(colon + 1);
+    const size_t slash = item.find('/');
+    JobOptions::DistZone z;
+    const std::string_view p = item.substr(0, slash);
+    auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), z.pct);
+    const std::string_view r = slash == std::string_view::npos
+                                   ? std::string_view{}
+                                   : item.substr(slash + 1);
+    std::optional<uint64_t> size;
+    if (absolute) {
+      size = ParseSize(r);
+    } else {
+      uint64_t pct = 0;
+      auto [rend, rec] = std::from_chars(r.data(), r.data() + r.size(), pct);
+      if (rec == std::errc() && rend == r.data() + r.size() && !r.empty() &&
+          pct <= 100) {
+        size = pct;
+      }
+    }
+    if (ec != std::errc() || end != p.data() + p.size() || p.empty() ||
+        z.pct > 100 || !size || *size == 0) {
+      return Bad(where, whole,
+                 "\"" + std::string(item) + "\": expected SHARE/" +
+                     (absolute ? "SIZE" : "PERCENT") +
+                     " (a share of requests, 0 to 100, then the zone's " +
+                     (absolute ? "size" : "percent of the region") + ")");
+    }
+    z.size = *size;
+    shares += z.pct;
+    range += z.size;
+    out.push_back(z);
+  }
+  if (out.empty()) return Bad(where, whole, "no zones");
+  if (shares != 100) {
+    return Bad(where, whole,
+               "the shares add up to " + std::to_string(shares) + ", not 100");
+  }
+  if (!absolute && range > 100) {
+    return Bad(where, whole,
+               "the zones add up to " + std::to_string(range) +
+                   "% of the region, over 100");
+  }
+  return out;
+}
+
+// random_distribution=KIND[:VALUE[:CENTRE]] or zoned[_abs]:ZONES[,ZONES].
+Status ParseDistribution(JobOptions& j, std::string_view v,
+                         const std::string& w) {
+  const size_t sep = v.find_first_of(":=");
+  const std::string_view kind = v.substr(0, sep);
+  const std::string_view rest =
+      sep == std::string_view::npos ? std::string_view{} : v.substr(sep + 1);
+  JobOptions next = j;
+  next.distribution = std::string(kind);
+  next.dist_value = 0;
+  next.dist_center = -1;
+  next.dist_zones_read.clear();
+  next.dist_zones_write.clear();
+  if (kind == "random") {
+    if (!rest.empty()) return Bad(w, v, "random (uniform) takes no value");
+  } else if (kind == "zoned" || kind == "zoned_abs") {
+    const bool absolute = kind == "zoned_abs";
+    const size_t comma = rest.find(',');
+    auto reads = ParseDistZones(rest.substr(0, comma), absolute, v, w);
+    if (!reads.ok()) return reads.status();
+    auto writes = comma == std::string_view::npos
+                      ? reads
+                      : ParseDistZones(rest.substr(comma + 1), absolute, v, w);
+    if (!writes.ok()) return writes.status();
+    next.dist_zones_read = std::move(*reads);
+    next.dist_zones_write = std::move(*writes);
+  } else if (kind == "zipf" || kind == "pareto" || kind == "normal") {
+    const size_t colon = rest.find(':');
+    const std::string value(rest.substr(0, colon));
+    char* end = nullptr;
+    errno = 0;
+    const double x = std::strtod(value.c_str(), &end);
+    if (value.empty() || end != value.c_str() + value.size() || errno != 0 ||
+        !std::isfinite(x)) {
+      return Bad(w, v,
+                 std::string(kind) + " needs a number: " +
+                     (kind == "zipf"     ? "zipf:THETA (not 1)"
+                      : kind == "pareto" ? "pareto:H (0 to 1)"
+                                         : "normal:DEVIATION (percent)") +
+                     ", then :CENTRE (0 to 1) if wanted");
+    }
+    if ((kind == "zipf" && (x <= 0 || x == 1.0)) ||
+        (kind == "pareto" && (x <= 0 || x >= 1)) ||
+        (kind == "normal" && (x < 0 || x > 100))) {
+      return Bad(w, v,
+                 kind == "zipf"     ? "zipf's theta must be above 0 and not 1"
+                 : kind == "pareto" ? "pareto's h must be between 0 and 1"
+                                    : "normal's deviation is a percent, 0 to "
+                                      "100");
+    }
+    next.dist_value = x;
+    if (colon != std::string_view::npos) {
+      const std::string c(rest.substr(colon + 1));
+      const double centre = std::strtod(c.c_str(), &end);
+      if (c.empty() || end != c.c_str() + c.size() || !(centre >= 0) ||
+          centre > 1) {
+        return Bad(w, v, "the centre is a fraction of the region, 0 to 1");
+      }
+      next.dist_center = centre;
+    }
+  } else {
+    return Bad(w, v,
+               "unknown; expected random, zipf:THETA, pareto:H, normal:DEV, "
+               "zoned:PCT/PCT:... or zoned_abs:PCT/SIZE:...");
+  }
+  next.distribution_text = kind == "random" ? "" : std::string(v);
+  j = std::move(next);
+  return Status();
+}
+
+// VALUE[,VALUE]: one for reads and writes, or reads then writes (fio's third,
+// for trims, is refused: aiokit issues none).
+Result<std::pair<std::string_view, std::string_view>> PerDirection(
+    std::string_view v, const std::string& w) {
+  const size_t comma = v.find(',');
+  if (comma == std::string_view::npos) return std::pair{v, v};
+  const std::string_view writes = v.substr(comma + 1);
+  if (writes.find(',') != std::string_view::npos) {
+    return Bad(w, v,
+               "READS,WRITES at most (a third value is fio's for trims, "
+               "which aiokit bench does not issue)");
+  }
+  return std::pair{v.substr(0, comma), writes};
+}
+
 const std::vector<Option>& Table() {
   static const std::vector<Option> table = {
       {{"name"},
@@ -282,17 +470,117 @@ const std::vector<Option>& Table() {
        }},
       {{"rw", "readwrite"},
        Arg::kValue,
-       "RW",
-       "read, write, randread (default), randwrite, rw or randrw",
+       "RW[:N]",
+       "read, write, randread (default), randwrite, rw or randrw; :N is "
+       "fio's offset modifier (random: a new offset every N requests; "
+       "sequential: N bytes added after each, negative for backwards)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         if (v != "read" && v != "write" && v != "randread" &&
-             v != "randwrite" && v != "rw" && v != "randrw") {
-           return Bad(w, v,
-                      "unknown; expected read, write, randread, randwrite, rw "
-                      "or randrw");
+         return ParseRw(j, v, w);
+       }},
+      {{"rw_sequencer"},
+       Arg::kValue,
+       "sequential|identical",
+       "Between a random rw's new offsets (rw=randread:N): the next block "
+       "(sequential, the default) or the same offset again (identical)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v != "sequential" && v != "identical") {
+           return Bad(w, v, "expected sequential or identical");
          }
-         j.rw = std::string(v);
+         j.seq_identical = v == "identical";
          return Status();
+       }},
+      {{"random_distribution"},
+       Arg::kValue,
+       "DIST",
+       "Random offsets: random (uniform, default), zipf:THETA[:CENTRE], "
+       "pareto:H[:CENTRE], normal:DEV%[:CENTRE], zoned:PCT/RANGE%:... or "
+       "zoned_abs:PCT/SIZE:... (after a comma, the writes' zones); all but "
+       "random turn the random map off",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return ParseDistribution(j, v, w);
+       }},
+      {{"percentage_random"},
+       Arg::kValue,
+       "PCT[,PCT]",
+       "Share of a random job's requests that take a random offset, the rest "
+       "continuing in order (default 100; after a comma, the writes')",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         auto dirs = PerDirection(v, w);
+         if (!dirs.ok()) return dirs.status();
+         Result<unsigned> r = Integer<unsigned>(dirs->first, w, 0, 100);
+         if (!r.ok()) return r.status();
+         Result<unsigned> wr = Integer<unsigned>(dirs->second, w, 0, 100);
+         if (!wr.ok()) return wr.status();
+         j.percentage_random_read = *r;
+         j.percentage_random_write = *wr;
+         return Status();
+       }},
+      {{"blockalign", "ba"},
+       Arg::kValue,
+       "SIZE[,SIZE]",
+       "Random offsets are multiples of this (default: the block size); "
+       "turns the random map off (after a comma, the writes')",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         auto dirs = PerDirection(v, w);
+         if (!dirs.ok()) return dirs.status();
+         Result<uint64_t> r = Size(dirs->first, w);
+         if (!r.ok()) return r.status();
+         Result<uint64_t> wr = Size(dirs->second, w);
+         if (!wr.ok()) return wr.status();
+         if (*r == 0 || *wr == 0) return Bad(w, v, "at least 1 byte");
+         j.blockalign_read = *r;
+         j.blockalign_write = *wr;
+         return Status();
+       }},
+      {{"random_generator"},
+       Arg::kValue,
+       "tausworthe|lfsr|tausworthe64",
+       "Accepted for fio's job files: aiokit draws with one generator, and "
+       "its random map gives each block once per pass as lfsr does",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v != "tausworthe" && v != "lfsr" && v != "tausworthe64") {
+           return Bad(w, v, "expected tausworthe, lfsr or tausworthe64");
+         }
+         j.random_generator = std::string(v);
+         return Status();
+       }},
+      {{"zonemode"},
+       Arg::kValue,
+       "none|strided",
+       "strided: --zonesize bytes in each zone of --zonerange bytes, then "
+       "the next zone (--zoneskip further); zbd needs a zoned block device",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v == "zbd") {
+           return Bad(w, v,
+                      "fio's mode for zoned block devices (sequential-write "
+                      "zones); aiokit bench does not have it");
+         }
+         if (v != "none" && v != "strided") {
+           return Bad(w, v, "expected none or strided");
+         }
+         j.zone_strided = v == "strided";
+         return Status();
+       }},
+      {{"zonesize"},
+       Arg::kValue,
+       "SIZE",
+       "zonemode=strided: bytes done in a zone before the next",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.zonesize, Size(v, w));
+       }},
+      {{"zonerange"},
+       Arg::kValue,
+       "SIZE",
+       "zonemode=strided: the size of a zone (default: --zonesize)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.zonerange, Size(v, w));
+       }},
+      {{"zoneskip"},
+       Arg::kValue,
+       "SIZE",
+       "zonemode=strided: bytes skipped after a zone's end",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.zoneskip, Size(v, w));
        }},
       {{"rwmixread"},
        Arg::kValue,
@@ -975,20 +1263,6 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"create_on_open", "creates each file when the job opens it"},
       {"unlink", "removes the job's files when it ends"},
       {"fallocate", "chooses how files are preallocated"},
-      {"rw_sequencer", "chooses how the offset modifier of rw= applies"},
-      {"random_generator", "chooses the random number generator"},
-      {"random_distribution",
-       "draws random offsets from zipf, pareto, "
-       "normal or zoned distributions"},
-      {"percentage_random",
-       "makes this share of the I/O random, the rest "
-       "sequential"},
-      {"zonemode",
-       "divides the file into zones (strided, or a zoned block "
-       "device with zbd)"},
-      {"zonesize", "sets the zone size of zonemode"},
-      {"zonerange", "sets the zone range of zonemode"},
-      {"zoneskip", "skips this much between zones of zonemode"},
       {"rate", "caps the job's bandwidth"},
       {"rate_iops", "caps the job's requests per second"},
       {"rate_min", "fails the job below this bandwidth"},
@@ -1007,7 +1281,6 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"verify_only", "only verifies what an earlier run wrote"},
       {"buffer_pattern", "fills write buffers with this pattern"},
       {"experimental_verify", "verifies with fio's experimental method"},
-      {"blockalign", "aligns random offsets to this boundary"},
       {"bs_unaligned", "allows block sizes that are not sector multiples"},
       {"rwmixcycle", "alternates reads and writes on this period"},
       {"cmdprio_percentage", "gives this share of requests a priority"},
@@ -1292,6 +1565,48 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
       }
     }
   }
+  if (!j.zone_strided && (j.zonesize != 0 || j.zonerange != 0)) {
+    return UsageError("--zonesize" + job +
+                      ": needs --zonemode=strided (fio refuses it with "
+                      "zonemode=none too)");
+  }
+  if (j.zone_strided) {
+    if (j.zonesize == 0) {
+      return UsageError("--zonemode=strided" + job + ": needs --zonesize");
+    }
+    const uint64_t range = j.zonerange != 0 ? j.zonerange : j.zonesize;
+    if (range < j.MaxBs()) {
+      return UsageError("--zonerange=" + std::to_string(range) + job +
+                        ": smaller than the block size (" +
+                        std::to_string(j.MaxBs()) + ")");
+    }
+    if (j.distribution != "random") {
+      return UsageError("--random_distribution=" + j.distribution_text + job +
+                        ": not with --zonemode=strided (offsets are drawn "
+                        "in the zone)");
+    }
+  }
+  if (!j.verify.empty()) {
+    // Verify tracks blocks of --bs: every offset must be one's start.
+    const auto misaligned = [&](uint64_t v) { return v % j.bs != 0; };
+    const char* bad =
+        j.seq_add < 0 ? (misaligned(static_cast<uint64_t>(-j.seq_add))
+                             ? "--rw's offset modifier"
+                             : nullptr)
+        : misaligned(static_cast<uint64_t>(j.seq_add))
+            ? "--rw's offset modifier"
+        : misaligned(j.blockalign_read) || misaligned(j.blockalign_write)
+            ? "--blockalign"
+        : j.zone_strided && (misaligned(j.zonerange) ||
+                             misaligned(j.zoneskip) || misaligned(j.zonesize))
+            ? "--zonerange, --zonesize or --zoneskip"
+            : nullptr;
+    if (bad != nullptr) {
+      return UsageError("--verify" + job + ": " + bad +
+                        " must be a multiple of --bs=" + std::to_string(j.bs) +
+                        " (verify checks whole blocks)");
+    }
+  }
   if (j.fsync != 0 && !j.Writes()) {
     return UsageError("--fsync=" + std::to_string(j.fsync) + job +
                       ": --rw=" + j.rw + " does not write");
@@ -1318,7 +1633,6 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
   if (j.api != "engine") {
     const char* refused = !j.verify.empty()   ? "--verify"
                           : !j.inject.empty() ? "--inject"
-                          : j.bs_min != 0     ? j.BsOption()
                           : j.fsync != 0      ? "--fsync"
                           : j.registerfiles   ? "--registerfiles"
                           : j.sqthread_poll   ? "--sqthread_poll"

@@ -94,6 +94,40 @@ struct JobOptions {
   // Random offsets: fio's norandommap (uniform, blocks may repeat before
   // every block was done; default: each block once per pass), randrepeat
   // (the same sequence every run, fio's default) and randseed (which one).
+  // rw's offset modifier as given ("" for none: rw=randread:8,
+  // rw=write:4k, rw=read:-8k). A random rw takes a new random offset every
+  // seq_nr requests, and between them rw_sequencer's choice: the next block
+  // (sequential) or the same offset again (seq_identical). A sequential rw
+  // adds seq_add bytes after each request: holes, or backwards if negative.
+  std::string rw_modifier;
+  uint64_t seq_nr = 1;
+  int64_t seq_add = 0;
+  bool seq_identical = false;
+  // random_distribution: "random" (uniform), "zipf" (dist_value: theta),
+  // "pareto" (dist_value: h), "normal" (dist_value: deviation in percent of
+  // the region), "zoned" or "zoned_abs" (shares of requests by zone, for
+  // reads and for writes); dist_center in [0, 1] or -1 for fio's default.
+  // distribution_text is the option as given.
+  struct DistZone {
+    unsigned pct = 0;   // share of requests
+    uint64_t size = 0;  // zoned: percent of the region; zoned_abs: bytes
+  };
+  std::string distribution = "random";
+  std::string distribution_text;
+  double dist_value = 0;
+  double dist_center = -1;
+  std::vector<DistZone> dist_zones_read, dist_zones_write;
+  // percentage_random: the share of a random job's requests that take a new
+  // random offset (the rest continue in order), for reads and for writes.
+  unsigned percentage_random_read = 100, percentage_random_write = 100;
+  // blockalign: random offsets are multiples of this (0: the smallest block
+  // size), for reads and for writes; turns the random map off, as in fio.
+  uint64_t blockalign_read = 0, blockalign_write = 0;
+  std::string random_generator = "tausworthe";
+  // zonemode=strided: zonesize bytes in a zone of zonerange bytes (default:
+  // zonesize), then the next zone, zoneskip bytes after this one's end.
+  bool zone_strided = false;
+  uint64_t zonesize = 0, zonerange = 0, zoneskip = 0;
   bool norandommap = false;
   bool randrepeat = true;
   uint64_t randseed = 0;
@@ -137,12 +171,22 @@ struct JobOptions {
     const uint64_t pass = io_size != 0 ? io_size : region;
     return loops != 0 && pass > UINT64_MAX / loops ? UINT64_MAX : pass * loops;
   }
+  // Whether a pass of a sequential job ends where the region (or the last
+  // zone) ends, as fio ends one with holes or zones, rather than after the
+  // region's size in bytes: without io_size, not time_based.
+  [[nodiscard]] bool PassLimited() const {
+    return !time_based && io_size == 0 && !Random() &&
+           (seq_add != 0 || zone_strided);
+  }
   // Whether a clone whose region is `region` bytes and that issued `bytes` in
-  // `ios` requests issues another.
-  [[nodiscard]] bool WantsMore(uint64_t region, uint64_t bytes,
-                               uint64_t ios) const {
+  // `ios` requests, over `passes` ends of the region (Placer::passes),
+  // issues another.
+  [[nodiscard]] bool WantsMore(uint64_t region, uint64_t bytes, uint64_t ios,
+                               uint64_t passes) const {
     if (number_ios != 0 && ios >= number_ios) return false;
-    return time_based || bytes < IoBytes(region);
+    if (time_based) return true;
+    if (PassLimited()) return passes < loops;
+    return bytes < IoBytes(region);
   }
   // The option that set variable block sizes, for messages.
   [[nodiscard]] const char* BsOption() const {

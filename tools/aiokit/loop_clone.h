@@ -21,6 +21,7 @@
 #include "aiokit/device.h"
 #include "aiokit/engine.h"
 #include "clone.h"
+#include "place.h"
 #include "random.h"
 
 namespace aiokit::tool {
@@ -34,8 +35,7 @@ class LoopClone {
         shared_(shared),
         progress_(progress),
         rng_(seed),
-        read_pct_(o.ReadPercent()),
-        random_(o.Random()) {
+        read_pct_(o.ReadPercent()) {
     r_.job = o.name;
     r_.clone = index;
   }
@@ -73,37 +73,30 @@ class LoopClone {
     shared_->cv.notify_all();
   }
 
-  // The next request of a worker: whether it reads, and where. False when
-  // the job is over.
-  bool Next(bool* read, uint64_t* at) {
+  // The next request of a worker: whether it reads, where, and how many
+  // bytes. False when the job is over.
+  bool Next(bool* read, uint64_t* at, uint64_t* len) {
     if (stop_ || ExitAll(*shared_) ||
-        !o_.WantsMore(t_->size, issued_bytes_, issued_ios_)) {
+        !o_.WantsMore(t_->size, issued_bytes_, issued_ios_, placer_.passes())) {
       return false;
     }
-    issued_bytes_ += o_.bs;
-    ++issued_ios_;
     *read = read_pct_ == 100 || (read_pct_ != 0 && rng_.Below(100) < read_pct_);
-    uint64_t off = 0;
-    if (random_) {
-      off = (o_.norandommap ? rng_.Below(t_->size / o_.bs) : perm_.Next()) *
-            o_.bs;
-    } else {
-      if (seq_off_ + o_.bs > t_->size) seq_off_ = 0;
-      off = seq_off_;
-      seq_off_ += o_.bs;
-    }
-    *at = t_->offset + off;
+    const Place p = placer_.Next(*read);
+    issued_bytes_ += p.len;
+    ++issued_ios_;
+    *at = t_->offset + p.off;
+    *len = p.len;
     return true;
   }
 
-  // A worker's buffer: --bs bytes of buffer i.
-  Buffer WorkerBuffer(size_t i) const {
-    return bufs_[i].size() == o_.bs ? bufs_[i] : bufs_[i].Slice(0, o_.bs);
+  // `len` bytes of worker i's buffer.
+  Buffer WorkerBuffer(size_t i, uint64_t len) const {
+    return bufs_[i].size() == len ? bufs_[i] : bufs_[i].Slice(0, len);
   }
 
   // One completion: `bytes`, or the error.
   void Account(bool read, Clock::time_point start, Clock::time_point now,
-               const Status& error, size_t bytes) {
+               const Status& error, size_t bytes, uint64_t len) {
     ++r_.reaped;
     if (!error.ok()) {
       const int e = error.Errno();
@@ -128,7 +121,7 @@ class LoopClone {
       d.lat.Record(NsBetween(start, now));
       ++d.ios;
       d.bytes += bytes;
-      if (bytes < o_.bs) ++d.short_ios;
+      if (bytes < len) ++d.short_ios;
     }
     const uint64_t ios = r_.read.ios + r_.write.ios;
     if (ios - shown_ios_ >= 64) {
@@ -190,7 +183,7 @@ class LoopClone {
       }
       bufs_.push_back(std::move(*b));
     }
-    perm_ = Permutation(t_->size / o_.bs, rng_);
+    placer_ = Placer(o_, t_->size, rng_.Next());
     std::lock_guard<std::mutex> lock(shared_->mu);
     ++shared_->ready;
     shared_->cv.notify_all();
@@ -225,14 +218,12 @@ class LoopClone {
   Progress* progress_;
   Rng rng_;
   unsigned read_pct_;
-  bool random_;
-  Permutation perm_;
+  Placer placer_;
   std::vector<Buffer> bufs_;
   bool stop_ = false;
   bool measuring_ = false;
   uint64_t issued_bytes_ = 0;  // since the ramp
   uint64_t issued_ios_ = 0;
-  uint64_t seq_off_ = 0;
   uint64_t shown_ios_ = 0, shown_bytes_ = 0;
   Clock::time_point measure_from_, end_at_, last_;
 };

@@ -301,7 +301,29 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   Json jo;
   jo["name"] = o.name;
   jo["filename"] = e.shown;
-  jo["rw"] = o.rw;
+  jo["rw"] = o.rw_modifier.empty() ? o.rw : o.rw + ":" + o.rw_modifier;
+  if (o.seq_identical) jo["rw_sequencer"] = "identical";
+  if (!o.distribution_text.empty()) {
+    jo["random_distribution"] = o.distribution_text;
+  }
+  if (o.percentage_random_read != 100 || o.percentage_random_write != 100) {
+    jo["percentage_random"] = std::to_string(o.percentage_random_read) + "," +
+                              std::to_string(o.percentage_random_write);
+  }
+  if (o.blockalign_read != 0) {
+    jo["blockalign"] = std::to_string(o.blockalign_read) + "," +
+                       std::to_string(o.blockalign_write);
+  }
+  if (o.random_generator != "tausworthe") {
+    jo["random_generator"] = o.random_generator;
+  }
+  if (o.zone_strided) {
+    jo["zonemode"] = "strided";
+    jo["zonesize"] = std::to_string(o.zonesize);
+    jo["zonerange"] =
+        std::to_string(o.zonerange != 0 ? o.zonerange : o.zonesize);
+    if (o.zoneskip != 0) jo["zoneskip"] = std::to_string(o.zoneskip);
+  }
   if (o.Reads() && o.Writes()) jo["rwmixread"] = std::to_string(o.rwmixread);
   if (!o.bssplit_text.empty()) {
     jo["bssplit"] = o.bssplit_text;
