@@ -3,7 +3,8 @@
 keywords, stonewall and new_group (checked by when each group ran), wait_for, exitall, description, loops, io_size, number_ios,
 offset_increment and startdelay, bssplit, CPU affinity (cpus_allowed and its policy), fio's synchronous and POSIX engine names, norandommap, randseed and randrepeat
 (checked through the blocks a random writer touched), where requests go (rw's offset modifier, rw_sequencer, zonemode=strided,
-random_distribution, blockalign; compared with fio's write_iolog where fio's rule is exact), and fio's options aiokit lacks refused by name with what
+random_distribution, blockalign; compared with fio's write_iolog where fio's rule is exact), rate, rate_iops,
+rate_process, io_submit_mode, thinktime and rate_min, and fio's options aiokit lacks refused by name with what
 fio does. Each check can fail; nothing is timed."""
 import json
 import os
@@ -384,6 +385,53 @@ if check(code == 0, f"zipf: exit {code}: {err}"):
 code, out, err = bench("--filename=" + data, "--zonemode=zbd")
 check(code == 2 and "zoned block devices" in err, f"zonemode=zbd: exit {code}: {err}")
 
+# Rates, on the engine and the device layer: rate_iops and rate held within 5% over a 2-second time-based job
+# (linear and poisson; a mixed job with a cap per direction; offload), written in a job file; thinktime bounds
+# the count from above (a 20 ms think after each request: at most 51 in one second); rate_min fails a job that
+# cannot reach it, naming it.
+zeroed(64 << 20)
+for api in ("engine", "device"):
+    path = job_file("rate.fio", f"""[global]
+filename={data}
+size=64m
+runtime=2
+time_based
+api={api}
+
+[iops]
+rw=randread
+rate_iops=2000  # linear
+
+[poisson]
+rw=randread
+rate_iops=1500
+rate_process=poisson
+io_submit_mode=offload
+
+[bytes]
+rw=randrw
+bs=4k
+rate=4m,2m
+""")
+    code, doc, err = bench_json(path)
+    if check(code == 0, f"rates {api}: exit {code}: {err}"):
+        got = {j["jobname"]: j for j in doc["jobs"]}
+        for name, d, want in (("iops", "read", 2000), ("poisson", "read", 1500), ("bytes", "read", 1024),
+                              ("bytes", "write", 512)):
+            iops = got[name][d]["iops"]
+            check(abs(iops / want - 1) <= 0.05, f"{api} {name}: {d} at {iops:.0f} IOPS, want {want} within 5%")
+        check(got["poisson"]["job options"].get("rate_process") == "poisson", f"{api}: rate_process in job options")
+    code, doc, err = bench_json("--filename=" + data, "--size=64m", "--runtime=1", "--time_based",
+                                "--thinktime=20ms", "--api=" + api)
+    if check(code == 0, f"thinktime {api}: exit {code}: {err}"):
+        n = doc["jobs"][0]["read"]["total_ios"]
+        check(5 <= n <= 51, f"thinktime=20ms {api}: {n} requests in 1 s, want at most 51")
+    code, out, err = bench("--filename=" + data, "--size=64m", "--runtime=3", "--time_based", "--rate_min=100g",
+                           "--api=" + api)
+    check(code == 1 and "rate_min=107374182400 B/s (reads) not met" in err, f"rate_min {api}: exit {code}: {err}")
+code, out, err = bench("--filename=" + data, "--rate_iops=100", "--api=coro")
+check(code == 2 and "not with --api=coro" in err, f"rate_iops with coro: exit {code}: {err}")
+
 # fio's engine names.
 for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), ("posixaio", "threads")):
     code, doc, err = bench_json("--filename=" + data, "--size=1m", "--ioengine=" + fio_name)
@@ -392,10 +440,10 @@ for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), 
         check(got == ours, f"ioengine={fio_name}: ran on {got}, want {ours}")
 
 # fio's options aiokit lacks: refused by name, with what fio does, and nothing run.
-path = job_file("rate.fio", f"[a]\nfilename={data}\nrate_iops=100  # a cap\n")
+path = job_file("steady.fio", f"[a]\nfilename={data}\nsteadystate=iops:1%  # settle\n")
 code, out, err = bench(path)
-check(code == 2 and f"{path}:3: rate_iops: fio's option (it caps the job's requests per second)" in err,
-      f"rate_iops: exit {code}: {err}")
+check(code == 2 and f"{path}:3: steadystate: fio's option (it ends the job when throughput settles)" in err,
+      f"steadystate: exit {code}: {err}")
 
 shutil.rmtree(tmp, ignore_errors=True)
 if failures:

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "aiokit/fault.h"
 #include "aiokit/file.h"
 #include "aiokit/request.h"
+#include "pace.h"
 #include "place.h"
 #include "random.h"
 #include "verify.h"
@@ -207,6 +209,7 @@ class Clone {
       }
     }
     placer_ = Placer(o_, t_->size, rng_.Next());
+    pacer_ = Pacer(o_, rng_.Next());
     reqs_.resize(o_.iodepth);
     slots_.resize(o_.iodepth);
     done_.resize(o_.iodepth);
@@ -254,8 +257,15 @@ class Clone {
     return true;
   }
 
+  // The read/write mix's next draw.
+  bool DrawRead() {
+    const unsigned pct = read_pct_;
+    return pct == 100 || (pct != 0 && rng_.Below(100) < pct);
+  }
+
   // Prepares slot i for the next request; false if none can be issued now.
-  bool Prep(size_t i) {
+  // `read`: the direction the schedule chose (nullopt: drawn here).
+  bool Prep(size_t i, std::optional<bool> read) {
     Slot& s = slots_[i];
     Request& r = reqs_[i];
     if (o_.fsync != 0 && writes_since_fsync_ >= o_.fsync) {
@@ -266,13 +276,13 @@ class Clone {
       batch_.push_back(&r);
       return true;
     }
-    const unsigned pct = read_pct_;
-    const Kind kind = pct == 100              ? Kind::kRead
-                      : pct == 0              ? Kind::kWrite
-                      : rng_.Below(100) < pct ? Kind::kRead
-                                              : Kind::kWrite;
+    const Kind kind = (read ? *read : DrawRead()) ? Kind::kRead : Kind::kWrite;
     uint64_t len = 0, off = 0;
     if (!PickPlace(kind, &len, &off)) return false;
+    if (pacer_.active()) {
+      pacer_.Issued(kind == Kind::kRead, len, Clock::now());
+      want_.reset();
+    }
     s.kind = kind;
     char* buf = pool_.buffer(i);
     const uint64_t at = t_->offset + off;
@@ -472,27 +482,81 @@ class Clone {
                             : o_.iodepth;
     std::vector<size_t> idle;  // slots with nothing to do
     for (size_t i = 0; i < o_.iodepth; ++i) idle.push_back(i);
+    pacer_.Start(start);
+    // With --rate or --thinktime: when the next request may go (max: after
+    // a completion); nullopt while nothing waits for the schedule.
+    std::optional<Clock::time_point> paced;
     auto refill = [&] {
       // An fsync that is due still goes after the last write.
       if (ExitAll(*shared_)) stop_ = true;
+      paced.reset();
       while (!idle.empty() && !stop_ &&
              (o_.WantsMore(t_->size, issued_bytes_, issued_ios_,
                            placer_.passes()) ||
               (o_.fsync != 0 && writes_since_fsync_ >= o_.fsync))) {
-        if (!Prep(idle.back())) break;
+        std::optional<bool> dir;
+        if (pacer_.active()) {
+          // The mix's draw is kept until its request goes.
+          if (!want_) want_ = DrawRead();
+          const Clock::time_point now = Clock::now();
+          const Pacer::Turn turn =
+              pacer_.Next(*want_, now, in_flight_ + batch_.size());
+          if (turn.at > now) {
+            paced = turn.at;
+            break;
+          }
+          dir = turn.read;
+        }
+        if (!Prep(idle.back(), dir)) break;
         idle.pop_back();
       }
+    };
+    // Requests refill prepared but may not submit (the run stops): their
+    // blocks are free again.
+    auto drop_batch = [&] {
+      for (Request* r : batch_) {
+        const auto i = static_cast<size_t>(r - reqs_.data());
+        if (!busy_.empty() && slots_[i].kind != Kind::kSync) {
+          busy_[slots_[i].block] = 0;
+        }
+      }
+      batch_.clear();
     };
     refill();
     Submit();
     Clock::time_point last = start;
     uint64_t shown_ios = 0, shown_bytes = 0;
-    while (in_flight_ != 0) {
-      const size_t min =
-          std::min<size_t>(o_.iodepth_batch_complete_min, in_flight_);
+    while (in_flight_ != 0 || paced) {
+      if (in_flight_ == 0) {
+        // Nothing out: wait for the schedule, at most to the run's end.
+        if (*paced != Clock::time_point::max()) {
+          std::this_thread::sleep_until(std::min(*paced, end_at));
+        }
+        if (Clock::now() >= end_at) stop_ = true;
+        refill();
+        if (stop_) {
+          drop_batch();
+        } else if (!batch_.empty()) {
+          Submit();
+        }
+        continue;
+      }
+      size_t min = std::min<size_t>(o_.iodepth_batch_complete_min, in_flight_);
+      std::chrono::nanoseconds timeout = ReapTimeout();
+      bool timed = false;  // a wait cut short by the schedule
+      if (paced && *paced != Clock::time_point::max()) {
+        if (pacer_.quiesce()) {
+          // fio's io_submit_mode=inline: what is out completes first.
+          min = std::min(in_flight_, std::min(cmax, done_.size()));
+        } else {
+          timeout = std::clamp<std::chrono::nanoseconds>(
+              *paced - Clock::now(), std::chrono::nanoseconds(0), timeout);
+          timed = true;
+        }
+      }
       Result<size_t> got = engine_->Reap(
           std::span<Request*>(done_.data(), std::min(cmax, done_.size())), min,
-          ReapTimeout());
+          timeout);
       ++r_.reap_calls;
       if (!got.ok()) {
         if (r_.first_error.empty()) r_.first_error = got.status().ToString();
@@ -500,7 +564,7 @@ class Clone {
       }
       const size_t raw = *got;
       got = Fresh(raw);
-      if (raw == 0 && min != 0 && fault_ != nullptr) {
+      if (raw == 0 && min != 0 && fault_ != nullptr && !timed) {
         Lost();
         break;
       }
@@ -522,18 +586,26 @@ class Clone {
       for (size_t k = 0; k < *got; ++k) {
         const auto i = static_cast<size_t>(done_[k] - reqs_.data());
         Complete(i, now, measuring && now >= measure_from);
+        if (pacer_.active() || o_.HasMinimum()) {
+          const Slot& s = slots_[i];
+          if (s.kind != Kind::kSync) {
+            pacer_.Completed(s.kind == Kind::kRead, reqs_[i].length, now,
+                             measuring && now >= measure_from);
+          }
+        }
         idle.push_back(i);
+      }
+      pacer_.Spin();
+      if (o_.HasMinimum()) {
+        if (std::string bad = pacer_.CheckMinimum(now); !bad.empty()) {
+          if (r_.first_error.empty()) r_.first_error = std::move(bad);
+          stop_ = true;
+        }
       }
       refill();
       if (!batch_.empty()) {
         if (stop_) {
-          for (Request* r : batch_) {
-            const auto i = static_cast<size_t>(r - reqs_.data());
-            if (!busy_.empty() && slots_[i].kind != Kind::kSync) {
-              busy_[slots_[i].block] = 0;
-            }
-          }
-          batch_.clear();
+          drop_batch();
         } else {
           Submit();
         }
@@ -663,6 +735,8 @@ class Clone {
   bool random_;
   Placer placer_;
   std::optional<Place> held_;
+  Pacer pacer_;
+  std::optional<bool> want_;  // paced: the mix's draw, until its request goes
   CloneResult r_;
   BufferPool pool_;
   std::vector<Request> reqs_;

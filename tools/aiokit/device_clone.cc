@@ -20,6 +20,7 @@
 
 #include "aiokit/device.h"
 #include "clone.h"
+#include "pace.h"
 #include "place.h"
 #include "random.h"
 
@@ -142,6 +143,7 @@ class DeviceClone {
     idle_.reserve(o_.iodepth);
     batch_.reserve(o_.iodepth);
     placer_ = Placer(o_, t_->size, rng_.Next());
+    pacer_ = Pacer(o_, rng_.Next());
     std::lock_guard<std::mutex> lock(shared_->mu);
     ++shared_->ready;
     shared_->cv.notify_all();
@@ -154,11 +156,16 @@ class DeviceClone {
     return !shared_->abort;
   }
 
-  // Queues the next request on slot i.
-  bool Prep(size_t i) {
+  // The read/write mix's next draw.
+  bool DrawRead() {
+    return read_pct_ == 100 || (read_pct_ != 0 && rng_.Below(100) < read_pct_);
+  }
+
+  // Queues the next request on slot i, in direction `read` (nullopt: drawn
+  // here).
+  bool Prep(size_t i, std::optional<bool> read) {
     Slot& s = slots_[i];
-    s.read =
-        read_pct_ == 100 || (read_pct_ != 0 && rng_.Below(100) < read_pct_);
+    s.read = read ? *read : DrawRead();
     const Place p = placer_.Next(s.read);
     const uint64_t n = p.len;
     const uint64_t off = p.off;
@@ -174,6 +181,10 @@ class DeviceClone {
     }
     issued_bytes_ += n;
     ++issued_ios_;
+    if (pacer_.active()) {
+      pacer_.Issued(s.read, n, Clock::now());
+      want_.reset();
+    }
     batch_.push_back(i);
     return true;
   }
@@ -238,12 +249,29 @@ class DeviceClone {
             : Clock::time_point::max();
     bool measuring = o_.ramp_time_us == 0;
     for (size_t i = 0; i < o_.iodepth; ++i) idle_.push_back(i);
+    pacer_.Start(start);
+    // With --rate or --thinktime: when the next request may go (max: after
+    // a completion); nullopt while nothing waits for the schedule.
+    std::optional<Clock::time_point> paced;
     auto refill = [&] {
       if (ExitAll(*shared_)) stop_ = true;
+      paced.reset();
       while (!idle_.empty() && !stop_ &&
              o_.WantsMore(t_->size, issued_bytes_, issued_ios_,
                           placer_.passes())) {
-        if (!Prep(idle_.back())) break;
+        std::optional<bool> dir;
+        if (pacer_.active()) {
+          if (!want_) want_ = DrawRead();  // kept until its request goes
+          const Clock::time_point now = Clock::now();
+          const Pacer::Turn turn =
+              pacer_.Next(*want_, now, in_flight_ + batch_.size());
+          if (turn.at > now) {
+            paced = turn.at;
+            break;
+          }
+          dir = turn.read;
+        }
+        if (!Prep(idle_.back(), dir)) break;
         idle_.pop_back();
       }
     };
@@ -251,8 +279,33 @@ class DeviceClone {
     Submit();
     Clock::time_point last = start;
     uint64_t shown_ios = 0, shown_bytes = 0;
-    while (in_flight_ != 0) {
-      Result<size_t> got = dev_->Run(kForever);
+    while (in_flight_ != 0 || paced) {
+      if (in_flight_ == 0) {
+        // Nothing out: wait for the schedule, at most to the run's end.
+        if (*paced != Clock::time_point::max()) {
+          std::this_thread::sleep_until(std::min(*paced, end_at));
+        }
+        if (Clock::now() >= end_at) stop_ = true;
+        refill();
+        if (!batch_.empty()) Submit();
+        continue;
+      }
+      std::chrono::nanoseconds timeout = kForever;
+      if (paced && *paced != Clock::time_point::max()) {
+        if (pacer_.quiesce()) {
+          // fio's io_submit_mode=inline: what is out completes first.
+          while (in_flight_ != done_.size()) {
+            Result<size_t> ran = dev_->Run(kForever);
+            ++r_.reap_calls;
+            if (!ran.ok()) break;
+          }
+          timeout = std::chrono::nanoseconds(0);
+        } else {
+          timeout = std::clamp<std::chrono::nanoseconds>(
+              *paced - Clock::now(), std::chrono::nanoseconds(0), kForever);
+        }
+      }
+      Result<size_t> got = dev_->Run(timeout);
       ++r_.reap_calls;
       if (!got.ok()) {
         if (r_.first_error.empty()) r_.first_error = got.status().ToString();
@@ -273,9 +326,18 @@ class DeviceClone {
       if (now >= end_at) stop_ = true;
       for (size_t i : done_) {
         Complete(i, now, measuring && now >= measure_from);
+        pacer_.Completed(slots_[i].read, slots_[i].len, now,
+                         measuring && now >= measure_from);
         idle_.push_back(i);
       }
       done_.clear();
+      pacer_.Spin();
+      if (o_.HasMinimum()) {
+        if (std::string bad = pacer_.CheckMinimum(now); !bad.empty()) {
+          if (r_.first_error.empty()) r_.first_error = std::move(bad);
+          stop_ = true;
+        }
+      }
       refill();
       if (!batch_.empty()) Submit();
       const uint64_t ios = r_.read.ios + r_.write.ios;
@@ -302,6 +364,8 @@ class DeviceClone {
   Rng rng_;
   unsigned read_pct_;
   Placer placer_;
+  Pacer pacer_;
+  std::optional<bool> want_;  // paced: the mix's draw, until its request goes
   CloneResult r_;
   std::vector<Slot> slots_;
   std::vector<size_t> done_;   // slots whose group completed, by callbacks

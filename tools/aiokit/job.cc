@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -426,6 +427,41 @@ Result<std::pair<std::string_view, std::string_view>> PerDirection(
   return std::pair{v.substr(0, comma), writes};
 }
 
+// VALUE[,VALUE] of a rate: one for both directions, or reads then writes,
+// either blank for none (rate=,500k: writes only). `parse` reads one value.
+Status SetRatePair(
+    std::array<uint64_t, 2>& field, std::string_view v, const std::string& w,
+    const std::function<Result<uint64_t>(std::string_view)>& parse) {
+  auto dirs = PerDirection(v, w);
+  if (!dirs.ok()) return dirs.status();
+  std::array<uint64_t, 2> out{};
+  const std::string_view parts[2] = {dirs->first, dirs->second};
+  for (int d = 0; d < 2; ++d) {
+    if (parts[d].empty()) continue;
+    Result<uint64_t> x = parse(parts[d]);
+    if (!x.ok()) return x.status();
+    out[d] = *x;
+  }
+  field = out;
+  return Status();
+}
+
+// fio's thinktime values: microseconds without a unit.
+Result<uint64_t> DurationUsDefault(std::string_view v,
+                                   const std::string& where) {
+  if (!v.empty() && std::all_of(v.begin(), v.end(), [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c)) != 0;
+      })) {
+    return Integer<uint64_t>(v, where, 0, uint64_t{1} << 40);
+  }
+  std::optional<uint64_t> d = ParseDurationUs(v);
+  if (!d) {
+    return Bad(where, v,
+               "not a duration (examples: 100 for microseconds, 5ms, 1s)");
+  }
+  return *d;
+}
+
 const std::vector<Option>& Table() {
   static const std::vector<Option> table = {
       {{"name"},
@@ -531,6 +567,120 @@ const std::vector<Option>& Table() {
          j.blockalign_read = *r;
          j.blockalign_write = *wr;
          return Status();
+       }},
+      {{"rate"},
+       Arg::kValue,
+       "BYTES[,BYTES]",
+       "Cap each clone's bandwidth in bytes per second (1m: 1 MiB/s); after "
+       "a comma, the writes' (rate=,500k: writes only)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return SetRatePair(j.rate, v, w,
+                            [&](std::string_view x) { return Size(x, w); });
+       }},
+      {{"rate_iops"},
+       Arg::kValue,
+       "N[,N]",
+       "Cap each clone's requests per second (of the smallest block size, "
+       "as fio counts them); after a comma, the writes'",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return SetRatePair(j.rate_iops, v, w, [&](std::string_view x) {
+           return Integer<uint64_t>(x, w, 0, uint64_t{1} << 40);
+         });
+       }},
+      {{"rate_min"},
+       Arg::kValue,
+       "BYTES[,BYTES]",
+       "The job fails when a clone moves less than this per second, "
+       "averaged over --rate_cycle",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return SetRatePair(j.rate_min, v, w,
+                            [&](std::string_view x) { return Size(x, w); });
+       }},
+      {{"rate_iops_min"},
+       Arg::kValue,
+       "N[,N]",
+       "The job fails when a clone completes fewer requests per second, "
+       "averaged over --rate_cycle",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return SetRatePair(j.rate_iops_min, v, w, [&](std::string_view x) {
+           return Integer<uint64_t>(x, w, 0, uint64_t{1} << 40);
+         });
+       }},
+      {{"rate_cycle"},
+       Arg::kValue,
+       "MS",
+       "The window of --rate_min and --rate_iops_min in milliseconds "
+       "(default 1000)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.rate_cycle_ms,
+                    Integer<uint64_t>(v, w, 1, uint64_t{1} << 32));
+       }},
+      {{"rate_process"},
+       Arg::kValue,
+       "linear|poisson",
+       "How --rate spaces requests: evenly (linear, default) or as a Poisson "
+       "process of the same mean (exponential gaps)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v != "linear" && v != "poisson") {
+           return Bad(w, v, "expected linear or poisson");
+         }
+         j.rate_poisson = v == "poisson";
+         return Status();
+       }},
+      {{"io_submit_mode"},
+       Arg::kValue,
+       "inline|offload",
+       "inline (default, as fio): before waiting for --rate or --thinktime, "
+       "the requests in flight complete; offload: the schedule goes on "
+       "beside them (fixed-rate submission)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v != "inline" && v != "offload") {
+           return Bad(w, v, "expected inline or offload");
+         }
+         j.submit_offload = v == "offload";
+         return Status();
+       }},
+      {{"thinktime"},
+       Arg::kValue,
+       "TIME",
+       "Pause this long after each --thinktime_blocks requests (a bare "
+       "number is microseconds, as fio)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.thinktime_us, DurationUsDefault(v, w));
+       }},
+      {{"thinktime_spin"},
+       Arg::kValue,
+       "TIME",
+       "Of each --thinktime, this much busy on the CPU, the rest waiting",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.thinktime_spin_us, DurationUsDefault(v, w));
+       }},
+      {{"thinktime_blocks"},
+       Arg::kValue,
+       "N",
+       "Think after this many requests (default 1); at most this many are "
+       "out before a think",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.thinktime_blocks,
+                    Integer<uint64_t>(v, w, 1, uint64_t{1} << 32));
+       }},
+      {{"thinktime_blocks_type"},
+       Arg::kValue,
+       "complete|issue",
+       "Count --thinktime_blocks at completion (default) or at issue",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v != "complete" && v != "issue") {
+           return Bad(w, v, "expected complete or issue");
+         }
+         j.thinktime_on_issue = v == "issue";
+         return Status();
+       }},
+      {{"thinktime_iotime"},
+       Arg::kValue,
+       "TIME",
+       "Think also after this long of I/O (a bare number is seconds, as fio)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.thinktime_iotime_us, Duration(v, w));
        }},
       {{"random_generator"},
        Arg::kValue,
@@ -1263,12 +1413,8 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"create_on_open", "creates each file when the job opens it"},
       {"unlink", "removes the job's files when it ends"},
       {"fallocate", "chooses how files are preallocated"},
-      {"rate", "caps the job's bandwidth"},
-      {"rate_iops", "caps the job's requests per second"},
-      {"rate_min", "fails the job below this bandwidth"},
-      {"rate_process", "chooses how rate spaces requests (linear or poisson)"},
-      {"io_submit_mode", "submits from a separate thread (offload)"},
-      {"thinktime", "pauses this long between requests"},
+      {"rate_ignore_thinktime",
+       "keeps the rate's schedule through thinktime instead of catching up"},
       {"steadystate", "ends the job when throughput settles"},
       {"ss", "ends the job when throughput settles"},
       {"ss_dur", "sets the window of steadystate"},
@@ -1607,6 +1753,23 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                         " (verify checks whole blocks)");
     }
   }
+  for (int d = 0; d < 2; ++d) {
+    const char* dir = d == 0 ? "reads" : "writes";
+    const uint64_t cap =
+        j.rate[d] != 0 ? j.rate[d] : j.rate_iops[d] * j.MinBs();
+    if (j.rate_min[d] != 0 && cap != 0 && j.rate_min[d] > cap) {
+      return UsageError("--rate_min=" + std::to_string(j.rate_min[d]) + job +
+                        ": above the rate cap of the " + dir + " (" +
+                        std::to_string(cap) + " B/s)");
+    }
+    if (j.rate_iops_min[d] != 0 && j.rate_iops[d] != 0 &&
+        j.rate_iops_min[d] > j.rate_iops[d]) {
+      return UsageError(
+          "--rate_iops_min=" + std::to_string(j.rate_iops_min[d]) + job +
+          ": above --rate_iops of the " + dir + " (" +
+          std::to_string(j.rate_iops[d]) + ")");
+    }
+  }
   if (j.fsync != 0 && !j.Writes()) {
     return UsageError("--fsync=" + std::to_string(j.fsync) + job +
                       ": --rw=" + j.rw + " does not write");
@@ -1629,6 +1792,13 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                         "clones would overwrite each other's blocks (unless " +
                         "--offset_increment is at least --size)");
     }
+  }
+  if ((j.api == "coro" || j.api == "asio") && (j.Paced() || j.HasMinimum())) {
+    return UsageError(
+        "--rate, --rate_iops, --rate_min, --rate_iops_min or "
+        "--thinktime" +
+        job + ": not with --api=" + j.api +
+        " (pacing is in the engine and device drivers)");
   }
   if (j.api != "engine") {
     const char* refused = !j.verify.empty()   ? "--verify"

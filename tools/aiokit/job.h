@@ -6,6 +6,7 @@
 #define AIOKIT_TOOLS_AIOKIT_JOB_H_
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -128,6 +129,27 @@ struct JobOptions {
   // zonesize), then the next zone, zoneskip bytes after this one's end.
   bool zone_strided = false;
   uint64_t zonesize = 0, zonerange = 0, zoneskip = 0;
+  // Pacing (pace.h), per direction ([0] reads, [1] writes; 0: none): fio's
+  // rate (bytes/s), rate_iops, rate_min, rate_iops_min (checked over
+  // rate_cycle_ms), rate_process=poisson, io_submit_mode=offload (the
+  // schedule does not wait for requests in flight), and thinktime (after
+  // thinktime_blocks completions, or issues with thinktime_on_issue, or
+  // thinktime_iotime_us of I/O; thinktime_spin_us of it busy).
+  std::array<uint64_t, 2> rate{}, rate_iops{}, rate_min{}, rate_iops_min{};
+  bool rate_poisson = false;
+  uint64_t rate_cycle_ms = 1000;
+  bool submit_offload = false;
+  uint64_t thinktime_us = 0, thinktime_spin_us = 0, thinktime_iotime_us = 0;
+  uint64_t thinktime_blocks = 1;
+  bool thinktime_on_issue = false;
+  [[nodiscard]] bool Paced() const {
+    return rate[0] != 0 || rate[1] != 0 || rate_iops[0] != 0 ||
+           rate_iops[1] != 0 || thinktime_us != 0;
+  }
+  [[nodiscard]] bool HasMinimum() const {
+    return rate_min[0] != 0 || rate_min[1] != 0 || rate_iops_min[0] != 0 ||
+           rate_iops_min[1] != 0;
+  }
   bool norandommap = false;
   bool randrepeat = true;
   uint64_t randseed = 0;

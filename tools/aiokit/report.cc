@@ -2,6 +2,7 @@
 
 #include "report.h"
 
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -316,6 +317,32 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   }
   if (o.random_generator != "tausworthe") {
     jo["random_generator"] = o.random_generator;
+  }
+  const auto pair = [](const std::array<uint64_t, 2>& v) {
+    return std::to_string(v[0]) + "," + std::to_string(v[1]);
+  };
+  if (o.rate[0] != 0 || o.rate[1] != 0) jo["rate"] = pair(o.rate);
+  if (o.rate_iops[0] != 0 || o.rate_iops[1] != 0) {
+    jo["rate_iops"] = pair(o.rate_iops);
+  }
+  if (o.rate_min[0] != 0 || o.rate_min[1] != 0) {
+    jo["rate_min"] = pair(o.rate_min);
+  }
+  if (o.rate_iops_min[0] != 0 || o.rate_iops_min[1] != 0) {
+    jo["rate_iops_min"] = pair(o.rate_iops_min);
+  }
+  if (o.rate_poisson) jo["rate_process"] = "poisson";
+  if (o.submit_offload) jo["io_submit_mode"] = "offload";
+  if (o.thinktime_us != 0) {
+    jo["thinktime"] = std::to_string(o.thinktime_us);
+    jo["thinktime_blocks"] = std::to_string(o.thinktime_blocks);
+    if (o.thinktime_spin_us != 0) {
+      jo["thinktime_spin"] = std::to_string(o.thinktime_spin_us);
+    }
+    if (o.thinktime_iotime_us != 0) {
+      jo["thinktime_iotime"] = std::to_string(o.thinktime_iotime_us) + "us";
+    }
+    if (o.thinktime_on_issue) jo["thinktime_blocks_type"] = "issue";
   }
   if (o.zone_strided) {
     jo["zonemode"] = "strided";
