@@ -4,7 +4,8 @@ keywords, stonewall and new_group (checked by when each group ran), wait_for, ex
 offset_increment and startdelay, bssplit, CPU affinity (cpus_allowed and its policy), fio's synchronous and POSIX engine names, norandommap, randseed and randrepeat
 (checked through the blocks a random writer touched), where requests go (rw's offset modifier, rw_sequencer, zonemode=strided,
 random_distribution, blockalign; compared with fio's write_iolog where fio's rule is exact), rate, rate_iops,
-rate_process, io_submit_mode, thinktime and rate_min, and fio's options aiokit lacks refused by name with what
+rate_process, io_submit_mode, thinktime and rate_min, named files (directory, filename_format, filesize,
+unlink, fallocate; the same names and places as fio), and fio's options aiokit lacks refused by name with what
 fio does. Each check can fail; nothing is timed."""
 import json
 import os
@@ -431,6 +432,77 @@ rate=4m,2m
     check(code == 1 and "rate_min=107374182400 B/s (reads) not met" in err, f"rate_min {api}: exit {code}: {err}")
 code, out, err = bench("--filename=" + data, "--rate_iops=100", "--api=coro")
 check(code == 2 and "not with --api=coro" in err, f"rate_iops with coro: exit {code}: {err}")
+
+# Files: named files in directories (clones round robin over a ':' list), filename_format with the directories
+# it names made, filesize ranges, unlink, fallocate; the same names and places fio gives the same job file.
+def job_files(tool, text):
+    base = os.path.join(tmp, tool)
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(os.path.join(base, "d1"))
+    os.makedirs(os.path.join(base, "d2"))
+    path = job_file(tool + ".fio", text.replace("BASE", base))
+    if tool == "fio":
+        p = subprocess.run(["fio", "--output-format=json", path], capture_output=True, text=True, timeout=120)
+        code, out, err = p.returncode, p.stdout, p.stderr
+    else:
+        code, out, err = bench(path, "--output-format=json")
+    if not check(code == 0, f"{tool} files: exit {code}: {err}"):
+        return None, None
+    found = sorted(os.path.relpath(os.path.join(d, f), base) for d, _, fs in os.walk(base) for f in fs)
+    sizes = {os.path.relpath(os.path.join(d, f), base): os.path.getsize(os.path.join(d, f))
+             for d, _, fs in os.walk(base) for f in fs}
+    return found, (json.loads(out[out.index("{"):]), sizes)
+
+
+files_job = """[global]
+rw=write
+bs=4k
+direct=0
+[spread]
+directory=BASE/d1:BASE/d2
+numjobs=3
+size=256k
+[formatted]
+directory=BASE/d1
+filename_format=sub/$jobname-$jobnum.dat
+numjobs=2
+filesize=64k-128k
+fallocate=posix
+[gone]
+directory=BASE/d2
+unlink=1
+size=128k
+fallocate=truncate
+"""
+ours, got = job_files("aiokit", files_job)
+if ours is not None:
+    want = ["d1/spread.0.0", "d1/spread.2.0", "d1/sub/formatted-0.dat", "d1/sub/formatted-1.dat", "d2/spread.1.0"]
+    check(ours == want, f"files: aiokit made {ours}, want {want}")
+    doc, sizes = got
+    for j in doc["jobs"]:
+        if j["jobname"] == "formatted":
+            name = os.path.relpath(j["job options"]["filename"], os.path.join(tmp, "aiokit"))
+            check(65536 <= sizes[name] <= 131072 and j["write"]["io_bytes"] == sizes[name],
+                  f"filesize=64k-128k: {name} is {sizes[name]} bytes, {j['write']['io_bytes']} written")
+    if shutil.which("fio") is not None:
+        theirs, _ = job_files("fio", files_job)
+        check(theirs == ours, f"files: fio made {theirs}, aiokit {ours}")
+# fallocate on a file the run creates: posix and native allocate the whole file before one 4k write, keep
+# allocates without the size, truncate sets the size without allocating, none neither.
+for mode, full_size, allocated in (("posix", True, True), ("native", True, True), ("keep", False, True),
+                                   ("truncate", True, False), ("none", False, False)):
+    made = os.path.join(tmp, "alloc-" + mode)
+    code, out, err = bench("--filename=" + made, "--size=4m", "--rw=write", "--number_ios=1", "--direct=0",
+                           "--fallocate=" + mode)
+    if check(code == 0, f"fallocate={mode}: exit {code}: {err}"):
+        st = os.stat(made)
+        check((st.st_size == 4 << 20) == full_size, f"fallocate={mode}: size {st.st_size}")
+        check((st.st_blocks * 512 >= 4 << 20) == allocated, f"fallocate={mode}: {st.st_blocks * 512} bytes allocated")
+        os.remove(made)
+for bad, words in (("--nrfiles=2", "gives each clone one file"), ("--filename=a:b", "fio's list of files"),
+                   ("--fallocate=maybe", "expected none, native"), ("--filename_format=$clientuid", "$clientuid")):
+    code, out, err = bench(bad)
+    check(code == 2 and words in err, f"{bad}: exit {code}: {err}")
 
 # fio's engine names.
 for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), ("posixaio", "threads")):

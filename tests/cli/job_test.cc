@@ -355,9 +355,11 @@ TEST(JobFileTest, EnvironmentVariablesAndFiosKeywordsExpand) {
             "in the environment (fio would use an empty string)");
   EXPECT_EQ(line("[a]\nbs=${AIOKIT_TEST_BS\n"),
             "j.fio:2: bs=${AIOKIT_TEST_BS: a ${ without its }");
+  // Any other $word is left as it is (fio's rule): here, not a size.
   EXPECT_EQ(line("[a]\nsize=$mb_memoryy\n"),
-            "j.fio:2: size=$mb_memoryy: not one of fio's keywords ($pagesize, "
-            "$mb_memory, $ncpus) nor ${NAME} from the environment");
+            "j.fio:2: size=$mb_memoryy: not a size (examples: 4096, 4k, 1m, "
+            "2g)");
+  EXPECT_EQ(JobsOf("[a]\nfilename=/tmp/a$b\n")->front().filename, "/tmp/a$b");
 }
 
 TEST(JobFileTest, StonewallAndNewGroupMakeFiosGroups) {

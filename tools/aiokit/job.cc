@@ -477,10 +477,148 @@ const std::vector<Option>& Table() {
       {{"filename"},
        Arg::kValue,
        "PATH",
-       "File or block device (default: a temporary file per job, removed "
-       "after the run)",
-       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string&) {
-         j.filename = std::string(v);
+       "File or block device (default: a temporary file per clone, removed "
+       "after the run; or named files with --directory, --filename_format); "
+       "a colon in the path is written \\:",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         // fio reads "a:b" as two files; "\:" is a colon in a name.
+         std::string path;
+         for (size_t i = 0; i < v.size(); ++i) {
+           if (v[i] == '\\' && i + 1 < v.size() && v[i + 1] == ':') {
+             path += ':';
+             ++i;
+           } else if (v[i] == ':') {
+             return Bad(w, v,
+                        "fio's list of files (a:b), which aiokit bench does "
+                        "not have: one file per job (write a colon in a "
+                        "name as \\:)");
+           } else {
+             path += v[i];
+           }
+         }
+         j.filename = std::move(path);
+         return Status();
+       }},
+      {{"directory"},
+       Arg::kValue,
+       "DIR[:DIR...]",
+       "Named files, one per clone, in this directory (several: the clones "
+       "spread over them), kept after the run (fio's default place is the "
+       "current directory; aiokit's, without this, a temporary file)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v.empty() || v.front() == ':' || v.back() == ':' ||
+             v.find("::") != std::string_view::npos) {
+           return Bad(w, v, "expected DIR or DIR:DIR...");
+         }
+         j.directory = std::string(v);
+         return Status();
+       }},
+      {{"filename_format"},
+       Arg::kValue,
+       "FORMAT",
+       "Names of the named files: $jobname, $jobnum (the clone), $filenum "
+       "(default $jobname.$jobnum.$filenum); directories in it are created",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         for (size_t at = v.find('$'); at != std::string_view::npos;
+              at = v.find('$', at + 1)) {
+           const std::string_view rest = v.substr(at);
+           if (rest.rfind("$jobname", 0) != 0 &&
+               rest.rfind("$jobnum", 0) != 0 &&
+               rest.rfind("$filenum", 0) != 0) {
+             return Bad(w, v,
+                        "knows $jobname, $jobnum and $filenum (fio's "
+                        "$clientuid is for its client/server mode)");
+           }
+         }
+         if (v.empty()) return Bad(w, v, "an empty name");
+         j.filename_format = std::string(v);
+         return Status();
+       }},
+      {{"filesize"},
+       Arg::kValue,
+       "SIZE[-SIZE]",
+       "Each file's size (a range: drawn per file), in place of --size; a "
+       "clone does one pass of its file (as fio 3.33 does; its HOWTO says "
+       "--size would become the default --io_size)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         const size_t dash = v.find('-');
+         Result<uint64_t> lo = Size(v.substr(0, dash), w);
+         if (!lo.ok()) return lo.status();
+         Result<uint64_t> hi =
+             dash == std::string_view::npos ? lo : Size(v.substr(dash + 1), w);
+         if (!hi.ok()) return hi.status();
+         if (*lo == 0 || *lo > *hi) {
+           return Bad(w, v, "at least 1 byte, and MIN at most MAX");
+         }
+         j.filesize_min = *lo;
+         j.filesize_max = *hi;
+         return Status();
+       }},
+      {{"nrfiles"},
+       Arg::kValue,
+       "1",
+       "Files per clone: 1 (fio spreads a clone over several; aiokit bench "
+       "does not)",
+       [](BenchPlan&, JobOptions&, std::string_view v, const std::string& w) {
+         if (v != "1") {
+           return Bad(w, v,
+                      "aiokit bench gives each clone one file (fio would "
+                      "spread each clone's I/O over " +
+                          std::string(v) + " files)");
+         }
+         return Status();
+       }},
+      {{"file_service_type"},
+       Arg::kValue,
+       "TYPE",
+       "How fio moves between a clone's files (random, roundrobin, "
+       "sequential, zipf, pareto, normal, gauss): accepted; with one file "
+       "per clone it changes nothing, as in fio",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         const std::string_view type = v.substr(0, v.find(':'));
+         if (type != "random" && type != "roundrobin" && type != "sequential" &&
+             type != "zipf" && type != "pareto" && type != "normal" &&
+             type != "gauss") {
+           return Bad(w, v,
+                      "expected random, roundrobin, sequential, zipf, "
+                      "pareto, normal or gauss (then :N)");
+         }
+         j.file_service_type = std::string(v);
+         return Status();
+       }},
+      {{"unlink"},
+       Arg::kValue,
+       "0|1",
+       "Remove the job's regular files after the run (default 0: kept, as "
+       "fio)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.unlink, Flag(v, w));
+       }},
+      {{"create_on_open"},
+       Arg::kValue,
+       "0|1",
+       "Accepted: aiokit bench creates and opens every file before the "
+       "clones start, outside the measured time, either way",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.create_on_open, Flag(v, w));
+       }},
+      {{"fallocate"},
+       Arg::kValue,
+       "MODE",
+       "How a file this run creates is preallocated: native (default, as "
+       "fio: fallocate(2), nothing where unsupported), posix "
+       "(posix_fallocate), keep (FALLOC_FL_KEEP_SIZE), truncate "
+       "(ftruncate), none; 0 and 1 are none and posix",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         std::string mode(v);
+         if (mode == "0") mode = "none";
+         if (mode == "1") mode = "posix";
+         if (mode != "none" && mode != "native" && mode != "posix" &&
+             mode != "keep" && mode != "truncate") {
+           return Bad(w, v,
+                      "expected none, native, posix, keep, truncate, 0 or 1");
+         }
+         j.fallocate = std::move(mode);
          return Status();
        }},
       {{"size"},
@@ -1389,12 +1527,9 @@ Result<std::string> Expand(std::string_view value, const std::string& where) {
     }
     const std::optional<std::string> word =
         Keyword(value.substr(dollar + 1, end - dollar - 1));
-    if (!word) {
-      return Bad(where, value,
-                 "not one of fio's keywords ($pagesize, $mb_memory, $ncpus) "
-                 "nor ${NAME} from the environment");
-    }
-    out += *word;
+    // Any other $word stays as it is, as fio leaves it (filename_format's
+    // $jobname, a path with a $ in it).
+    out += word ? *word : std::string(value.substr(dollar, end - dollar));
     i = end;
   }
   if (i < value.size()) out += value.substr(i);
@@ -1405,14 +1540,6 @@ Result<std::string> Expand(std::string_view value, const std::string& where) {
 // with it, so that a job file written for fio is refused with the reason.
 const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
   static const std::vector<std::pair<const char*, const char*>> table = {
-      {"directory", "puts the job's files in this directory"},
-      {"filename_format", "names the job's files from a pattern"},
-      {"filesize", "sets each file's size (or a range of sizes)"},
-      {"nrfiles", "spreads the job over this many files"},
-      {"file_service_type", "chooses how I/O moves between the job's files"},
-      {"create_on_open", "creates each file when the job opens it"},
-      {"unlink", "removes the job's files when it ends"},
-      {"fallocate", "chooses how files are preallocated"},
       {"rate_ignore_thinktime",
        "keeps the rate's schedule through thinktime instead of catching up"},
       {"steadystate", "ends the job when throughput settles"},

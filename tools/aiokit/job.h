@@ -22,6 +22,25 @@ struct JobOptions {
   std::string name = "aiokit";
   std::string filename;  // empty: an unnamed temporary file in $TMPDIR or
                          // /var/tmp, one per clone, gone after the run
+  // Named files (when filename is empty and directory or filename_format is
+  // set): fio's way, one per clone, in `directory` (":"-separated: the clones
+  // spread over them; with filename, the first prefixes a relative one),
+  // named by filename_format ($jobname, $jobnum, $filenum; default
+  // "$jobname.$jobnum.$filenum"), kept after the run unless `unlink`.
+  // filesize_min..max: each file's size (drawn per file from a range), in
+  // place of size. fallocate: how a file this run
+  // creates is preallocated (none, native, posix, keep, truncate).
+  // create_on_open and file_service_type are accepted; nrfiles is 1.
+  std::string directory;
+  std::string filename_format;
+  uint64_t filesize_min = 0, filesize_max = 0;
+  bool unlink = false;
+  bool create_on_open = false;
+  std::string fallocate = "native";
+  std::string file_service_type = "roundrobin";
+  [[nodiscard]] bool NamedFiles() const {
+    return filename.empty() && (!directory.empty() || !filename_format.empty());
+  }
   uint64_t size = 128ULL << 20;
   bool size_set = false;  // --size given (otherwise a device or an existing
                           // file gives its own size)

@@ -321,6 +321,16 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   const auto pair = [](const std::array<uint64_t, 2>& v) {
     return std::to_string(v[0]) + "," + std::to_string(v[1]);
   };
+  if (!o.directory.empty()) jo["directory"] = o.directory;
+  if (!o.filename_format.empty()) jo["filename_format"] = o.filename_format;
+  if (o.filesize_min != 0) {
+    jo["filesize"] = o.filesize_min == o.filesize_max
+                         ? std::to_string(o.filesize_min)
+                         : std::to_string(o.filesize_min) + "-" +
+                               std::to_string(o.filesize_max);
+  }
+  if (o.unlink) jo["unlink"] = "1";
+  if (o.fallocate != "native") jo["fallocate"] = o.fallocate;
   if (o.rate[0] != 0 || o.rate[1] != 0) jo["rate"] = pair(o.rate);
   if (o.rate_iops[0] != 0 || o.rate_iops[1] != 0) {
     jo["rate_iops"] = pair(o.rate_iops);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "clone.h"
+#include "random.h"
 #include "target.h"
 #include "units.h"
 
@@ -91,12 +92,33 @@ RunOutcome RunGroup(const BenchPlan& plan,
         // offset_increment: a region of its own, the same file.
         JobOptions at = j;
         at.offset = j.offset + c * j.offset_increment;
-        targets.all.push_back(std::make_unique<Target>());
-        if (Status bad = OpenTarget(at, suffix, *targets.all.back());
-            !bad.ok()) {
-          return bad;
+        if (j.NamedFiles()) {
+          Result<std::string> path = JobFilePath(j, c);
+          if (!path.ok()) return path.status();
+          at.filename = *path;
+        } else if (!j.filename.empty() && !j.directory.empty() &&
+                   j.filename.front() != '/') {
+          // fio: a named file goes in the first directory listed.
+          at.filename =
+              j.directory.substr(0, j.directory.find(':')) + "/" + j.filename;
         }
-        shared = targets.all.back().get();
+        if (j.filesize_min != 0) {
+          // Each file's size, drawn in multiples of the smallest block size.
+          const uint64_t unit = j.MinBs();
+          Rng rng(j.randseed + first_clone + c + 1);
+          at.size =
+              j.filesize_min / unit * unit +
+              rng.Below((j.filesize_max - j.filesize_min) / unit + 1) * unit;
+          at.size = std::max(at.size, j.MaxBs());
+          at.size_set = true;
+        }
+        targets.all.push_back(std::make_unique<Target>());
+        Target& t = *targets.all.back();
+        if (Status bad = OpenTarget(at, suffix, t); !bad.ok()) return bad;
+        if (j.unlink && !t.block_device && !at.filename.empty()) {
+          t.unlink_path = at.filename;
+        }
+        shared = &t;
       }
       target_of.push_back(shared);
       res.job_of.push_back(&j);

@@ -10,8 +10,11 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <system_error>
 #include <utility>
+#include <vector>
 
 #include "random.h"
 #include "verify.h"
@@ -72,7 +75,71 @@ std::string TempDir() {
   return tmp != nullptr && *tmp != '\0' ? tmp : "/var/tmp";
 }
 
+// Preallocates [0, end) of a file this run created, as fallocate= says.
+Status Preallocate(const File& f, const std::string& mode, uint64_t end) {
+  const auto len = static_cast<off_t>(end);
+  if (mode == "native" || mode == "keep") {
+    const int flags = mode == "keep" ? FALLOC_FL_KEEP_SIZE : 0;
+    if (::fallocate(f.fd(), flags, 0, len) != 0) {
+      const int e = errno;
+      // native: fio goes on without preallocation where it is unsupported.
+      if (mode == "native" && (e == EOPNOTSUPP || e == ENOSYS)) return {};
+      return Status::FromErrno(e, "fallocate(\"" + f.path() + "\", length " +
+                                      std::to_string(end) + ")");
+    }
+  } else if (mode == "posix") {
+    if (const int e = ::posix_fallocate(f.fd(), 0, len); e != 0) {
+      return Status::FromErrno(e, "posix_fallocate(\"" + f.path() +
+                                      "\", length " + std::to_string(end) +
+                                      ")");
+    }
+  } else if (mode == "truncate") {
+    if (::ftruncate(f.fd(), len) != 0) {
+      return Status::FromErrno(errno, "ftruncate(\"" + f.path() + "\", " +
+                                          std::to_string(end) + ")");
+    }
+  }
+  return {};
+}
+
 }  // namespace
+
+Result<std::string> JobFilePath(const JobOptions& o, unsigned clone) {
+  std::vector<std::string> dirs;
+  for (size_t from = 0; from <= o.directory.size();) {
+    const size_t colon =
+        std::min(o.directory.find(':', from), o.directory.size());
+    if (colon > from) dirs.push_back(o.directory.substr(from, colon - from));
+    from = colon + 1;
+  }
+  std::string name = o.filename_format.empty() ? "$jobname.$jobnum.$filenum"
+                                               : o.filename_format;
+  const std::pair<const char*, std::string> keys[] = {
+      {"$jobname", o.name},
+      {"$jobnum", std::to_string(clone)},
+      {"$filenum", "0"}};
+  for (const auto& [key, value] : keys) {
+    for (size_t at = name.find(key); at != std::string::npos;
+         at = name.find(key, at + value.size())) {
+      name.replace(at, std::strlen(key), value);
+    }
+  }
+  std::string path = name;
+  if (!dirs.empty() && name.front() != '/') {
+    path = dirs[clone % dirs.size()] + "/" + name;
+  }
+  // fio makes the directories a format's path names.
+  const size_t slash = path.rfind('/');
+  if (!o.filename_format.empty() && slash != std::string::npos && slash != 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(path.substr(0, slash), ec);
+    if (ec) {
+      return UsageError("--filename_format=" + o.filename_format + ": " +
+                        path.substr(0, slash) + ": " + ec.message());
+    }
+  }
+  return path;
+}
 
 void RemoveCreated(Target& t) {
   if (!t.remove_path.empty()) {
@@ -87,7 +154,14 @@ Targets::~Targets() {
 }
 
 void Targets::Keep() {
-  for (auto& t : all) t->remove_path.clear();
+  for (auto& t : all) {
+    t->remove_path.clear();
+    if (!t->unlink_path.empty()) {
+      (void)t->file.Close();
+      ::unlink(t->unlink_path.c_str());  // best effort, as fio's unlink
+      t->unlink_path.clear();
+    }
+  }
 }
 
 Status OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
@@ -184,6 +258,13 @@ Status OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
                         ": with --direct=1 it must be a multiple of " +
                         std::to_string(align.offset) +
                         ", the O_DIRECT alignment of " + t.shown);
+    }
+  }
+  if (fresh && !t.block_device) {
+    if (Status s = Preallocate(t.file, o.fallocate, t.offset + t.size);
+        !s.ok()) {
+      return UsageError("--fallocate=" + o.fallocate + job + ": " +
+                        s.ToString());
     }
   }
   if (!o.verify.empty() && t.size / o.bs > kMaxVerifyBlocks) {

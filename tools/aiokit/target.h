@@ -22,6 +22,7 @@ struct Target {
   File file;
   std::string shown;        // the path as printed
   std::string remove_path;  // non-empty: we created this named file
+  std::string unlink_path;  // non-empty: removed after the run (unlink)
   bool block_device = false;
   bool verify_layout = false;  // the region was laid out as verify blocks of
                                // generation 0 by this run
@@ -36,9 +37,17 @@ void RemoveCreated(Target& t);
 struct Targets {
   std::vector<std::unique_ptr<Target>> all;
   ~Targets();
-  // Files a finished run created stay, as fio leaves them.
+  // Files a finished run created stay, as fio leaves them, except those of
+  // jobs with unlink.
   void Keep();
 };
+
+// The path of clone `clone`'s file of a job with NamedFiles(): its
+// directory (round robin over directory's list) and filename_format's name;
+// creates the directories a format's path names.
+// On failure: a UsageError naming the directory that could not be made.
+[[nodiscard]] Result<std::string> JobFilePath(const JobOptions& o,
+                                              unsigned clone);
 
 // Opens (or creates) a job's target, settles its region, checks alignment,
 // lays out what the job will read and drops cached pages. `job` follows the
