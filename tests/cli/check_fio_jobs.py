@@ -5,7 +5,8 @@ offset_increment and startdelay, bssplit, CPU affinity (cpus_allowed and its pol
 (checked through the blocks a random writer touched), where requests go (rw's offset modifier, rw_sequencer, zonemode=strided,
 random_distribution, blockalign; compared with fio's write_iolog where fio's rule is exact), rate, rate_iops,
 rate_process, io_submit_mode, thinktime and rate_min, named files (directory, filename_format, filesize,
-unlink, fallocate; the same names and places as fio), and fio's options aiokit lacks refused by name with what
+unlink, fallocate; the same names and places as fio), fio's logs (write_lat_log, write_bw_log, write_iops_log,
+log_avg_msec, log_offset, per_job_logs), and fio's options aiokit lacks refused by name with what
 fio does. Each check can fail; nothing is timed."""
 import json
 import os
@@ -503,6 +504,62 @@ for bad, words in (("--nrfiles=2", "gives each clone one file"), ("--filename=a:
                    ("--fallocate=maybe", "expected none, native"), ("--filename_format=$clientuid", "$clientuid")):
     code, out, err = bench(bad)
     check(code == 2 and words in err, f"{bad}: exit {code}: {err}")
+
+# Logs in fio's format ("time ms, value, direction, block size[, offset], priority"): a row per request (as many
+# as the JSON's requests, slat only where the driver measures it, offsets with log_offset), windows of
+# log_avg_msec (a 1000-IOPS job logs about 1000 IOPS per window), and per_job_logs=0 sharing one file.
+def read_log(path, columns):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            fields = [int(x) for x in line.split(",")]
+            check(len(fields) == columns, f"{path}: {line!r} has {len(fields)} columns, want {columns}")
+            rows.append(fields)
+    return rows
+
+
+logs = os.path.join(tmp, "logs")
+os.makedirs(logs)
+for api in ("engine", "device", "coro"):
+    prefix = os.path.join(logs, api)
+    code, doc, err = bench_json("--filename=" + data, "--size=4m", "--rw=randrw", "--number_ios=300", "--api=" + api,
+                                "--write_lat_log=" + prefix, "--write_bw_log=" + prefix, "--write_iops_log=" + prefix,
+                                "--log_offset=1")
+    if not check(code == 0, f"logs {api}: exit {code}: {err}"):
+        continue
+    j = doc["jobs"][0]
+    n = j["read"]["total_ios"] + j["write"]["total_ios"]
+    for kind in ("clat", "lat", "bw", "iops") + (("slat",) if api != "coro" else ()):
+        rows = read_log(f"{prefix}_{kind}.1.log", 6)
+        check(len(rows) == n, f"{api} {kind} log: {len(rows)} rows, {n} requests")
+        check(all(r[2] in (0, 1) and r[3] == 4096 and r[4] % 4096 == 0 and r[4] < 4 << 20 for r in rows),
+              f"{api} {kind} log: a row out of place: {rows[:3]}")
+        if kind == "iops":
+            check(all(r[1] == 1 for r in rows), f"{api}: per-request IOPS rows are 1")
+        if kind == "clat" and rows:
+            reads = sum(1 for r in rows if r[2] == 0)
+            check(reads == j["read"]["total_ios"], f"{api}: {reads} read rows, {j['read']['total_ios']} reads")
+    if api == "coro":
+        check(os.path.getsize(f"{prefix}_slat.1.log") == 0, "coro: no slat rows (not measured)")
+prefix = os.path.join(logs, "win")
+code, doc, err = bench_json("--filename=" + data, "--size=4m", "--rw=randread", "--runtime=1", "--time_based",
+                            "--rate_iops=1000", "--log_avg_msec=100", "--write_iops_log=" + prefix,
+                            "--write_lat_log=" + prefix)
+if check(code == 0, f"windowed logs: exit {code}: {err}"):
+    rows = read_log(prefix + "_iops.1.log", 5)
+    full = [r for r in rows if r[0] % 100 == 0]
+    check(len(full) >= 9, f"log_avg_msec=100 over 1 s: {len(full)} whole windows")
+    check(all(abs(r[1] - 1000) <= 50 for r in full), f"rate_iops=1000: windows at {[r[1] for r in full]} IOPS")
+    check([r[0] for r in full] == list(range(100, 100 * len(full) + 1, 100)), f"window times {[r[0] for r in rows]}")
+    lat = read_log(prefix + "_lat.1.log", 5)
+    mean = doc["jobs"][0]["read"]["lat_ns"]["mean"]
+    avg = sum(r[1] for r in lat) / max(1, len(lat))
+    check(lat and 0.5 * mean <= avg <= 2 * mean, f"windowed lat {avg:.0f} ns against the JSON's mean {mean:.0f}")
+prefix = os.path.join(logs, "shared")
+code, doc, err = bench_json("--filename=" + data, "--size=4m", "--number_ios=50", "--numjobs=2",
+                            "--per_job_logs=0", "--write_iops_log=" + prefix)
+if check(code == 0, f"per_job_logs=0: exit {code}: {err}"):
+    check(len(read_log(prefix + "_iops.log", 5)) == 100, "per_job_logs=0: both clones' rows in one file")
 
 # fio's engine names.
 for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), ("posixaio", "threads")):

@@ -38,32 +38,32 @@ class AsioClone final : public LoopClone {
     size_t index = 0;  // its buffer's
     bool read = false;
     uint64_t len = 0;
+    uint64_t at = 0;
     Clock::time_point start;
   };
 
   void StartNext(Worker* w) {
-    uint64_t at = 0;
-    if (!Next(&w->read, &at, &w->len)) return;
+    if (!Next(&w->read, &w->at, &w->len)) return;
     w->start = Clock::now();
     auto done = [this, w](std::error_code ec, size_t n) {
       Account(
           w->read, w->start, Clock::now(),
           ec ? Status::FromErrno(ec.value(), "--api=asio request") : Status(),
-          n, w->len);
+          n, w->len, w->at);
       StartNext(w);
     };
     Buffer b = WorkerBuffer(w->index, w->len);
     if (w->read) {
-      io_->async_read(t_->file.fd(), at, std::move(b), std::move(done));
+      io_->async_read(t_->file.fd(), w->at, std::move(b), std::move(done));
     } else {
-      io_->async_write(t_->file.fd(), at, std::move(b), std::move(done));
+      io_->async_write(t_->file.fd(), w->at, std::move(b), std::move(done));
     }
   }
 
   void RunWorkers() override {
     workers_.reserve(o_.iodepth);
     for (size_t i = 0; i < o_.iodepth; ++i) {
-      workers_.push_back(Worker{i, false, 0, {}});
+      workers_.push_back(Worker{i, false, 0, 0, {}});
     }
     for (Worker& w : workers_) StartNext(&w);
     ctx_.run();

@@ -430,6 +430,12 @@ class Clone {
       ++d.ios;
       d.bytes += static_cast<uint64_t>(r.rval);
       if (static_cast<uint64_t>(r.rval) < r.length) ++d.short_ios;
+      if (r_.log.enabled() && s.kind != Kind::kSync) {
+        r_.log.Record(now, s.kind == Kind::kRead, static_cast<uint64_t>(r.rval),
+                      r.offset - t_->offset,
+                      NsBetween(s.submit_start, s.issued),
+                      NsBetween(s.issued, now), NsBetween(s.submit_start, now));
+      }
     }
     if (tracked) {
       if (s.kind == Kind::kWrite) {
@@ -483,6 +489,7 @@ class Clone {
     std::vector<size_t> idle;  // slots with nothing to do
     for (size_t i = 0; i < o_.iodepth; ++i) idle.push_back(i);
     pacer_.Start(start);
+    r_.log.Start(o_, measure_from);
     // With --rate or --thinktime: when the next request may go (max: after
     // a completion); nullopt while nothing waits for the schedule.
     std::optional<Clock::time_point> paced;
@@ -624,6 +631,7 @@ class Clone {
                                  std::max(last, measure_from) - measure_from)
                                  .count()
                            : 0.0;
+    r_.log.Finish(std::max(last, measure_from));
     EndMeasured(o_, shared_);
   }
 

@@ -51,8 +51,8 @@ class CoroClone final : public LoopClone {
       const Clock::time_point start = Clock::now();
       Result<size_t> got = read ? co_await io_->Read(t_->file.fd(), at, b)
                                 : co_await io_->Write(t_->file.fd(), at, b);
-      Account(read, start, Clock::now(), got.status(), got.ok() ? *got : 0,
-              len);
+      Account(read, start, Clock::now(), got.status(), got.ok() ? *got : 0, len,
+              at);
     }
   }
 

@@ -63,6 +63,7 @@ class DeviceClone {
     Buffer buf;
     bool read = true;
     uint64_t len = 0;
+    uint64_t off = 0;  // in the region
     Clock::time_point submit_start, issued;
   };
 
@@ -170,6 +171,7 @@ class DeviceClone {
     const uint64_t n = p.len;
     const uint64_t off = p.off;
     s.len = n;
+    s.off = off;
     const uint64_t at = t_->offset + off;
     Buffer b = s.buf.size() == n ? s.buf : s.buf.Slice(0, n);
     Status st = s.read ? dev_->AioRead(at, std::move(b), s.ioc.get())
@@ -236,6 +238,9 @@ class DeviceClone {
       d.lat.Record(NsBetween(s.submit_start, now));
       ++d.ios;
       d.bytes += s.len;
+      r_.log.Record(now, s.read, s.len, s.off,
+                    NsBetween(s.submit_start, s.issued),
+                    NsBetween(s.issued, now), NsBetween(s.submit_start, now));
     }
   }
 
@@ -250,6 +255,7 @@ class DeviceClone {
     bool measuring = o_.ramp_time_us == 0;
     for (size_t i = 0; i < o_.iodepth; ++i) idle_.push_back(i);
     pacer_.Start(start);
+    r_.log.Start(o_, measure_from);
     // With --rate or --thinktime: when the next request may go (max: after
     // a completion); nullopt while nothing waits for the schedule.
     std::optional<Clock::time_point> paced;
@@ -354,6 +360,7 @@ class DeviceClone {
                                  std::max(last, measure_from) - measure_from)
                                  .count()
                            : 0.0;
+    r_.log.Finish(std::max(last, measure_from));
     EndMeasured(o_, shared_);
   }
 

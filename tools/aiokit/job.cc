@@ -1250,9 +1250,62 @@ const std::vector<Option>& Table() {
       {{"per_job_logs"},
        Arg::kFlag,
        "",
-       "Accepted for fio job files: aiokit bench writes no per-job log files",
-       [](BenchPlan&, JobOptions&, std::string_view v, const std::string& w) {
-         return Flag(v, w).status();
+       "Logs carry the job number in their names (default 1; 0: the clones "
+       "of a job share one file)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.per_job_logs, Flag(v, w));
+       }},
+      {{"write_lat_log"},
+       Arg::kFlag,
+       "",
+       "=PREFIX: latency logs PREFIX_slat.N.log, _clat, _lat in fio's format "
+       "(no PREFIX: the job's name; slat only on --api=engine|device)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string&) {
+         j.lat_log = std::string(v);
+         j.lat_log_set = true;
+         return Status();
+       }},
+      {{"write_bw_log"},
+       Arg::kFlag,
+       "",
+       "=PREFIX: a bandwidth log PREFIX_bw.N.log (KiB/s), fio's format",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string&) {
+         j.bw_log = std::string(v);
+         j.bw_log_set = true;
+         return Status();
+       }},
+      {{"write_iops_log"},
+       Arg::kFlag,
+       "",
+       "=PREFIX: an IOPS log PREFIX_iops.N.log, fio's format",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string&) {
+         j.iops_log = std::string(v);
+         j.iops_log_set = true;
+         return Status();
+       }},
+      {{"log_avg_msec"},
+       Arg::kValue,
+       "MS",
+       "Logs average over windows of this many ms (default 0: a row per "
+       "request)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.log_avg_msec,
+                    Integer<uint64_t>(v, w, 0, uint64_t{1} << 32));
+       }},
+      {{"log_max_value"},
+       Arg::kFlag,
+       "",
+       "With --log_avg_msec, latency logs keep each window's maximum, not "
+       "its average",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.log_max_value, Flag(v, w));
+       }},
+      {{"log_offset"},
+       Arg::kFlag,
+       "",
+       "Logs carry each request's offset (a column before the priority)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.log_offset, Flag(v, w));
        }},
       {{"userspace_reap"},
        Arg::kFlag,
@@ -1562,10 +1615,6 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"cmdprio_bssplit", "gives priorities by block size"},
       {"prio", "sets the job's I/O priority"},
       {"prioclass", "sets the job's I/O priority class"},
-      {"write_lat_log", "logs every request's latency to a file"},
-      {"write_bw_log", "logs bandwidth over time to a file"},
-      {"write_iops_log", "logs requests per second over time to a file"},
-      {"log_avg_msec", "averages the logs over this period"},
       {"log_hist_msec", "logs latency histograms on this period"},
       {"write_hist_log", "logs latency histograms to a file"},
       {"numa_mem_policy", "sets the job's NUMA memory policy"},

@@ -169,6 +169,16 @@ struct JobOptions {
     return rate_min[0] != 0 || rate_min[1] != 0 || rate_iops_min[0] != 0 ||
            rate_iops_min[1] != 0;
   }
+  // fio's logs (iolog.h): write_lat_log, write_bw_log, write_iops_log with
+  // their file prefix ("" for the job's name), log_avg_msec (0: a row per
+  // request), log_max_value, log_offset, per_job_logs (the job number in
+  // the file's name; 0: one file for every clone).
+  std::string lat_log, bw_log, iops_log;
+  bool lat_log_set = false, bw_log_set = false, iops_log_set = false;
+  uint64_t log_avg_msec = 0;
+  bool log_max_value = false;
+  bool log_offset = false;
+  bool per_job_logs = true;
   bool norandommap = false;
   bool randrepeat = true;
   uint64_t randseed = 0;

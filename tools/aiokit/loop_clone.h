@@ -96,7 +96,7 @@ class LoopClone {
 
   // One completion: `bytes`, or the error.
   void Account(bool read, Clock::time_point start, Clock::time_point now,
-               const Status& error, size_t bytes, uint64_t len) {
+               const Status& error, size_t bytes, uint64_t len, uint64_t at) {
     ++r_.reaped;
     if (!error.ok()) {
       const int e = error.Errno();
@@ -122,6 +122,9 @@ class LoopClone {
       ++d.ios;
       d.bytes += bytes;
       if (bytes < len) ++d.short_ios;
+      // No slat: a worker's request is submitted inside its wait.
+      r_.log.Record(now, read, bytes, at - t_->offset, UINT64_MAX,
+                    NsBetween(start, now), NsBetween(start, now));
     }
     const uint64_t ios = r_.read.ios + r_.write.ios;
     if (ios - shown_ios_ >= 64) {
@@ -204,6 +207,7 @@ class LoopClone {
                   : Clock::time_point::max();
     measuring_ = o_.ramp_time_us == 0;
     last_ = start;
+    r_.log.Start(o_, measure_from_);
     RunWorkers();
     r_.submitted = r_.reaped;
     r_.seconds = measuring_
@@ -211,6 +215,7 @@ class LoopClone {
                            std::max(last_, measure_from_) - measure_from_)
                            .count()
                      : 0.0;
+    r_.log.Finish(std::max(last_, measure_from_));
     EndMeasured(o_, shared_);
   }
 

@@ -14,6 +14,7 @@
 #include "aiokit/engine.h"
 #include "aiokit/fault.h"
 #include "histogram.h"
+#include "iolog.h"
 #include "job.h"
 
 namespace aiokit::tool {
@@ -58,6 +59,7 @@ struct CloneResult {
   // first group started (groups: stonewall).
   double group_began = 0, group_ended = 0;
   std::string cpus;  // the CPUs the clone's thread could run on ("0-1")
+  IoLog log;         // fio's logs, when the job asks for them
   // Adds another clone of the same job (group_reporting).
   void Merge(const CloneResult& o);
 };

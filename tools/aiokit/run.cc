@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "clone.h"
+#include "iolog.h"
 #include "random.h"
 #include "target.h"
 #include "units.h"
@@ -165,12 +166,15 @@ RunOutcome RunGroup(const BenchPlan& plan,
                               : job.randrepeat ? 0x5EEDULL
                                                : run_seed;
         const uint64_t seed = base + (first_clone + i) * 0x9E3779B97F4A7C15ULL;
-        results[i] =
-            job.api == "device"
-                ? RunDeviceClone(job, static_cast<unsigned>(i), target_of[i],
-                                 &shared, &progress[i], seed)
-                : RunClone(job, static_cast<unsigned>(i), target_of[i], &shared,
-                           &progress[i], seed);
+        // The driver --api names (job.cc accepts asio only when built in).
+        auto* const run = job.api == "device" ? &RunDeviceClone
+                          : job.api == "coro" ? &RunCoroClone
+#if AIOKIT_TOOL_HAVE_ASIO
+                          : job.api == "asio" ? &RunAsioClone
+#endif
+                                              : &RunClone;
+        results[i] = run(job, static_cast<unsigned>(i), target_of[i], &shared,
+                         &progress[i], seed);
         results[i].cpus = std::move(cpus);
       });
     } catch (const std::system_error& e) {
@@ -321,6 +325,11 @@ RunOutcome RunOnce(const BenchPlan& plan, std::ostream& err, bool tty) {
     all.sys += res->sys;
     all.wall += res->wall;
     all.ctx += res->ctx;
+  }
+  std::vector<const IoLog*> logs;
+  for (const CloneResult& c : all.clones) logs.push_back(&c.log);
+  if (Status bad = WriteIoLogs(all.job_of, logs); !bad.ok()) {
+    return UsageError(bad.ToString());
   }
   return all;
 }
