@@ -96,6 +96,9 @@ for api in ("coro", "asio"):
             job = json.loads(out)["jobs"][0]
             total = job["read"]["total_ios"] + job["write"]["total_ios"]
             check(total == 2048, f"--api={api} {engine}: total_ios {total} != 2048")
+            # The loop's workers submit inside their wait: no slat, unlike the engine driver (which is how a
+            # run that fell back to the engine driver shows).
+            check(job["read"]["slat_ns"]["N"] == 0, f"--api={api} {engine}: slat recorded, so not its driver")
 
 # A time-based job runs for its runtime.
 code, out, err = run("--size=4m", "--runtime=1", "--time_based", "--output-format=json")
