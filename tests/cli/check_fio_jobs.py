@@ -6,7 +6,7 @@ offset_increment and startdelay, bssplit, CPU affinity (cpus_allowed and its pol
 random_distribution, blockalign; compared with fio's write_iolog where fio's rule is exact), rate, rate_iops,
 rate_process, io_submit_mode, thinktime and rate_min, named files (directory, filename_format, filesize,
 unlink, fallocate; the same names and places as fio), fio's logs (write_lat_log, write_bw_log, write_iops_log,
-log_avg_msec, log_offset, per_job_logs), and fio's options aiokit lacks refused by name with what
+log_avg_msec, log_offset, per_job_logs), I/O priority (prio, prioclass, cmdprio_percentage), and fio's options aiokit lacks refused by name with what
 fio does. Each check can fail; nothing is timed."""
 import json
 import os
@@ -560,6 +560,44 @@ code, doc, err = bench_json("--filename=" + data, "--size=4m", "--number_ios=50"
                             "--per_job_logs=0", "--write_iops_log=" + prefix)
 if check(code == 0, f"per_job_logs=0: exit {code}: {err}"):
     check(len(read_log(prefix + "_iops.log", 5)) == 100, "per_job_logs=0: both clones' rows in one file")
+
+# I/O priority: prio and prioclass set the clone's (the kernel's answer in the JSON, and the engine's worker
+# threads inherit it, read with ionice while a job runs); cmdprio_percentage gives that share of requests a
+# priority of their own.
+for args, want in ((["--prio=3"], "be/3"), (["--prioclass=1", "--prio=2"], "rt/2"), (["--prioclass=3"], "idle/0"),
+                   ([], "none/0")):
+    code, doc, err = bench_json("--filename=" + data, "--size=1m", "--number_ios=100", *args)
+    if check(code == 0, f"{args}: exit {code}: {err}"):
+        check(doc["jobs"][0]["aiokit"]["ioprio"] == want, f"{args}: ioprio {doc['jobs'][0]['aiokit']['ioprio']}")
+if shutil.which("ionice") is not None:
+    p = subprocess.Popen([aiokit, "bench", "--filename=" + data, "--size=1m", "--ioengine=threads", "--threads_min=2",
+                          "--prio=5", "--runtime=2", "--time_based"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    seen = {}
+    for _ in range(100):
+        try:
+            for tid in os.listdir(f"/proc/{p.pid}/task"):
+                if int(tid) != p.pid and int(tid) not in seen:
+                    got = subprocess.run(["ionice", "-p", tid], capture_output=True, text=True).stdout.strip()
+                    if got:
+                        seen[int(tid)] = got
+        except FileNotFoundError:
+            break
+        if len(seen) >= 3:  # the clone and two workers
+            break
+        subprocess.run(["sleep", "0.1"])
+    p.communicate(timeout=120)
+    check(len(seen) >= 3 and all(v == "best-effort: prio 5" for v in seen.values()), f"prio=5: threads {seen}")
+else:
+    print("SKIP: ionice is not installed; the engine threads' priority is not read")
+for engine in ("libaio", "io_uring", "posixaio"):
+    code, doc, err = bench_json("--filename=" + data, "--size=16m", "--number_ios=2000", "--ioengine=" + engine,
+                                "--cmdprio_percentage=30", "--cmdprio_class=2", "--cmdprio=1")
+    if check(code == 0, f"cmdprio {engine}: exit {code}: {err}"):
+        n = doc["jobs"][0]["aiokit"].get("cmdprio_ios", 0)
+        check(450 <= n <= 750, f"cmdprio_percentage=30 on {engine}: {n} of 2000 requests")
+code, out, err = bench("--filename=" + data, "--cmdprio_percentage=10", "--api=device")
+check(code == 2 and "--cmdprio_percentage" in err, f"cmdprio with --api=device: exit {code}: {err}")
 
 # fio's engine names.
 for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), ("posixaio", "threads")):

@@ -301,6 +301,13 @@ class Clone {
       ++writes_since_fsync_;
     }
     if (o_.fixedbufs) r.SetFixedBuffer(static_cast<int16_t>(i));
+    const int d = kind == Kind::kRead ? 0 : 1;
+    if (o_.cmdprio_pct[d] != 0 && rng_.Below(100) < o_.cmdprio_pct[d]) {
+      // cmdprio_percentage: this request carries a priority of its own.
+      r.SetIoPriority(IoPriority(static_cast<IoPrioClass>(o_.cmdprio_class[d]),
+                                 static_cast<uint8_t>(o_.cmdprio[d])));
+      ++r_.prio_ios;
+    }
     issued_bytes_ += len;
     ++issued_ios_;
     batch_.push_back(&r);

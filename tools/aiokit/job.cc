@@ -820,6 +820,66 @@ const std::vector<Option>& Table() {
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          return Set(j.thinktime_iotime_us, Duration(v, w));
        }},
+      {{"prio"},
+       Arg::kValue,
+       "0-7",
+       "The clone's I/O priority level, 0 highest (ioprio_set; class "
+       "best-effort unless --prioclass)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.prio, Integer<int>(v, w, 0, 7));
+       }},
+      {{"prioclass"},
+       Arg::kValue,
+       "1-3",
+       "The clone's I/O priority class: 1 realtime, 2 best-effort, 3 idle "
+       "(ionice(1))",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.prioclass, Integer<int>(v, w, 1, 3));
+       }},
+      {{"cmdprio_percentage"},
+       Arg::kValue,
+       "PCT[,PCT]",
+       "This share of requests carry an I/O priority of their own "
+       "(--cmdprio_class, --cmdprio; --api=engine); after a comma, the "
+       "writes'",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         auto dirs = PerDirection(v, w);
+         if (!dirs.ok()) return dirs.status();
+         Result<unsigned> r = Integer<unsigned>(dirs->first, w, 0, 100);
+         if (!r.ok()) return r.status();
+         Result<unsigned> wr = Integer<unsigned>(dirs->second, w, 0, 100);
+         if (!wr.ok()) return wr.status();
+         j.cmdprio_pct = {*r, *wr};
+         return Status();
+       }},
+      {{"cmdprio_class"},
+       Arg::kValue,
+       "1-3[,1-3]",
+       "The class of --cmdprio_percentage's requests (default 1, realtime)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         auto dirs = PerDirection(v, w);
+         if (!dirs.ok()) return dirs.status();
+         Result<unsigned> r = Integer<unsigned>(dirs->first, w, 1, 3);
+         if (!r.ok()) return r.status();
+         Result<unsigned> wr = Integer<unsigned>(dirs->second, w, 1, 3);
+         if (!wr.ok()) return wr.status();
+         j.cmdprio_class = {*r, *wr};
+         return Status();
+       }},
+      {{"cmdprio"},
+       Arg::kValue,
+       "0-7[,0-7]",
+       "The level of --cmdprio_percentage's requests (default 0, highest)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         auto dirs = PerDirection(v, w);
+         if (!dirs.ok()) return dirs.status();
+         Result<unsigned> r = Integer<unsigned>(dirs->first, w, 0, 7);
+         if (!r.ok()) return r.status();
+         Result<unsigned> wr = Integer<unsigned>(dirs->second, w, 0, 7);
+         if (!wr.ok()) return wr.status();
+         j.cmdprio = {*r, *wr};
+         return Status();
+       }},
       {{"random_generator"},
        Arg::kValue,
        "tausworthe|lfsr|tausworthe64",
@@ -1609,12 +1669,7 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"experimental_verify", "verifies with fio's experimental method"},
       {"bs_unaligned", "allows block sizes that are not sector multiples"},
       {"rwmixcycle", "alternates reads and writes on this period"},
-      {"cmdprio_percentage", "gives this share of requests a priority"},
-      {"cmdprio_class", "sets the priority class of cmdprio_percentage"},
-      {"cmdprio", "sets the priority of cmdprio_percentage"},
       {"cmdprio_bssplit", "gives priorities by block size"},
-      {"prio", "sets the job's I/O priority"},
-      {"prioclass", "sets the job's I/O priority class"},
       {"log_hist_msec", "logs latency histograms on this period"},
       {"write_hist_log", "logs latency histograms to a file"},
       {"numa_mem_policy", "sets the job's NUMA memory policy"},
@@ -1977,7 +2032,9 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
         " (pacing is in the engine and device drivers)");
   }
   if (j.api != "engine") {
-    const char* refused = !j.verify.empty()   ? "--verify"
+    const char* refused = !j.verify.empty() ? "--verify"
+                          : j.cmdprio_pct[0] != 0 || j.cmdprio_pct[1] != 0
+                              ? "--cmdprio_percentage"
                           : !j.inject.empty() ? "--inject"
                           : j.fsync != 0      ? "--fsync"
                           : j.registerfiles   ? "--registerfiles"

@@ -179,6 +179,12 @@ struct JobOptions {
   bool log_max_value = false;
   bool log_offset = false;
   bool per_job_logs = true;
+  // I/O priority (ioprio_set(2)): the clone's (fio's prio and prioclass; -1:
+  // not set), and per request (cmdprio_percentage of the requests, per
+  // direction, get class cmdprio_class, default realtime, and level
+  // cmdprio, default 0).
+  int prio = -1, prioclass = -1;
+  std::array<unsigned, 2> cmdprio_pct{}, cmdprio_class{{1, 1}}, cmdprio{};
   bool norandommap = false;
   bool randrepeat = true;
   uint64_t randseed = 0;

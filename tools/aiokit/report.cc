@@ -77,6 +77,8 @@ Json AiokitJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   ak["group_began_s"] = r.group_began;
   ak["group_ended_s"] = r.group_ended;
   ak["cpus"] = r.cpus;
+  ak["ioprio"] = r.ioprio;
+  if (r.prio_ios != 0) ak["cmdprio_ios"] = r.prio_ios;
   Json passed = Json::array();
   for (const EngineRefusal& p : r.passed_over) {
     passed.push_back(
@@ -340,6 +342,12 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   }
   if (o.rate_iops_min[0] != 0 || o.rate_iops_min[1] != 0) {
     jo["rate_iops_min"] = pair(o.rate_iops_min);
+  }
+  if (o.prio >= 0) jo["prio"] = std::to_string(o.prio);
+  if (o.prioclass >= 0) jo["prioclass"] = std::to_string(o.prioclass);
+  if (o.cmdprio_pct[0] != 0 || o.cmdprio_pct[1] != 0) {
+    jo["cmdprio_percentage"] = std::to_string(o.cmdprio_pct[0]) + "," +
+                               std::to_string(o.cmdprio_pct[1]);
   }
   if (o.rate_poisson) jo["rate_process"] = "poisson";
   if (o.submit_offload) jo["io_submit_mode"] = "offload";

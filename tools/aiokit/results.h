@@ -58,8 +58,10 @@ struct CloneResult {
   // When the clone's group started and ended its run, in seconds after the
   // first group started (groups: stonewall).
   double group_began = 0, group_ended = 0;
-  std::string cpus;  // the CPUs the clone's thread could run on ("0-1")
-  IoLog log;         // fio's logs, when the job asks for them
+  std::string cpus;       // the CPUs the clone's thread could run on ("0-1")
+  std::string ioprio;     // the clone thread's I/O priority ("be/4")
+  uint64_t prio_ios = 0;  // requests given cmdprio's priority
+  IoLog log;              // fio's logs, when the job asks for them
   // Adds another clone of the same job (group_reporting).
   void Merge(const CloneResult& o);
 };

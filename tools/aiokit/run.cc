@@ -4,6 +4,7 @@
 
 #include <sched.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "aiokit/request.h"
 #include "clone.h"
 #include "iolog.h"
 #include "random.h"
@@ -44,7 +46,8 @@ std::string JobSuffix(const BenchPlan& plan, const JobOptions& j) {
 // clone makes its engine, whose threads inherit the affinity; `cpus` is set
 // to the CPUs the thread may then run on.
 // On failure: a UsageError naming the option and the errno.
-Status PinClone(const JobOptions& job, unsigned c, std::string* cpus) {
+Status PinClone(const JobOptions& job, unsigned c, std::string* cpus,
+                std::string* ioprio) {
   if (!job.cpus.empty()) {
     cpu_set_t set;
     CPU_ZERO(&set);
@@ -60,6 +63,35 @@ Status PinClone(const JobOptions& job, unsigned c, std::string* cpus) {
                         std::to_string(c) + "): sched_setaffinity failed (" +
                         (name != nullptr ? name : std::to_string(e)) + ")");
     }
+  }
+  if (job.prio >= 0 || job.prioclass >= 0) {
+    // fio: best-effort unless prioclass says; level 0 unless prio says (the
+    // kernel ignores the level of the idle class).
+    const auto cls = static_cast<IoPrioClass>(
+        job.prioclass >= 0 ? job.prioclass
+                           : static_cast<int>(IoPrioClass::kBestEffort));
+    const auto level = static_cast<uint8_t>(job.prio >= 0 ? job.prio : 0);
+    // ioprio_set(IOPRIO_WHO_PROCESS, 0: this thread); the engine's threads,
+    // made after this, inherit it.
+    if (::syscall(SYS_ioprio_set, 1, 0, IoPriority(cls, level)) != 0) {
+      const int e = errno;
+      const char* name = strerrorname_np(e);
+      return UsageError("--prio/--prioclass (job " + job.name + ", clone " +
+                        std::to_string(c) + "): ioprio_set failed (" +
+                        (name != nullptr ? name : std::to_string(e)) +
+                        (e == EPERM ? "; the realtime class needs "
+                                      "CAP_SYS_ADMIN"
+                                    : "") +
+                        ")");
+    }
+  }
+  // The thread's I/O priority as the kernel has it: class/level.
+  const long got = ::syscall(SYS_ioprio_get, 1, 0);
+  if (got >= 0) {
+    static constexpr const char* kClasses[] = {"none", "rt", "be", "idle"};
+    const auto cls = static_cast<unsigned>(got) >> 13U;
+    *ioprio = std::string(cls < 4 ? kClasses[cls] : "?") + "/" +
+              std::to_string(static_cast<unsigned>(got) & 0x1FFFU);
   }
   cpu_set_t now;
   CPU_ZERO(&now);
@@ -152,8 +184,9 @@ RunOutcome RunGroup(const BenchPlan& plan,
     try {
       threads.emplace_back([&, i] {
         const JobOptions& job = *res.job_of[i];
-        std::string cpus;
-        if (Status bad = PinClone(job, clone_no[i], &cpus); !bad.ok()) {
+        std::string cpus, ioprio;
+        if (Status bad = PinClone(job, clone_no[i], &cpus, &ioprio);
+            !bad.ok()) {
           // As a clone that cannot set up: the run does not start.
           std::lock_guard<std::mutex> lock(shared.mu);
           if (!shared.refused && shared.usage.ok()) shared.usage = bad;
@@ -176,6 +209,7 @@ RunOutcome RunGroup(const BenchPlan& plan,
         results[i] = run(job, static_cast<unsigned>(i), target_of[i], &shared,
                          &progress[i], seed);
         results[i].cpus = std::move(cpus);
+        results[i].ioprio = std::move(ioprio);
       });
     } catch (const std::system_error& e) {
       // The clones started so far are told to leave, then joined.
