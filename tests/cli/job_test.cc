@@ -85,7 +85,7 @@ TEST(BenchArgsTest, BadInputNamesTheOptionAndTheRule) {
             "--help lists them)");
   EXPECT_EQ(UsageLine({"--rw=trim"}),
             "--rw=trim: unknown; expected read, write, randread, randwrite, "
-            "rw or randrw");
+            "rw or randrw (then :N, fio's offset modifier)");
   EXPECT_EQ(UsageLine({"--rwmixread=101"}),
             "--rwmixread=101: must be 0 to 100");
   EXPECT_EQ(UsageLine({"--bs=4x"}),
@@ -204,9 +204,8 @@ TEST(BenchArgsTest, BsSplitSharesAndTheirBlanks) {
   EXPECT_EQ(ValidateLine(
                 {"--bssplit=4k/50:8k/50", "--verify=xxh3", "--rw=randwrite"}),
             "--verify: not with --bssplit (every block must have one size)");
-  EXPECT_EQ(ValidateLine({"--bssplit=4k/100", "--api=device"}),
-            "--bssplit: not with --api=device (it measures plain reads and "
-            "writes)");
+  // Every driver takes its sizes from the shared Placer.
+  EXPECT_EQ(ValidateLine({"--bssplit=4k/100", "--api=device"}), "(accepted)");
 }
 
 TEST(BenchArgsTest, WaitForNamesOneEarlierJob) {
@@ -391,17 +390,16 @@ TEST(JobFileTest, StonewallAndNewGroupMakeFiosGroups) {
 }
 
 TEST(BenchArgsTest, FiosOptionsAiokitLacksAreRefusedWithWhatFioDoes) {
-  EXPECT_EQ(UsageLine({"--rate_iops=100"}),
-            "--rate_iops: fio's option (it caps the job's requests per "
-            "second), which aiokit bench does not have");
+  EXPECT_EQ(UsageLine({"--steadystate=iops:1%"}),
+            "--steadystate: fio's option (it ends the job when throughput "
+            "settles), which aiokit bench does not have");
   BenchPlan plan;
   const Result<std::vector<JobOptions>> jobs =
-      ParseJobFile("[a]\nzonemode=strided\n", "z.fio", JobOptions{}, plan);
+      ParseJobFile("[a]\nverify_only\n", "v.fio", JobOptions{}, plan);
   ASSERT_FALSE(jobs.ok());
   EXPECT_EQ(jobs.status().context(),
-            "z.fio:2: zonemode: fio's option (it divides the file into zones "
-            "(strided, or a zoned block device with zbd)), which aiokit bench "
-            "does not have");
+            "v.fio:2: verify_only: fio's option (it only verifies what an "
+            "earlier run wrote), which aiokit bench does not have");
 }
 
 TEST(BenchArgsTest, RandomSequencesRepeatUnlessAskedNotTo) {
