@@ -5,7 +5,8 @@
 set -euo pipefail
 
 what=${1:-build}
-pkgs=(cmake make g++ pkg-config libcli11-dev nlohmann-json3-dev liburing-dev libxxhash-dev)
+pkgs=(cmake make g++ pkg-config libcli11-dev nlohmann-json3-dev liburing-dev libxxhash-dev
+      nettle-dev libisal-dev)
 test_pkgs=(libgtest-dev libgmock-dev googletest clang-format clang-tidy python3 libaio-dev fio
            valgrind stress-ng xfsprogs libasio-dev)
 case "$what" in

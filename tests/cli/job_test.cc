@@ -61,7 +61,7 @@ TEST(BenchArgsTest, FioNamesValuesAndFlags) {
   EXPECT_EQ(j.fsync, 8U);
   EXPECT_EQ(j.offset, 1U << 20);
   EXPECT_EQ(j.ramp_time_us, 100000U);
-  EXPECT_EQ(j.verify, "xxh3");
+  EXPECT_EQ(j.verify.name, "xxh3");
   EXPECT_EQ(j.iodepth_batch_submit, 2U);
   EXPECT_EQ(j.iodepth_batch_complete_min, 3U);
   EXPECT_FALSE(Parsed({"--time_based=0"}).jobs.at(0).time_based);
@@ -126,27 +126,30 @@ TEST(BenchArgsTest, CombinationsAreRefusedBeforeAnythingRuns) {
             "--iodepth_batch_complete_min=8: larger than "
             "--iodepth_batch_complete_max (4)");
   EXPECT_EQ(line({"--fsync=4"}), "--fsync=4: --rw=randread does not write");
-  EXPECT_EQ(line({"--verify=xxh3", "--bsrange=4k-8k"}),
-            "--verify: not with --bsrange (every block must have one size)");
+  EXPECT_EQ(
+      line({"--verify=xxh3", "--bsrange=4k-8k"}),
+      "--verify=xxh3: not with --bsrange (every block must have one size)");
   EXPECT_EQ(line({"--bsrange=4k-10k"}),
             "--bsrange=4096-10240: MAX must be a multiple of MIN");
   EXPECT_EQ(line({"--size=4k", "--bs=8k"}),
             "--size=4096: smaller than the block size (8192)");
   EXPECT_EQ(line({"--compare", "--engine=threads"}),
             "--compare: runs every engine; drop --engine=threads");
-  EXPECT_EQ(line({"--verify=xxh3", "--rw=randwrite", "--numjobs=2",
-                  "--filename=/tmp/x"}),
-            "--verify with --numjobs=2 on one --filename: the clones would "
-            "overwrite each other's blocks (unless --offset_increment is at "
-            "least --size)");
+  EXPECT_EQ(
+      line({"--verify=xxh3", "--rw=randwrite", "--numjobs=2",
+            "--filename=/tmp/x"}),
+      "--verify=xxh3 with --numjobs=2 on one --filename: the clones would "
+      "overwrite each other's blocks (unless --offset_increment is at "
+      "least --size)");
   EXPECT_EQ(line({"--verify=xxh3", "--rw=randwrite", "--numjobs=2",
                   "--filename=/tmp/x", "--size=1m", "--offset_increment=1m"}),
             "(accepted)");
-  EXPECT_EQ(line({"--verify=xxh3", "--rw=randwrite", "--numjobs=2",
-                  "--filename=/tmp/x", "--size=1m", "--offset_increment=4k"}),
-            "--verify with --numjobs=2 on one --filename: the clones would "
-            "overwrite each other's blocks (unless --offset_increment is at "
-            "least --size)");
+  EXPECT_EQ(
+      line({"--verify=xxh3", "--rw=randwrite", "--numjobs=2",
+            "--filename=/tmp/x", "--size=1m", "--offset_increment=4k"}),
+      "--verify=xxh3 with --numjobs=2 on one --filename: the clones would "
+      "overwrite each other's blocks (unless --offset_increment is at "
+      "least --size)");
   EXPECT_EQ(line({"--numjobs=3", "--size=1m",
                   "--offset_increment=4611686018427387904"}),
             "--offset_increment=4611686018427387904: with 3 clones, past the "
@@ -201,9 +204,10 @@ TEST(BenchArgsTest, BsSplitSharesAndTheirBlanks) {
   EXPECT_TRUE(Parsed({"--bssplit=4k/100", "--bsrange=4k-8k"})
                   .jobs[0]
                   .bssplit_text.empty());
-  EXPECT_EQ(ValidateLine(
-                {"--bssplit=4k/50:8k/50", "--verify=xxh3", "--rw=randwrite"}),
-            "--verify: not with --bssplit (every block must have one size)");
+  EXPECT_EQ(
+      ValidateLine(
+          {"--bssplit=4k/50:8k/50", "--verify=xxh3", "--rw=randwrite"}),
+      "--verify=xxh3: not with --bssplit (every block must have one size)");
   // Every driver takes its sizes from the shared Placer.
   EXPECT_EQ(ValidateLine({"--bssplit=4k/100", "--api=device"}), "(accepted)");
 }
@@ -395,11 +399,11 @@ TEST(BenchArgsTest, FiosOptionsAiokitLacksAreRefusedWithWhatFioDoes) {
             "settles), which aiokit bench does not have");
   BenchPlan plan;
   const Result<std::vector<JobOptions>> jobs =
-      ParseJobFile("[a]\nverify_only\n", "v.fio", JobOptions{}, plan);
+      ParseJobFile("[a]\nrwmixcycle=100\n", "v.fio", JobOptions{}, plan);
   ASSERT_FALSE(jobs.ok());
   EXPECT_EQ(jobs.status().context(),
-            "v.fio:2: verify_only: fio's option (it only verifies what an "
-            "earlier run wrote), which aiokit bench does not have");
+            "v.fio:2: rwmixcycle: fio's option (it alternates reads and "
+            "writes on this period), which aiokit bench does not have");
 }
 
 TEST(BenchArgsTest, RandomSequencesRepeatUnlessAskedNotTo) {
@@ -426,52 +430,6 @@ TEST(BenchArgsTest, FiosSynchronousAndPosixEnginesMapToAiokits) {
             "--userspace_reap=0: aiokit's linux-aio engine always reaps in "
             "user space (io_getevents only to wait)");
   EXPECT_EQ(UsageLine({"--per_job_logs=0"}), "(accepted)");
-}
-
-TEST(VerifyBlockTest, AWrittenBlockChecks) {
-  std::vector<char> b(4096);
-  FillVerifyBlock(b.data(), b.size(), 81920, 7);
-  EXPECT_EQ(CheckVerifyBlock(b.data(), b.size(), 81920, 7), "");
-  EXPECT_EQ(CheckVerifyBlock(b.data(), b.size(), 81920, std::nullopt), "");
-}
-
-TEST(VerifyBlockTest, EveryFlippedBitIsCaught) {
-  std::vector<char> b(512);
-  FillVerifyBlock(b.data(), b.size(), 0, 1);
-  for (size_t byte = 0; byte < b.size(); ++byte) {
-    for (int bit = 0; bit < 8; ++bit) {
-      b[byte] = static_cast<char>(b[byte] ^ (1 << bit));
-      ASSERT_NE(CheckVerifyBlock(b.data(), b.size(), 0, 1), "")
-          << "byte " << byte << " bit " << bit;
-      b[byte] = static_cast<char>(b[byte] ^ (1 << bit));
-    }
-  }
-}
-
-TEST(VerifyBlockTest, MismatchesSayWhatWasExpectedAndFound) {
-  std::vector<char> b(4096);
-  FillVerifyBlock(b.data(), b.size(), 4096, 2);
-  EXPECT_EQ(CheckVerifyBlock(b.data(), b.size(), 4096, 3),
-            "offset 4096: expected generation 3, found generation 2 (a lost "
-            "write)");
-  EXPECT_EQ(CheckVerifyBlock(b.data(), b.size(), 8192, 2),
-            "offset 8192: expected the block written for offset 8192, found "
-            "the one written for offset 4096 (misplaced write)");
-  std::vector<char> zero(4096, 0);
-  EXPECT_NE(CheckVerifyBlock(zero.data(), zero.size(), 0, std::nullopt)
-                .find("expected a verify header"),
-            std::string::npos);
-  b[1000] = static_cast<char>(b[1000] + 1);
-  EXPECT_NE(
-      CheckVerifyBlock(b.data(), b.size(), 4096, 2).find("(torn or corrupted)"),
-      std::string::npos);
-  // The same place at another time differs in its payload, not only its
-  // header.
-  std::vector<char> a(4096), c(4096);
-  FillVerifyBlock(a.data(), a.size(), 4096, 1);
-  FillVerifyBlock(c.data(), c.size(), 4096, 2);
-  EXPECT_NE(std::string(a.begin() + 32, a.end()),
-            std::string(c.begin() + 32, c.end()));
 }
 
 }  // namespace

@@ -2,7 +2,11 @@
 
 #include "clone.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -70,7 +74,9 @@ class Clone {
         progress_(progress),
         rng_(seed),
         read_pct_(o.ReadPercent()),
-        random_(o.Random()) {
+        random_(o.Random()),
+        vf_(o.verify) {
+    vf_.thread = static_cast<uint16_t>(index + 1);
     r_.job = o.name;
     r_.clone = index;
   }
@@ -78,9 +84,24 @@ class Clone {
   CloneResult Run() {
     if (!SetUp()) return std::move(r_);
     if (!WaitForGo()) return std::move(r_);
-    Main();
-    if (!o_.verify.empty() && o_.Writes() && r_.first_error.empty()) {
+    if (o_.verify_only) {
+      // Nothing is written: every block of the region is read and checked
+      // as an earlier run left it.
+      WaitToStart(o_, shared_);
+      std::fill(gen_done_.begin(), gen_done_.end(), kAny);
       VerifyWritten();
+      EndMeasured(o_, shared_);
+    } else {
+      Main();
+      if (o_.verify.enabled() && o_.do_verify && o_.Writes() &&
+          r_.first_error.empty() && !verify_stop_) {
+        // With a backlog, what was checked during the run is not read again.
+        if (o_.verify_backlog != 0) {
+          VerifyBacklog();
+        } else {
+          VerifyWritten();
+        }
+      }
     }
     r_.es = engine_->Stats();
     (void)engine_->Shutdown(kForever);
@@ -200,7 +221,15 @@ class Clone {
         return false;
       }
     }
-    if (o_.Writes() && o_.verify.empty()) {
+    if (o_.Writes() && !o_.verify.enabled() && !o_.buffer_pattern.empty()) {
+      for (size_t b = 0; b < pool_.count(); ++b) {
+        const std::string& p = o_.buffer_pattern;
+        for (size_t i = 0; i < o_.MaxBs(); i += p.size()) {
+          std::memcpy(pool_.buffer(b) + i, p.data(),
+                      std::min(p.size(), o_.MaxBs() - i));
+        }
+      }
+    } else if (o_.Writes() && !o_.verify.enabled()) {
       for (size_t b = 0; b < pool_.count(); ++b) {
         for (size_t i = 0; i + 8 <= o_.MaxBs(); i += 8) {
           const uint64_t v = rng_.Next();
@@ -214,7 +243,7 @@ class Clone {
     slots_.resize(o_.iodepth);
     done_.resize(o_.iodepth);
     batch_.reserve(o_.iodepth);
-    if (!o_.verify.empty()) {
+    if (o_.verify.enabled()) {
       const uint64_t blocks = t_->size / o_.bs;
       gen_done_.assign(blocks, 0);
       busy_.assign(blocks, 0);
@@ -295,10 +324,11 @@ class Clone {
     } else {
       if (!busy_.empty()) {
         s.gen = ++next_gen_;
-        FillVerifyBlock(buf, len, at, s.gen);
+        FillVerifyBlock(vf_, buf, len, at, s.gen);
       }
       r.PrepWrite(t_->file, buf, len, at);
       ++writes_since_fsync_;
+      ++backlog_writes_;
     }
     if (o_.fixedbufs) r.SetFixedBuffer(static_cast<int16_t>(i));
     const int d = kind == Kind::kRead ? 0 : 1;
@@ -448,6 +478,7 @@ class Clone {
       if (s.kind == Kind::kWrite) {
         if (static_cast<uint64_t>(r.rval) == r.length) {
           gen_done_[s.block] = s.gen;
+          if (o_.verify_backlog != 0) backlog_.push_back(s.block);
         } else {
           gen_done_[s.block] = kTorn;  // a short write: not checkable
         }
@@ -466,19 +497,57 @@ class Clone {
     // for a read job, and nothing can be said in a job that writes (another
     // program may have left anything there).
     std::optional<uint64_t> want;
-    if (gen != 0 || t_->verify_layout) {
+    if (gen == kAny) {
+      // verify_only: whatever an earlier run wrote there.
+    } else if (gen != 0 || t_->verify_layout) {
       want = gen;
     } else if (o_.Writes()) {
       return;
     }
     ++r_.verify_checked;
-    std::string bad = CheckVerifyBlock(buf, len, at, want);
+    std::string bad = CheckVerifyBlock(vf_, buf, len, at, want);
     if (!bad.empty()) {
       ++r_.verify_failed;
+      if (o_.verify_dump) bad += Dump(buf, len, at, want);
       if (r_.verify_lines.size() < kMaxVerifyLines) {
         r_.verify_lines.push_back(std::move(bad));
       }
+      if (o_.verify_fatal) {
+        verify_stop_ = true;
+        stop_ = true;
+      }
     }
+  }
+
+  // verify_dump: the block as read (and as written, when this run knows it)
+  // into files named as fio names them, in the working directory. Returns
+  // what was written, for the mismatch line.
+  std::string Dump(const char* buf, uint64_t len, uint64_t at,
+                   std::optional<uint64_t> gen) {
+    const std::string& path = o_.filename.empty() ? o_.name : o_.filename;
+    const size_t slash = path.rfind('/');
+    const std::string base =
+        (slash == std::string::npos ? path : path.substr(slash + 1)) + "." +
+        std::to_string(at);
+    const auto write = [&](const std::string& name, const char* p) {
+      Result<File> opened =
+          File::Open(name, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (!opened.ok()) return "; dump: " + opened.status().ToString();
+      const ssize_t w = ::pwrite(opened->fd(), p, len, 0);
+      if (w != static_cast<ssize_t>(len)) {
+        return "; dump: writing " + name + ": " +
+               (w < 0 ? std::string(std::strerror(errno))
+                      : "short write of " + std::to_string(w) + " bytes");
+      }
+      return "; dumped to " + name;
+    };
+    std::string out = write(base + ".received", buf);
+    if (gen) {
+      std::vector<char> want(len);
+      FillVerifyBlock(vf_, want.data(), len, at, *gen);
+      out += write(base + ".expected", want.data());
+    }
+    return out;
   }
 
   void Main() {
@@ -504,7 +573,12 @@ class Clone {
       // An fsync that is due still goes after the last write.
       if (ExitAll(*shared_)) stop_ = true;
       paced.reset();
-      while (!idle.empty() && !stop_ &&
+      if (BacklogDue()) {
+        // The writes since the last check drain, then are read back.
+        if (in_flight_ != 0 || !batch_.empty() || stop_) return;
+        VerifyBacklog();
+      }
+      while (!idle.empty() && !stop_ && !BacklogDue() &&
              (o_.WantsMore(t_->size, issued_bytes_, issued_ios_,
                            placer_.passes()) ||
               (o_.fsync != 0 && writes_since_fsync_ >= o_.fsync))) {
@@ -647,23 +721,55 @@ class Clone {
   void VerifyWritten() {
     const uint64_t blocks = gen_done_.size();
     uint64_t next = 0;
+    VerifyBlocks([&](uint64_t* b) {
+      while (next < blocks &&
+             (gen_done_[next] == 0 || gen_done_[next] == kTorn)) {
+        ++next;
+      }
+      if (next == blocks) return false;
+      *b = next++;
+      return true;
+    });
+  }
+
+  bool BacklogDue() const {
+    return o_.verify_backlog != 0 && backlog_writes_ >= o_.verify_backlog;
+  }
+
+  // verify_backlog: the blocks written since the last check, read back
+  // while the job runs. REQUIRES: nothing in flight.
+  void VerifyBacklog() {
+    if (backlog_.empty()) return;
+    ++r_.verify_rounds;
+    size_t k = 0;
+    VerifyBlocks([&](uint64_t* b) {
+      if (k == backlog_.size()) return false;
+      *b = backlog_[k++];
+      return true;
+    });
+    backlog_.clear();
+    backlog_writes_ = 0;
+  }
+
+  // Reads the blocks `next` yields (false: no more) at the job's depth and
+  // checks each against the generation written last. REQUIRES: nothing in
+  // flight.
+  template <typename Next>
+  void VerifyBlocks(Next next) {
+    bool more = true;
     std::vector<size_t> idle;
     for (size_t i = 0; i < o_.iodepth; ++i) idle.push_back(i);
     in_flight_ = 0;
     for (;;) {
-      while (!idle.empty() && next < blocks) {
-        if (gen_done_[next] == 0 || gen_done_[next] == kTorn) {
-          ++next;
-          continue;
-        }
+      uint64_t b = 0;
+      while (!idle.empty() && more && !verify_stop_ && next(&b)) {
         const size_t i = idle.back();
         idle.pop_back();
-        slots_[i].block = next;
+        slots_[i].block = b;
         reqs_[i].PrepRead(t_->file, pool_.buffer(i), o_.bs,
-                          t_->offset + next * o_.bs);
+                          t_->offset + b * o_.bs);
         if (o_.fixedbufs) reqs_[i].SetFixedBuffer(static_cast<int16_t>(i));
         batch_.push_back(&reqs_[i]);
-        ++next;
       }
       size_t off = 0;
       while (off < batch_.size()) {
@@ -685,7 +791,7 @@ class Clone {
           }
           batch_.clear();
           off = 0;
-          next = blocks;
+          more = false;
           break;
         }
       }
@@ -737,6 +843,7 @@ class Clone {
   }
 
   static constexpr uint64_t kTorn = UINT64_MAX;
+  static constexpr uint64_t kAny = UINT64_MAX - 1;  // verify_only: unknown
 
   const JobOptions& o_;
   unsigned index_;
@@ -768,6 +875,12 @@ class Clone {
   std::vector<uint64_t> gen_done_;
   std::vector<uint8_t> busy_;
   uint64_t next_gen_ = 0;
+  VerifyFormat vf_;  // o_.verify, with this clone's number in fio's header
+  bool verify_stop_ = false;  // verify_fatal: a block failed
+  // verify_backlog: blocks written whole since the last check, and writes
+  // issued since then.
+  std::vector<uint64_t> backlog_;
+  uint64_t backlog_writes_ = 0;
   // Last, so destroyed first: requests still in flight (a run that stopped on
   // an error) are waited for while their memory and buffers still exist.
   std::unique_ptr<Engine> engine_;

@@ -1097,19 +1097,97 @@ const std::vector<Option>& Table() {
        }},
       {{"verify"},
        Arg::kValue,
-       "xxh3",
-       "Write blocks that carry their offset, a generation and an xxh3 "
-       "checksum, then read them back and check (read jobs check what an "
-       "earlier verify run wrote)",
+       "TYPE",
+       "Write blocks that carry their offset and a checksum, then read them "
+       "back and check (read jobs check what an earlier verify run wrote): "
+       "xxh3 (aiokit's layout, with a generation per block) or fio's md5, "
+       "crc64, crc32c, crc32c-intel, sha256, xxhash, meta, pattern (fio's "
+       "layouts byte for byte: files verify with either tool)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         if (v == "0" || v == "none") {
-           j.verify.clear();
-         } else if (v == "xxh3" || v == "xxhash") {
-           j.verify = "xxh3";
-         } else {
-           return Bad(w, v, "expected xxh3 (or none)");
+         j.verify_set = true;
+         return ParseVerifyName(v, w, &j.verify);
+       }},
+      {{"verify_pattern"},
+       Arg::kValue,
+       "PATTERN",
+       "Fill verify blocks with this pattern (fio's syntax: 0xhex, decimal, "
+       "\"string\", one after another) and check it; alone, it means fio's "
+       "pattern with a header",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (Status s = Set(j.verify.pattern, ParsePattern(v, w)); !s.ok()) {
+           return s;
          }
+         if (!j.verify_set) j.verify.UsePatternWithHeader();
          return Status();
+       }},
+      {{"verify_interval"},
+       Arg::kValue,
+       "SIZE",
+       "One fio verify header per this many bytes of a block (default: the "
+       "block)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         Result<uint64_t> n = Size(v, w);
+         if (!n.ok()) return n.status();
+         if (*n == 0 || *n > (uint64_t{1} << 30)) {
+           return Bad(w, v, "expected 1 byte to 1 GiB");
+         }
+         j.verify.interval = static_cast<uint32_t>(*n);
+         return Status();
+       }},
+      {{"do_verify"},
+       Arg::kFlag,
+       "",
+       "With --verify, read back and check after the writes (default 1)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.do_verify, Flag(v, w));
+       }},
+      {{"verify_only"},
+       Arg::kFlag,
+       "",
+       "Write nothing: read and check every block the job's writes cover, as "
+       "an earlier run (of aiokit or fio) wrote them",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.verify_only, Flag(v, w));
+       }},
+      {{"verify_fatal"},
+       Arg::kFlag,
+       "",
+       "Stop checking at the first block that fails",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.verify_fatal, Flag(v, w));
+       }},
+      {{"verify_dump"},
+       Arg::kFlag,
+       "",
+       "Write each failing block to FILE.OFFSET.received in the working "
+       "directory (and FILE.OFFSET.expected when this run wrote it)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.verify_dump, Flag(v, w));
+       }},
+      {{"verify_backlog"},
+       Arg::kValue,
+       "N",
+       "Read back and check the written blocks after every N writes, while "
+       "the job runs (default 0: at the end)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.verify_backlog,
+                    Integer<uint64_t>(v, w, 0, uint64_t{1} << 32));
+       }},
+      {{"experimental_verify"},
+       Arg::kFlag,
+       "",
+       "Accepted: fio's way of finding what to read back; aiokit tracks "
+       "every written block either way",
+       [](BenchPlan&, JobOptions&, std::string_view v, const std::string& w) {
+         return Flag(v, w).status();
+       }},
+      {{"buffer_pattern"},
+       Arg::kValue,
+       "PATTERN",
+       "Fill write buffers with this pattern (fio's syntax, as "
+       "--verify_pattern) instead of random bytes",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.buffer_pattern, ParsePattern(v, w));
        }},
       {{"inject"},
        Arg::kValue,
@@ -1659,14 +1737,6 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"ss", "ends the job when throughput settles"},
       {"ss_dur", "sets the window of steadystate"},
       {"ss_ramp", "sets the ramp of steadystate"},
-      {"do_verify", "chooses whether verify reads back after writing"},
-      {"verify_backlog", "verifies after this many writes"},
-      {"verify_fatal", "stops the job at the first verify failure"},
-      {"verify_dump", "dumps a block that failed verification"},
-      {"verify_pattern", "writes and checks this byte pattern"},
-      {"verify_only", "only verifies what an earlier run wrote"},
-      {"buffer_pattern", "fills write buffers with this pattern"},
-      {"experimental_verify", "verifies with fio's experimental method"},
       {"bs_unaligned", "allows block sizes that are not sector multiples"},
       {"rwmixcycle", "alternates reads and writes on this period"},
       {"cmdprio_bssplit", "gives priorities by block size"},
@@ -1963,7 +2033,7 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                         "in the zone)");
     }
   }
-  if (!j.verify.empty()) {
+  if (j.verify.enabled()) {
     // Verify tracks blocks of --bs: every offset must be one's start.
     const auto misaligned = [&](uint64_t v) { return v % j.bs != 0; };
     const char* bad =
@@ -1979,7 +2049,7 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
             ? "--zonerange, --zonesize or --zoneskip"
             : nullptr;
     if (bad != nullptr) {
-      return UsageError("--verify" + job + ": " + bad +
+      return UsageError("--verify=" + j.verify.name + job + ": " + bad +
                         " must be a multiple of --bs=" + std::to_string(j.bs) +
                         " (verify checks whole blocks)");
     }
@@ -2005,20 +2075,53 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
     return UsageError("--fsync=" + std::to_string(j.fsync) + job +
                       ": --rw=" + j.rw + " does not write");
   }
-  if (!j.verify.empty()) {
+  const std::string verify = "--verify=" + j.verify.name + job;
+  if (j.verify.enabled()) {
     if (j.bs_min != 0) {
-      return UsageError("--verify" + job + ": not with " + j.BsOption() +
+      return UsageError(verify + ": not with " + j.BsOption() +
                         " (every block must have one size)");
     }
-    if (j.bs < 32) {
-      return UsageError("--verify" + job + ": --bs=" + std::to_string(j.bs) +
-                        " is smaller than the 32-byte block header");
+    if (j.verify.headerless() && j.verify.pattern.empty()) {
+      return UsageError(verify +
+                        ": needs --verify_pattern (the bytes to "
+                        "write and check)");
+    }
+    const uint64_t interval = j.verify.interval != 0 ? j.verify.interval : j.bs;
+    if (j.bs % interval != 0) {
+      return UsageError(verify +
+                        ": --verify_interval=" + std::to_string(interval) +
+                        " must divide --bs=" + std::to_string(j.bs));
+    }
+    if (!j.verify.headerless() && interval < j.verify.HeaderBytes()) {
+      return UsageError(verify + ": " +
+                        (j.verify.interval != 0
+                             ? "--verify_interval=" + std::to_string(interval)
+                             : "--bs=" + std::to_string(j.bs)) +
+                        " is smaller than the " +
+                        std::to_string(j.verify.HeaderBytes()) +
+                        "-byte verify header");
+    }
+    if (j.verify_only && !j.Writes()) {
+      return UsageError(verify + ": --verify_only with --rw=" + j.rw +
+                        ": it checks what the job's writes would have "
+                        "written, and this job does not write");
+    }
+    if (j.verify_only && (j.norandommap || j.time_based)) {
+      return UsageError(
+          verify + ": --verify_only with " +
+          (j.norandommap ? "--norandommap" : "--time_based") +
+          ": which blocks an earlier run wrote is not known (aiokit checks "
+          "every block of the region)");
+    }
+    if (j.verify_backlog != 0 && !j.Writes()) {
+      return UsageError(verify + ": --verify_backlog with --rw=" + j.rw +
+                        ": the job does not write");
     }
     // Clones with regions apart (--offset_increment of at least --size)
     // verify their own blocks.
     const bool apart = j.size_set && j.offset_increment >= j.size;
     if (j.numjobs > 1 && !j.filename.empty() && j.Writes() && !apart) {
-      return UsageError("--verify" + job + " with --numjobs=" +
+      return UsageError(verify + " with --numjobs=" +
                         std::to_string(j.numjobs) + " on one --filename: the " +
                         "clones would overwrite each other's blocks (unless " +
                         "--offset_increment is at least --size)");
@@ -2032,7 +2135,7 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
         " (pacing is in the engine and device drivers)");
   }
   if (j.api != "engine") {
-    const char* refused = !j.verify.empty() ? "--verify"
+    const char* refused = j.verify.enabled() ? "--verify"
                           : j.cmdprio_pct[0] != 0 || j.cmdprio_pct[1] != 0
                               ? "--cmdprio_percentage"
                           : !j.inject.empty() ? "--inject"

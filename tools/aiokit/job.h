@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "aiokit/status.h"
+#include "verify.h"
 
 namespace aiokit::tool {
 
@@ -84,7 +85,23 @@ struct JobOptions {
   unsigned fsync = 0;              // an fsync after every N writes (0: never)
   int invalidate = 1;              // drop the file's page cache before the job
   std::string engine = "default";  // default: AIOKIT_ENGINE, else auto
-  std::string verify;              // "" or "xxh3"
+  // Verify: the layout (aiokit's xxh3 or one of fio's), verify_pattern and
+  // verify_interval in it; verify_set: verify= given (verify_pattern alone
+  // then means fio's pattern with a header). do_verify: read back after the
+  // writes; verify_only: read and check what the writes would have written,
+  // writing nothing; verify_fatal: stop at the first mismatch; verify_dump:
+  // write a mismatching block (and the expected one, when known) to files in
+  // the working directory; verify_backlog: read back every N blocks written
+  // while the job runs. buffer_pattern: the write buffers' bytes when not
+  // verifying.
+  VerifyFormat verify;
+  bool verify_set = false;
+  bool do_verify = true;
+  bool verify_only = false;
+  bool verify_fatal = false;
+  bool verify_dump = false;
+  uint64_t verify_backlog = 0;
+  std::string buffer_pattern;
   // A fault spec (aiokit/fault.h) for a fault-injecting wrapper around the
   // engine; "" for none. Injected errors are counted, not fatal.
   std::string inject;

@@ -137,11 +137,12 @@ Json AiokitJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
     f["stalls"] = r.faults.stalls;
     ak["inject"] = f;
   }
-  if (!e.job->verify.empty()) {
+  if (e.job->verify.enabled()) {
     Json v;
     v["checked"] = r.verify_checked;
     v["failed"] = r.verify_failed;
     v["mismatches"] = r.verify_lines;
+    if (e.job->verify_backlog != 0) v["backlog_rounds"] = r.verify_rounds;
     ak["verify"] = v;
   }
   return ak;
@@ -234,8 +235,8 @@ void PrintEntry(std::ostream& out, const Entry& e) {
         << " accepted, " << r.faults.completed << " completed, "
         << r.reaped_twice << " twice\n";
   }
-  if (!o.verify.empty()) {
-    out << "  verify (" << o.verify << "): " << r.verify_checked
+  if (o.verify.enabled()) {
+    out << "  verify (" << o.verify.name << "): " << r.verify_checked
         << " blocks checked, " << r.verify_failed << " failed\n";
     for (const std::string& l : r.verify_lines) {
       out << "    mismatch: " << l << "\n";
@@ -384,7 +385,7 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   jo["ioengine"] = r.engine;
   if (o.numjobs != 1) jo["numjobs"] = std::to_string(o.numjobs);
   if (o.fsync != 0) jo["fsync"] = std::to_string(o.fsync);
-  if (!o.verify.empty()) jo["verify"] = o.verify;
+  if (o.verify.enabled()) jo["verify"] = o.verify.name;
   if (o.runtime_us != 0) {
     jo["runtime"] = std::to_string(o.runtime_us / 1000) + "ms";
   }

@@ -27,6 +27,7 @@ void CloneResult::Merge(const CloneResult& o) {
   reaped += o.reaped;
   verify_checked += o.verify_checked;
   verify_failed += o.verify_failed;
+  verify_rounds += o.verify_rounds;
   if (inject.empty()) inject = o.inject;
   faults.submit_calls += o.faults.submit_calls;
   faults.accepted += o.faults.accepted;

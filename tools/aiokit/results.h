@@ -47,6 +47,7 @@ struct CloneResult {
   std::string first_error;
   uint64_t submit_calls = 0, submitted = 0, reap_calls = 0, reaped = 0;
   uint64_t verify_checked = 0, verify_failed = 0;
+  uint64_t verify_rounds = 0;  // verify_backlog: read-backs while running
   std::vector<std::string> verify_lines;
   // --inject: the spec with its seed, what was injected, and requests reaped
   // while not in flight (must stay 0).

@@ -26,15 +26,16 @@ namespace {
 constexpr uint64_t kMaxVerifyBlocks = 32ULL << 20;
 
 // Writes [from, to) of the file in 1 MiB chunks: a pattern, or verify blocks
-// of `bs` bytes when `verify`.
-Status LayOut(const File& f, uint64_t from, uint64_t to, bool verify,
-              uint64_t bs) {
-  const size_t chunk =
-      verify ? std::max<uint64_t>(bs, (1 << 20) / bs * bs) : size_t{1} << 20;
+// of `bs` bytes in the format `verify` when it is given.
+Status LayOut(const File& f, uint64_t from, uint64_t to,
+              const VerifyFormat* verify, uint64_t bs) {
+  const size_t chunk = verify != nullptr
+                           ? std::max<uint64_t>(bs, (1 << 20) / bs * bs)
+                           : size_t{1} << 20;
   Result<AlignedBuffer> buf = AlignedBuffer::Allocate(chunk, 4096);
   if (!buf.ok()) return buf.status();
   Rng rng(from + 1);
-  if (!verify) {
+  if (verify == nullptr) {
     for (size_t i = 0; i + 8 <= chunk; i += 8) {
       const uint64_t v = rng.Next();
       std::memcpy(buf->data() + i, &v, 8);
@@ -42,9 +43,9 @@ Status LayOut(const File& f, uint64_t from, uint64_t to, bool verify,
   }
   for (uint64_t off = from; off < to;) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, to - off));
-    if (verify) {
+    if (verify != nullptr) {
       for (size_t b = 0; b + bs <= n; b += bs) {
-        FillVerifyBlock(buf->data() + b, bs, off + b, 0);
+        FillVerifyBlock(*verify, buf->data() + b, bs, off + b, 0);
       }
     }
     const ssize_t w = ::pwrite(f.fd(), buf->data(), n, static_cast<off_t>(off));
@@ -267,7 +268,12 @@ Status OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
                         s.ToString());
     }
   }
-  if (!o.verify.empty() && t.size / o.bs > kMaxVerifyBlocks) {
+  if (o.verify_only && fresh) {
+    return UsageError("--verify_only" + job + ": " + t.shown +
+                      " did not exist: nothing to verify (run the job "
+                      "without --verify_only first)");
+  }
+  if (o.verify.enabled() && t.size / o.bs > kMaxVerifyBlocks) {
     return UsageError("--verify" + job + ": " + std::to_string(t.size / o.bs) +
                       " blocks to track, at most " +
                       std::to_string(kMaxVerifyBlocks) +
@@ -279,10 +285,11 @@ Status OpenTarget(const JobOptions& o, const std::string& job, Target& t) {
     const uint64_t from = now.ok() ? std::min(*now, end) : 0;
     // With verify, the whole region starts as verify blocks (generation 0),
     // so that every read checks something; only the missing part otherwise.
-    const bool verify = !o.verify.empty() && fresh;
+    const bool verify = o.verify.enabled() && fresh;
     if (from < end || verify) {
       const uint64_t start = verify ? t.offset : from;
-      if (Status s = LayOut(t.file, start - start % unit, end, verify, o.bs);
+      if (Status s = LayOut(t.file, start - start % unit, end,
+                            verify ? &o.verify : nullptr, o.bs);
           !s.ok()) {
         return UsageError("--size=" + std::to_string(t.size) + job + ": " +
                           s.ToString());
