@@ -6,7 +6,7 @@ offset_increment and startdelay, bssplit, CPU affinity (cpus_allowed and its pol
 random_distribution, blockalign; compared with fio's write_iolog where fio's rule is exact), rate, rate_iops,
 rate_process, io_submit_mode, thinktime and rate_min, named files (directory, filename_format, filesize,
 unlink, fallocate; the same names and places as fio), fio's logs (write_lat_log, write_bw_log, write_iops_log,
-log_avg_msec, log_offset, per_job_logs), I/O priority (prio, prioclass, cmdprio_percentage), and fio's options aiokit lacks refused by name with what
+log_avg_msec, log_offset, per_job_logs, write_hist_log with log_hist_msec and log_hist_coarseness, json+ read by fio_jsonplus_clat2csv), I/O priority (prio, prioclass, cmdprio_percentage), and fio's options aiokit lacks refused by name with what
 fio does. Each check can fail; nothing is timed."""
 import json
 import os
@@ -567,6 +567,83 @@ code, doc, err = bench_json("--filename=" + data, "--size=4m", "--number_ios=50"
                             "--per_job_logs=0", "--write_iops_log=" + prefix)
 if check(code == 0, f"per_job_logs=0: exit {code}: {err}"):
     check(len(read_log(prefix + "_iops.log", 5)) == 100, "per_job_logs=0: both clones' rows in one file")
+
+
+# write_hist_log: fio's histogram rows ("ms, dir, bs, " and a column per fio bucket), as many columns as fio's
+# own file, every completion counted once, and percentiles read from the buckets with fio's bucket values (the
+# formula of fio's fiologparser_hist.py) agreeing with the JSON's.
+def fio_bucket_value(idx):
+    if idx < 128:
+        return idx
+    error_bits = (idx >> 6) - 1
+    return (1 << (error_bits + 6)) + ((idx % 64) + 0.5) * (1 << error_bits)
+
+
+for api in ("engine", "coro"):
+    prefix = os.path.join(logs, "hist-" + api)
+    code, doc, err = bench_json("--filename=" + data, "--size=4m", "--rw=randrw", "--runtime=1", "--time_based",
+                                "--api=" + api, "--write_hist_log=" + prefix, "--log_hist_msec=100")
+    if not check(code == 0, f"hist log {api}: exit {code}: {err}"):
+        continue
+    rows = read_log(prefix + "_clat_hist.1.log", 3 + 1856)
+    j = doc["jobs"][0]
+    for d, name in ((0, "read"), (1, "write")):
+        mine = [r for r in rows if r[1] == d]
+        counts = [sum(col) for col in zip(*(r[3:] for r in mine))]
+        check(sum(counts) == j[name]["clat_ns"]["N"], f"hist {api} {name}: {sum(counts)} counted, "
+                                                       f"{j[name]['clat_ns']['N']} completions")
+        check(len(mine) >= 8 and all(b[0] - a[0] >= 100 for a, b in zip(mine, mine[1:-1])),
+              f"hist {api} {name}: rows at {[r[0] for r in mine]}")
+        check(all(r[2] == 4096 for r in mine), f"hist {api} {name}: block sizes")
+        half, seen, p50 = (sum(counts) + 1) // 2, 0, 0
+        for i, n in enumerate(counts):
+            seen += n
+            if seen >= half:
+                p50 = fio_bucket_value(i)
+                break
+        want = j[name]["clat_ns"]["percentile"]["50.000000"]
+        check(abs(p50 - want) <= 0.02 * want + 2, f"hist {api} {name}: p50 {p50} from buckets, {want} in the JSON")
+prefix = os.path.join(logs, "hist-coarse")
+code, doc, err = bench_json("--filename=" + data, "--size=4m", "--number_ios=500", "--write_hist_log=" + prefix,
+                            "--log_hist_msec=50", "--log_hist_coarseness=2")
+if check(code == 0, f"log_hist_coarseness: exit {code}: {err}"):
+    rows = read_log(prefix + "_clat_hist.1.log", 3 + 1856 // 4)
+    check(sum(sum(r[3:]) for r in rows) == 500, "log_hist_coarseness=2: 500 completions in the columns")
+if shutil.which("fio") is not None:
+    prefix = os.path.join(logs, "fio-hist")
+    p = subprocess.run(["fio", "--name=h", "--filename=" + data, "--size=4m", "--rw=randread", "--ioengine=psync",
+                        "--runtime=1", "--time_based", "--write_hist_log=" + prefix, "--log_hist_msec=100"],
+                       capture_output=True, text=True, timeout=120, cwd=logs)
+    if check(p.returncode == 0, f"fio's hist log: {p.stderr[-300:]}"):
+        with open(prefix + "_clat_hist.1.log") as f:
+            first = f.readline()
+        check(len(first.split(",")) == 3 + 1856, f"fio's hist log has {len(first.split(','))} columns")
+code, out, err = bench("--filename=" + data, "--size=1m", "--write_hist_log=" + prefix)
+check(code == 2 and "--write_hist_log: needs --log_hist_msec" in err, f"hist log without a period: {err}")
+
+# --output-format=json+: clat's per-bucket counts in fio's buckets, which fio's fio_jsonplus_clat2csv reads.
+code, out, err = bench("--filename=" + data, "--size=4m", "--rw=randrw", "--number_ios=1000",
+                       "--output-format=json+")
+if check(code == 0, f"json+: exit {code}: {err}"):
+    doc = json.loads(out)
+    j = doc["jobs"][0]
+    for name in ("read", "write"):
+        bins = j[name]["clat_ns"]["bins"]
+        check(sum(bins.values()) == j[name]["total_ios"], f"json+ {name}: bins hold {sum(bins.values())}")
+        valid = {int(fio_bucket_value(i)) for i in range(1856)}
+        check(all(int(k) in valid for k in bins), f"json+ {name}: a key that is not a fio bucket's value")
+    plus = os.path.join(logs, "plus.json")
+    with open(plus, "w") as f:
+        f.write(out)
+    tool = shutil.which("fio_jsonplus_clat2csv")
+    if tool is not None:
+        csv = os.path.join(logs, "plus.csv")
+        p = subprocess.run([tool, plus, csv], capture_output=True, text=True, timeout=120, cwd=logs)
+        v = subprocess.run([tool, plus, csv, "--validate"], capture_output=True, text=True, timeout=120, cwd=logs)
+        check(p.returncode == 0 and v.returncode == 0 and "validated" in v.stdout,
+              f"fio_jsonplus_clat2csv: {p.stderr[-300:]} {v.stdout[-200:]} {v.stderr[-300:]}")
+    else:
+        print("SKIP: fio_jsonplus_clat2csv is not installed (Debian's fio has it)")
 
 # I/O priority: prio and prioclass set the clone's (the kernel's answer in the JSON, and the engine's worker
 # threads inherit it, read with ionice while a job runs); cmdprio_percentage gives that share of requests a

@@ -71,5 +71,28 @@ TEST(LatencyHistogramTest, MergeAddsCounts) {
   EXPECT_NEAR(static_cast<double>(a.Percentile(50)), 100000.0, 100000.0 / 128);
 }
 
+// fio's buckets: its own worked examples, its rounding, and every bucket of
+// ours inside one of fio's (so json+ and histogram logs lose nothing).
+TEST(FioBucketsTest, AsFioCountsThem) {
+  EXPECT_EQ(FioBuckets::Index(0), 0U);
+  EXPECT_EQ(FioBuckets::Index(100), 100U);
+  EXPECT_EQ(FioBuckets::Index(127), 127U);
+  EXPECT_EQ(FioBuckets::Index(1000), 317U);
+  EXPECT_EQ(FioBuckets::Index(1000000), 954U);
+  EXPECT_EQ(FioBuckets::Index(UINT64_MAX), FioBuckets::kCount - 1);
+  EXPECT_EQ(FioBuckets::Value(100), 100U);
+  EXPECT_EQ(FioBuckets::Value(317), 1004U);  // [1000, 1008): the middle
+  for (uint64_t v = 1; v < (uint64_t{1} << 34); v = v * 3 / 2 + 1) {  // ~17 s
+    const uint64_t back = FioBuckets::Value(FioBuckets::Index(v));
+    EXPECT_LE(back > v ? back - v : v - back, v / 64 + 1) << v;
+  }
+  for (size_t i = 0; i < LatencyHistogram::kBuckets; ++i) {
+    const uint64_t lo = LatencyHistogram::LowestValue(i);
+    const uint64_t hi = LatencyHistogram::HighestValue(i);
+    if (FioBuckets::Index(lo) == FioBuckets::kCount - 1) break;
+    ASSERT_EQ(FioBuckets::Index(lo), FioBuckets::Index(hi)) << lo << "-" << hi;
+  }
+}
+
 }  // namespace
 }  // namespace aiokit::tool

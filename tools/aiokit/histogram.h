@@ -79,6 +79,15 @@ class LatencyHistogram {
     return max_;
   }
 
+  // Calls f(lowest value, count) for every bucket with a count, lowest
+  // first.
+  template <typename F>
+  void ForEachBucket(F f) const {
+    for (size_t i = 0; i < kBuckets; ++i) {
+      if (counts_[i] != 0) f(LowestValue(i), counts_[i]);
+    }
+  }
+
   // Bucket arithmetic, public for tests.
   static size_t Index(uint64_t v) noexcept {
     if (v < kSub) return static_cast<size_t>(v);
@@ -106,6 +115,44 @@ class LatencyHistogram {
   uint64_t max_ = 0;
   double sum_ = 0;
   double sum_sq_ = 0;
+};
+
+// fio's latency buckets (its stat.h: 29 groups of 64), the layout of its
+// json+ "bins" and histogram logs. Values below 128 ns have a bucket each;
+// above, each power of two is cut into 64. Every LatencyHistogram bucket lies
+// inside one of these (its buckets are half as wide and aligned alike), so
+// converting loses nothing fio would have kept.
+struct FioBuckets {
+  static constexpr unsigned kBits = 6;
+  static constexpr uint64_t kVal = uint64_t{1} << kBits;
+  static constexpr size_t kCount = 29 * kVal;
+
+  // The bucket of a value in ns (the last one for anything above its range).
+  static size_t Index(uint64_t v) noexcept {
+    const unsigned msb =
+        v == 0 ? 0 : 63U - static_cast<unsigned>(std::countl_zero(v));
+    if (msb <= kBits) return static_cast<size_t>(v);
+    const unsigned error_bits = msb - kBits;
+    const uint64_t i = ((uint64_t{error_bits} + 1) << kBits) +
+                       ((kVal - 1) & (v >> error_bits));
+    return static_cast<size_t>(std::min<uint64_t>(i, kCount - 1));
+  }
+  // The value fio reports for a bucket: the middle of its range.
+  static uint64_t Value(size_t i) noexcept {
+    if (i < 2 * kVal) return i;
+    const size_t error_bits = (i >> kBits) - 1;
+    const uint64_t base = uint64_t{1} << (error_bits + kBits);
+    const uint64_t k = i % kVal;
+    return base + static_cast<uint64_t>(
+                      (static_cast<double>(k) + 0.5) *
+                      static_cast<double>(uint64_t{1} << error_bits));
+  }
+  // A histogram's counts in these buckets (kCount of them).
+  static std::vector<uint64_t> From(const LatencyHistogram& h) {
+    std::vector<uint64_t> out(kCount, 0);
+    h.ForEachBucket([&](uint64_t v, uint64_t n) { out[Index(v)] += n; });
+    return out;
+  }
 };
 
 }  // namespace aiokit::tool

@@ -20,7 +20,7 @@ namespace aiokit::tool {
 // One clone's logs, filled on its thread and written after the run.
 class IoLog {
  public:
-  enum Kind : uint8_t { kSlat, kClat, kLat, kBw, kIops, kKinds };
+  enum Kind : uint8_t { kSlat, kClat, kLat, kBw, kIops, kHist, kKinds };
   using TimePoint = std::chrono::steady_clock::time_point;
 
   // Logs what `o` asks for, with times in ms after `t0` (the end of the
@@ -37,7 +37,8 @@ class IoLog {
 
   // The text of one log (empty when the job does not ask for it).
   [[nodiscard]] std::string Text(Kind k) const;
-  // fio's file name suffix of a log: "slat", "clat", "lat", "bw", "iops".
+  // fio's file name suffix of a log: "slat", "clat", "lat", "bw", "iops",
+  // "clat_hist".
   static const char* Name(Kind k);
 
  private:
@@ -52,14 +53,28 @@ class IoLog {
     std::array<uint64_t, 3> sum{}, max{}, count{};  // slat, clat, lat
     uint64_t bytes = 0, ios = 0;
   };
+  // A histogram row: the window's counts in fio's buckets, sparse.
+  struct HistRow {
+    uint64_t ms;
+    uint32_t bs;
+    uint8_t dir;
+    std::vector<std::pair<uint32_t, uint64_t>> counts;  // bucket, count
+  };
   [[nodiscard]] bool Wants(Kind k) const;
   void Flush(uint64_t end_ms, uint64_t span_ms);
+  void FlushHist(uint8_t dir, uint64_t ms, uint32_t bs);
 
   const JobOptions* o_ = nullptr;
   TimePoint t0_;
   uint64_t window_end_ms_ = 0;
   std::array<Window, 2> win_{};  // per direction
   std::array<std::vector<Row>, kKinds> rows_;
+  // write_hist_log: per direction, the counts since the last row and when
+  // that row was written.
+  std::array<std::vector<uint64_t>, 2> hist_;
+  std::array<uint64_t, 2> hist_last_ms_{};
+  std::array<uint32_t, 2> hist_bs_{};
+  std::vector<HistRow> hist_rows_;
 };
 
 // Writes the logs of the clones of a run: clone i of the run (its job

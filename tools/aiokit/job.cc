@@ -1421,6 +1421,31 @@ const std::vector<Option>& Table() {
          j.iops_log_set = true;
          return Status();
        }},
+      {{"write_hist_log"},
+       Arg::kFlag,
+       "",
+       "=PREFIX: completion latency histograms PREFIX_clat_hist.N.log every "
+       "--log_hist_msec, in fio's format and buckets",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string&) {
+         j.hist_log = std::string(v);
+         j.hist_log_set = true;
+         return Status();
+       }},
+      {{"log_hist_msec"},
+       Arg::kValue,
+       "MS",
+       "The period of --write_hist_log's rows (one per direction)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.log_hist_msec,
+                    Integer<uint64_t>(v, w, 0, uint64_t{1} << 32));
+       }},
+      {{"log_hist_coarseness"},
+       Arg::kValue,
+       "0-6",
+       "Each step halves --write_hist_log's columns (adjacent buckets summed)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.log_hist_coarseness, Integer<unsigned>(v, w, 0, 6));
+       }},
       {{"log_avg_msec"},
        Arg::kValue,
        "MS",
@@ -1555,10 +1580,11 @@ const std::vector<Option>& Table() {
       {{"output-format", "output_format"},
        Arg::kValue,
        "FORMAT",
-       "normal (default) or json",
+       "normal (default), json, or json+ (fio's: json with clat's "
+       "per-bucket counts in fio's buckets)",
        [](BenchPlan& p, JobOptions&, std::string_view v, const std::string& w) {
-         if (v != "normal" && v != "json") {
-           return Bad(w, v, "expected normal or json");
+         if (v != "normal" && v != "json" && v != "json+") {
+           return Bad(w, v, "expected normal, json or json+");
          }
          p.output_format = std::string(v);
          return Status();
@@ -1740,8 +1766,6 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
       {"bs_unaligned", "allows block sizes that are not sector multiples"},
       {"rwmixcycle", "alternates reads and writes on this period"},
       {"cmdprio_bssplit", "gives priorities by block size"},
-      {"log_hist_msec", "logs latency histograms on this period"},
-      {"write_hist_log", "logs latency histograms to a file"},
       {"numa_mem_policy", "sets the job's NUMA memory policy"},
   };
   return table;
@@ -1936,6 +1960,11 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
   const std::string job = plan.jobs.size() > 1 ? " (job " + j.name + ")" : "";
   if (j.time_based && j.runtime_us == 0) {
     return UsageError("--time_based" + job + ": needs --runtime");
+  }
+  if (j.hist_log_set && j.log_hist_msec == 0) {
+    return UsageError("--write_hist_log" + job +
+                      ": needs --log_hist_msec (the period of its rows; fio "
+                      "writes no histogram without it)");
   }
   const unsigned depth = j.iodepth;
   if (j.iodepth_batch_submit > depth) {

@@ -190,8 +190,13 @@ struct JobOptions {
   // their file prefix ("" for the job's name), log_avg_msec (0: a row per
   // request), log_max_value, log_offset, per_job_logs (the job number in
   // the file's name; 0: one file for every clone).
-  std::string lat_log, bw_log, iops_log;
-  bool lat_log_set = false, bw_log_set = false, iops_log_set = false;
+  // write_hist_log: clat histograms in fio's buckets every log_hist_msec,
+  // 2^log_hist_coarseness buckets to a column.
+  std::string lat_log, bw_log, iops_log, hist_log;
+  bool lat_log_set = false, bw_log_set = false, iops_log_set = false,
+       hist_log_set = false;
+  uint64_t log_hist_msec = 0;
+  unsigned log_hist_coarseness = 0;
   uint64_t log_avg_msec = 0;
   bool log_max_value = false;
   bool log_offset = false;
@@ -292,8 +297,11 @@ struct Sweep {
 
 // Everything one `aiokit bench` command asks for.
 struct BenchPlan {
-  std::vector<JobOptions> jobs;  // run together, as fio runs a job file
-  std::string output_format = "normal";
+  std::vector<JobOptions> jobs;          // run together, as fio runs a job file
+  std::string output_format = "normal";  // normal, json or json+
+  [[nodiscard]] bool JsonOutput() const {
+    return output_format == "json" || output_format == "json+";
+  }
   bool group_reporting = false;
   bool compare = false;  // every engine, one table
   Sweep sweep;           // option empty: no sweep

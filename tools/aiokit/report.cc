@@ -29,7 +29,8 @@ std::string PercentKey(double p) {
   return buf;
 }
 
-Json LatJson(const LatencyHistogram& h) {
+// `bins`: fio's json+ per-bucket counts, keyed by the bucket's value in ns.
+Json LatJson(const LatencyHistogram& h, bool bins = false) {
   Json j;
   j["min"] = h.min();
   j["max"] = h.max();
@@ -39,10 +40,18 @@ Json LatJson(const LatencyHistogram& h) {
   Json pct = Json::object();
   for (double p : kPercentiles) pct[PercentKey(p)] = h.Percentile(p);
   j["percentile"] = pct;
+  if (bins && h.count() != 0) {
+    const std::vector<uint64_t> counts = FioBuckets::From(h);
+    Json b = Json::object();
+    for (size_t i = 0; i < counts.size(); ++i) {
+      if (counts[i] != 0) b[std::to_string(FioBuckets::Value(i))] = counts[i];
+    }
+    j["bins"] = b;
+  }
   return j;
 }
 
-Json DirJson(const DirStats& d, double seconds) {
+Json DirJson(const DirStats& d, double seconds, bool bins) {
   Json j;
   const double bw_bytes =
       seconds > 0 ? static_cast<double>(d.bytes) / seconds : 0;
@@ -55,7 +64,7 @@ Json DirJson(const DirStats& d, double seconds) {
   j["total_ios"] = d.ios;
   j["short_ios"] = d.short_ios;
   j["slat_ns"] = LatJson(d.slat);
-  j["clat_ns"] = LatJson(d.clat);
+  j["clat_ns"] = LatJson(d.clat, bins);
   j["lat_ns"] = LatJson(d.lat);
   return j;
 }
@@ -286,7 +295,8 @@ uint64_t RunIos(const RunResult& res) {
   return n;
 }
 
-Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
+Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios,
+             bool bins) {
   const JobOptions& o = *e.job;
   const CloneResult& r = e.r;
   Json job;
@@ -412,8 +422,9 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   if (!o.wait_for.empty()) jo["wait_for"] = o.wait_for;
   if (o.exitall) jo["exitall"] = "1";
   job["job options"] = jo;
-  job["read"] = DirJson(r.read, r.seconds);
-  job["write"] = DirJson(r.write, r.seconds);
+  job["read"] = DirJson(r.read, r.seconds, bins);
+  job["write"] = DirJson(r.write, r.seconds, bins);
+  job["trim"] = DirJson(DirStats{}, r.seconds, false);  // as fio: never
   Json sync;
   sync["total_ios"] = r.sync.ios;
   sync["lat_ns"] = LatJson(r.sync.lat);
@@ -439,9 +450,10 @@ void PrintReport(const BenchPlan& plan, const RunResult& res,
                  std::ostream& out) {
   const std::vector<Entry> entries = Entries(plan, res);
   const uint64_t ios = RunIos(res);
-  if (plan.output_format == "json") {
+  if (plan.JsonOutput()) {
     Json jobs = Json::array();
-    for (const Entry& e : entries) jobs.push_back(JobJson(e, res, ios));
+    for (const Entry& e : entries)
+      jobs.push_back(JobJson(e, res, ios, plan.output_format == "json+"));
     out << FioJson(std::move(jobs)).dump(2) << "\n";
   } else {
     for (const Entry& e : entries) PrintEntry(out, e);

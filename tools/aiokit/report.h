@@ -35,7 +35,9 @@ std::vector<Entry> Entries(const BenchPlan& plan, const RunResult& res);
 uint64_t RunIos(const RunResult& res);
 
 // One entry as fio's JSON job object. `run_ios` is RunIos(res).
-Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios);
+// `bins`: clat's per-bucket counts in fio's buckets (fio's json+).
+Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios,
+             bool bins = false);
 
 // fio's top-level JSON object: the version, the time, and `jobs`.
 Json FioJson(Json jobs);

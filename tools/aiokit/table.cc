@@ -130,7 +130,7 @@ int RunTable(const BenchPlan& plan, std::ostream& out, std::ostream& err,
   }
   if (tty) err << "\r\033[K" << std::flush;
   const std::string& swept = plan.sweep.option;
-  if (plan.output_format == "json") {
+  if (plan.JsonOutput()) {
     Json jobs = Json::array();
     Json table = Json::array();
     for (const Row& row : rows) {
