@@ -691,10 +691,51 @@ for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), 
         check(got == ours, f"ioengine={fio_name}: ran on {got}, want {ours}")
 
 # fio's options aiokit lacks: refused by name, with what fio does, and nothing run.
-path = job_file("steady.fio", f"[a]\nfilename={data}\nsteadystate=iops:1%  # settle\n")
+path = job_file("cycle.fio", f"[a]\nfilename={data}\nrwmixcycle=500  # alternate\n")
 code, out, err = bench(path)
-check(code == 2 and f"{path}:3: steadystate: fio's option (it ends the job when throughput settles)" in err,
-      f"steadystate: exit {code}: {err}")
+check(code == 2 and f"{path}:3: rwmixcycle: fio's option (it alternates reads and writes on this period)" in err,
+      f"rwmixcycle: exit {code}: {err}")
+
+# steadystate: a paced job is steady within 50% at once, so it ends after ss_ramp + ss_dur, long before its
+# runtime, with fio's JSON object; a job that ends first reports it not attained; group_reporting judges the
+# clones together and stops them all.
+path = job_file("steady.fio", f"""[global]
+filename={data}
+size=4m
+direct=0
+[paced]
+rw=randread
+rate_iops=500
+runtime=60
+time_based
+ss=iops:50%   ; fio's example style
+ss_dur=2
+ss_ramp=1
+""")
+code, doc, err = bench_json(path)
+if check(code == 0, f"steadystate: exit {code}: {err}"):
+    j = doc["jobs"][0]
+    ss = j.get("steadystate", {})
+    check(ss.get("attained") == 1 and ss.get("ss") == "iops:50.000000%" and ss.get("duration") == 2,
+          f"steadystate: {ss}")
+    check(len(ss.get("data", {}).get("iops", [])) == 2, f"steadystate: window {ss.get('data')}")
+    check(3000 <= j["job_runtime"] < 60000, f"steadystate: ran {j['job_runtime']} ms (ss_ramp 1 s + ss_dur 2 s)")
+code, doc, err = bench_json("--filename=" + data, "--size=4m", "--direct=0", "--number_ios=200",
+                            "--ss=iops_slope:0.1%", "--ss_dur=5")
+if check(code == 0, f"steadystate not reached: exit {code}: {err}"):
+    ss = doc["jobs"][0].get("steadystate", {})
+    check(ss.get("attained") == 0 and doc["jobs"][0]["read"]["total_ios"] == 200, f"steadystate not reached: {ss}")
+code, doc, err = bench_json("--filename=" + data, "--size=4m", "--direct=0", "--rate_iops=300", "--runtime=60",
+                            "--time_based", "--ss=bw:50%", "--ss_dur=2", "--numjobs=2", "--group_reporting")
+if check(code == 0, f"steadystate with group_reporting: exit {code}: {err}"):
+    j = doc["jobs"][0]
+    check(len(doc["jobs"]) == 1 and j["steadystate"]["attained"] == 1 and j["job_runtime"] < 60000,
+          f"steadystate with group_reporting: {j.get('steadystate')} {j['job_runtime']}")
+    check(abs(j["steadystate"]["data"]["iops_mean"] - 600) <= 120, f"the group's IOPS: {j['steadystate']['data']}")
+for args, want in ((["--ss=iops:1%"], "--steadystate: needs --ss_dur"), (["--ss=lat:1%", "--ss_dur=2"], "expected iops"),
+                   (["--ss=iops:1%", "--ss_dur=1500ms"], "whole seconds")):
+    code, out, err = bench("--filename=" + data, "--size=1m", *args)
+    check(code == 2 and want in err, f"{args}: exit {code}: {err}")
 
 shutil.rmtree(tmp, ignore_errors=True)
 if failures:

@@ -394,9 +394,9 @@ TEST(JobFileTest, StonewallAndNewGroupMakeFiosGroups) {
 }
 
 TEST(BenchArgsTest, FiosOptionsAiokitLacksAreRefusedWithWhatFioDoes) {
-  EXPECT_EQ(UsageLine({"--steadystate=iops:1%"}),
-            "--steadystate: fio's option (it ends the job when throughput "
-            "settles), which aiokit bench does not have");
+  EXPECT_EQ(UsageLine({"--numa_mem_policy=local"}),
+            "--numa_mem_policy: fio's option (it sets the job's NUMA memory "
+            "policy), which aiokit bench does not have");
   BenchPlan plan;
   const Result<std::vector<JobOptions>> jobs =
       ParseJobFile("[a]\nrwmixcycle=100\n", "v.fio", JobOptions{}, plan);

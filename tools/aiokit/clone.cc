@@ -571,7 +571,7 @@ class Clone {
     std::optional<Clock::time_point> paced;
     auto refill = [&] {
       // An fsync that is due still goes after the last write.
-      if (ExitAll(*shared_)) stop_ = true;
+      if (StopAsked(*shared_, *progress_)) stop_ = true;
       paced.reset();
       if (BacklogDue()) {
         // The writes since the last check drain, then are read back.
@@ -699,7 +699,7 @@ class Clone {
         }
       }
       const uint64_t ios = r_.read.ios + r_.write.ios + r_.sync.ios;
-      if (ios - shown_ios >= 64 || in_flight_ == 0) {
+      if (ios - shown_ios >= o_.ProgressEvery() || in_flight_ == 0) {
         progress_->ios.fetch_add(ios - shown_ios, std::memory_order_relaxed);
         const uint64_t bytes = r_.read.bytes + r_.write.bytes;
         progress_->bytes.fetch_add(bytes - shown_bytes,

@@ -64,17 +64,22 @@ Clock::time_point WaitToStart(const JobOptions& o, RunShared* shared);
 // clone is asked to stop.
 void EndMeasured(const JobOptions& o, RunShared* shared);
 
-// Whether clones should stop issuing because a job with exitall ended.
-inline bool ExitAll(const RunShared& shared) {
-  return shared.exit_all.load(std::memory_order_relaxed);
-}
-
 // A clone's I/O so far, for the progress line. Relaxed: the counts are only
 // shown, and nothing else is published through them.
 struct Progress {
   std::atomic<uint64_t> ios{0};
   std::atomic<uint64_t> bytes{0};
+  // Set by the run's loop when steadystate is attained: the clone stops
+  // issuing. Relaxed, as exit_all.
+  std::atomic<bool> stop{false};
 };
+
+// Whether a clone should stop issuing: a job with exitall ended, or its
+// steadystate was attained.
+inline bool StopAsked(const RunShared& shared, const Progress& progress) {
+  return shared.exit_all.load(std::memory_order_relaxed) ||
+         progress.stop.load(std::memory_order_relaxed);
+}
 
 // Runs clone `index` of job `o` on `target` (on the calling thread, which is
 // the clone's): sets up, waits for the run's go, runs the job, verifies what

@@ -260,7 +260,7 @@ class DeviceClone {
     // a completion); nullopt while nothing waits for the schedule.
     std::optional<Clock::time_point> paced;
     auto refill = [&] {
-      if (ExitAll(*shared_)) stop_ = true;
+      if (StopAsked(*shared_, *progress_)) stop_ = true;
       paced.reset();
       while (!idle_.empty() && !stop_ &&
              o_.WantsMore(t_->size, issued_bytes_, issued_ios_,
@@ -347,7 +347,7 @@ class DeviceClone {
       refill();
       if (!batch_.empty()) Submit();
       const uint64_t ios = r_.read.ios + r_.write.ios;
-      if (ios - shown_ios >= 64 || in_flight_ == 0) {
+      if (ios - shown_ios >= o_.ProgressEvery() || in_flight_ == 0) {
         progress_->ios.fetch_add(ios - shown_ios, std::memory_order_relaxed);
         const uint64_t bytes = r_.read.bytes + r_.write.bytes;
         progress_->bytes.fetch_add(bytes - shown_bytes,

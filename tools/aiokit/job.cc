@@ -1421,6 +1421,60 @@ const std::vector<Option>& Table() {
          j.iops_log_set = true;
          return Status();
        }},
+      {{"steadystate", "ss"},
+       Arg::kValue,
+       "METRIC:LIMIT",
+       "End the job when its last --ss_dur seconds are steady: iops or bw "
+       "(every second's value within LIMIT of the mean), iops_slope or "
+       "bw_slope (the least squares slope under LIMIT); LIMIT a number (bw "
+       "in B/s) or a percentage of the mean",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         const size_t colon = v.find(':');
+         const std::string_view metric = v.substr(0, colon);
+         if (metric != "iops" && metric != "iops_slope" && metric != "bw" &&
+             metric != "bw_slope") {
+           return Bad(w, v,
+                      "expected iops, iops_slope, bw or bw_slope, then "
+                      ":LIMIT");
+         }
+         if (colon == std::string_view::npos) {
+           return Bad(w, v, "needs :LIMIT (e.g. iops:2%)");
+         }
+         std::string limit(v.substr(colon + 1));
+         const bool pct = !limit.empty() && limit.back() == '%';
+         if (pct) limit.pop_back();
+         char* end = nullptr;
+         const double x = std::strtod(limit.c_str(), &end);
+         if (limit.empty() || end != limit.c_str() + limit.size() ||
+             !(x >= 0) || x > 1e18) {
+           return Bad(w, v, "the limit is not a non-negative number");
+         }
+         j.ss_metric = std::string(metric);
+         j.ss_limit = x;
+         j.ss_pct = pct;
+         return Status();
+       }},
+      {{"steadystate_duration", "ss_dur"},
+       Arg::kValue,
+       "TIME",
+       "The window --steadystate judges, in whole seconds (no unit: "
+       "seconds)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         Result<uint64_t> d = Duration(v, w);
+         if (!d.ok()) return d.status();
+         if (*d % 1'000'000 != 0 || *d > 3600ULL * 1'000'000) {
+           return Bad(w, v, "expected whole seconds (one sample a second)");
+         }
+         j.ss_dur_us = *d;
+         return Status();
+       }},
+      {{"steadystate_ramp_time", "ss_ramp"},
+       Arg::kValue,
+       "TIME",
+       "Wait this long after the job's ramp before --steadystate samples",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.ss_ramp_us, Duration(v, w));
+       }},
       {{"write_hist_log"},
        Arg::kFlag,
        "",
@@ -1759,10 +1813,6 @@ const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
   static const std::vector<std::pair<const char*, const char*>> table = {
       {"rate_ignore_thinktime",
        "keeps the rate's schedule through thinktime instead of catching up"},
-      {"steadystate", "ends the job when throughput settles"},
-      {"ss", "ends the job when throughput settles"},
-      {"ss_dur", "sets the window of steadystate"},
-      {"ss_ramp", "sets the ramp of steadystate"},
       {"bs_unaligned", "allows block sizes that are not sector multiples"},
       {"rwmixcycle", "alternates reads and writes on this period"},
       {"cmdprio_bssplit", "gives priorities by block size"},
@@ -1960,6 +2010,11 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
   const std::string job = plan.jobs.size() > 1 ? " (job " + j.name + ")" : "";
   if (j.time_based && j.runtime_us == 0) {
     return UsageError("--time_based" + job + ": needs --runtime");
+  }
+  if (!j.ss_metric.empty() && j.ss_dur_us == 0) {
+    return UsageError("--steadystate" + job +
+                      ": needs --ss_dur (the window it judges; fio ignores "
+                      "steadystate without it)");
   }
   if (j.hist_log_set && j.log_hist_msec == 0) {
     return UsageError("--write_hist_log" + job +

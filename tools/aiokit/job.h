@@ -190,6 +190,19 @@ struct JobOptions {
   // their file prefix ("" for the job's name), log_avg_msec (0: a row per
   // request), log_max_value, log_offset, per_job_logs (the job number in
   // the file's name; 0: one file for every clone).
+  // fio's steadystate: ss_metric is "" (off), iops, iops_slope, bw or
+  // bw_slope; ss_limit (a percentage of the window's mean when ss_pct);
+  // ss_dur_us the window (whole seconds), ss_ramp_us the wait before
+  // sampling starts.
+  std::string ss_metric;
+  double ss_limit = 0;
+  bool ss_pct = false;
+  uint64_t ss_dur_us = 0, ss_ramp_us = 0;
+  // How many requests a clone completes between updates of its progress
+  // counters: every one when steadystate samples them.
+  [[nodiscard]] uint64_t ProgressEvery() const {
+    return ss_metric.empty() ? 64 : 1;
+  }
   // write_hist_log: clat histograms in fio's buckets every log_hist_msec,
   // 2^log_hist_coarseness buckets to a column.
   std::string lat_log, bw_log, iops_log, hist_log;

@@ -76,7 +76,7 @@ class LoopClone {
   // The next request of a worker: whether it reads, where, and how many
   // bytes. False when the job is over.
   bool Next(bool* read, uint64_t* at, uint64_t* len) {
-    if (stop_ || ExitAll(*shared_) ||
+    if (stop_ || StopAsked(*shared_, *progress_) ||
         !o_.WantsMore(t_->size, issued_bytes_, issued_ios_, placer_.passes())) {
       return false;
     }
@@ -127,7 +127,7 @@ class LoopClone {
                     NsBetween(start, now), NsBetween(start, now));
     }
     const uint64_t ios = r_.read.ios + r_.write.ios;
-    if (ios - shown_ios_ >= 64) {
+    if (ios - shown_ios_ >= o_.ProgressEvery()) {
       progress_->ios.fetch_add(ios - shown_ios_, std::memory_order_relaxed);
       const uint64_t all = r_.read.bytes + r_.write.bytes;
       progress_->bytes.fetch_add(all - shown_bytes_, std::memory_order_relaxed);

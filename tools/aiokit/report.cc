@@ -244,6 +244,17 @@ void PrintEntry(std::ostream& out, const Entry& e) {
         << " accepted, " << r.faults.completed << " completed, "
         << r.reaped_twice << " twice\n";
   }
+  if (r.ss) {
+    char line[160];
+    std::snprintf(line, sizeof(line),
+                  "  steadystate (%s over %llu s): %s, criterion %f%s, mean "
+                  "%.0f IOPS\n",
+                  r.ss->ss.c_str(),
+                  static_cast<unsigned long long>(r.ss->duration_s),
+                  r.ss->attained ? "attained" : "not attained", r.ss->criterion,
+                  o.ss_pct ? "%" : "", r.ss->iops_mean);
+    out << line;
+  }
   if (o.verify.enabled()) {
     out << "  verify (" << o.verify.name << "): " << r.verify_checked
         << " blocks checked, " << r.verify_failed << " failed\n";
@@ -435,6 +446,27 @@ Json JobJson(const Entry& e, const RunResult& res, uint64_t run_ios,
   job["sys_cpu"] = res.wall > 0 ? 100.0 * res.sys / res.wall : 0.0;
   job["ctx"] = res.ctx;
   job["aiokit"] = AiokitJson(e, res, run_ios);
+  if (r.ss) {
+    // fio's "steadystate" object.
+    const SteadyStateResult& s = *r.ss;
+    Json ss;
+    ss["ss"] = s.ss;
+    ss["duration"] = s.duration_s;
+    ss["attained"] = s.attained ? 1 : 0;
+    char crit[48];
+    std::snprintf(crit, sizeof(crit), "%f%s", s.criterion,
+                  e.job->ss_pct ? "%" : "");
+    ss["criterion"] = crit;
+    ss["max_deviation"] = s.max_deviation;
+    ss["slope"] = s.slope;
+    Json data;
+    data["bw_mean"] = static_cast<uint64_t>(s.bw_mean);
+    data["iops_mean"] = static_cast<uint64_t>(s.iops_mean);
+    data["iops"] = s.iops;
+    data["bw"] = s.bw;
+    ss["data"] = data;
+    job["steadystate"] = ss;
+  }
   return job;
 }
 

@@ -28,6 +28,7 @@ void CloneResult::Merge(const CloneResult& o) {
   verify_checked += o.verify_checked;
   verify_failed += o.verify_failed;
   verify_rounds += o.verify_rounds;
+  if (!ss) ss = o.ss;
   if (inject.empty()) inject = o.inject;
   faults.submit_calls += o.faults.submit_calls;
   faults.accepted += o.faults.accepted;

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "histogram.h"
 #include "iolog.h"
 #include "job.h"
+#include "steady.h"
 
 namespace aiokit::tool {
 
@@ -37,6 +39,8 @@ struct DirStats {
 // What one clone did, as the report shows it.
 struct CloneResult {
   std::string job;
+  // steadystate: what detection found (its job's, with group_reporting).
+  std::optional<SteadyStateResult> ss;
   unsigned clone = 0;
   std::string engine;
   std::vector<EngineRefusal> passed_over;

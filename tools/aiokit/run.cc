@@ -26,6 +26,7 @@
 #include "clone.h"
 #include "iolog.h"
 #include "random.h"
+#include "steady.h"
 #include "target.h"
 #include "units.h"
 
@@ -250,6 +251,27 @@ RunOutcome RunGroup(const BenchPlan& plan,
     total_bytes += std::min(res.job_of[i]->IoBytes(res.sizes[i]),
                             UINT64_MAX - total_bytes);
   }
+  // steadystate: a unit per job (group_reporting) or per clone, sampled
+  // once a second.
+  struct SteadyUnit {
+    SteadyState ss;
+    std::vector<size_t> clones;
+    bool done = false;
+  };
+  std::vector<SteadyUnit> steady;
+  for (size_t i = 0; i < n; ++i) {
+    const JobOptions& j = *res.job_of[i];
+    if (j.ss_metric.empty()) continue;
+    if (plan.group_reporting && !steady.empty() &&
+        res.job_of[steady.back().clones.front()] == &j) {
+      steady.back().clones.push_back(i);
+      continue;
+    }
+    const Clock::time_point from =
+        shared.start + std::chrono::microseconds(j.startdelay_us +
+                                                 j.ramp_time_us + j.ss_ramp_us);
+    steady.push_back({SteadyState(j, from), {i}});
+  }
   bool ramp_done = ramp == 0;
   bool printed = false;
   uint64_t last_ios = 0, last_bytes = 0;
@@ -258,12 +280,30 @@ RunOutcome RunGroup(const BenchPlan& plan,
     {
       std::unique_lock<std::mutex> lock(shared.mu);
       if (shared.abort) break;
-      const bool over = shared.cv.wait_for(
-          lock, std::chrono::milliseconds(ramp_done ? 1000 : 50),
-          [&] { return shared.running == 0; });
+      Clock::time_point until =
+          Clock::now() + std::chrono::milliseconds(ramp_done ? 1000 : 50);
+      for (const SteadyUnit& u : steady) {
+        if (!u.done) until = std::min(until, u.ss.next());
+      }
+      const bool over = shared.cv.wait_until(
+          lock, until, [&] { return shared.running == 0; });
       if (over) break;
     }
     const Clock::time_point now = Clock::now();
+    for (SteadyUnit& u : steady) {
+      if (u.done || now < u.ss.next()) continue;
+      uint64_t ios = 0, bytes = 0;
+      for (size_t i : u.clones) {
+        ios += progress[i].ios.load(std::memory_order_relaxed);
+        bytes += progress[i].bytes.load(std::memory_order_relaxed);
+      }
+      if (u.ss.Sample(now, ios, bytes)) {
+        u.done = true;
+        for (size_t i : u.clones) {
+          progress[i].stop.store(true, std::memory_order_relaxed);
+        }
+      }
+    }
     if (!ramp_done && now >= shared.start + std::chrono::microseconds(ramp)) {
       ::getrusage(RUSAGE_SELF, &ru0);
       ramp_done = true;
@@ -309,6 +349,9 @@ RunOutcome RunGroup(const BenchPlan& plan,
     }
   }
   for (std::thread& t : threads) t.join();
+  for (const SteadyUnit& u : steady) {
+    for (size_t i : u.clones) results[i].ss = u.ss.result();
+  }
   if (printed) err << "\r\033[K" << std::flush;
   if (shared.refused) return *shared.refused;
   if (!shared.usage.ok()) return shared.usage;
