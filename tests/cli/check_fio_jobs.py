@@ -683,6 +683,59 @@ for engine in ("libaio", "io_uring", "posixaio"):
 code, out, err = bench("--filename=" + data, "--cmdprio_percentage=10", "--api=device")
 check(code == 2 and "--cmdprio_percentage" in err, f"cmdprio with --api=device: exit {code}: {err}")
 
+# cmdprio_bssplit: the share of requests with a priority of their own per block size; the logs' last column
+# (fio's "command priority") says which requests had one.
+prefix = os.path.join(logs, "cmdprio-bs")
+code, doc, err = bench_json("--filename=" + data, "--size=4m", "--rw=randread", "--number_ios=400",
+                            "--bssplit=4k/50:8k/50", "--cmdprio_bssplit=4k/100:8k/0", "--write_lat_log=" + prefix)
+if check(code == 0, f"cmdprio_bssplit: exit {code}: {err}"):
+    rows = read_log(prefix + "_clat.1.log", 5)
+    check(len(rows) == 400 and all(r[4] == (1 if r[3] == 4096 else 0) for r in rows),
+          f"cmdprio_bssplit: priorities by size {[(r[3], r[4]) for r in rows[:6]]}")
+    small = sum(1 for r in rows if r[3] == 4096)
+    check(doc["jobs"][0]["aiokit"].get("cmdprio_ios") == small and 100 < small < 300,
+          f"cmdprio_bssplit: {doc['jobs'][0]['aiokit'].get('cmdprio_ios')} with a priority, {small} of 4k")
+code, doc, err = bench_json("--filename=" + data, "--size=4m", "--rw=randread", "--number_ios=200",
+                            "--bssplit=4k/50:8k/50", "--cmdprio_bssplit=4k/0/3/0:8k/100/3/0")
+check(code == 0 and 50 < doc["jobs"][0]["aiokit"].get("cmdprio_ios", 0) < 150,
+      f"cmdprio_bssplit with its own class: exit {code}: {err}")
+code, out, err = bench("--filename=" + data, "--size=1m", "--cmdprio_percentage=10", "--cmdprio_bssplit=4k/10")
+check(code == 2 and "not with --cmdprio_percentage" in err, f"cmdprio_bssplit and cmdprio_percentage: {err}")
+
+# bs_unaligned: any size in the range, not only multiples of its minimum (buffered I/O only).
+prefix = os.path.join(logs, "unaligned")
+code, doc, err = bench_json("--filename=" + data, "--size=4m", "--rw=randread", "--number_ios=300", "--direct=0",
+                            "--bsrange=1000-5000", "--bs_unaligned", "--write_lat_log=" + prefix)
+if check(code == 0, f"bs_unaligned: exit {code}: {err}"):
+    sizes = [r[3] for r in read_log(prefix + "_clat.1.log", 5)]
+    check(all(1000 <= b <= 5000 for b in sizes) and sum(1 for b in sizes if b % 1000 != 0) > 250,
+          f"bs_unaligned: sizes {sorted(set(sizes))[:10]}")
+code, out, err = bench("--filename=" + data, "--size=1m", "--bsrange=1000-5000", "--bs_unaligned", "--direct=1")
+check(code == 2 and "--bs_unaligned: needs --direct=0" in err, f"bs_unaligned with O_DIRECT: {err}")
+
+# rate_ignore_thinktime: after each think the schedule moves on instead of catching up, so the think's time is
+# lost: 200 requests at 1000/s then 50 ms of think make 800/s; without it the schedule catches up to 1000/s.
+for ignore, want in ((True, 800), (False, 1000)):
+    code, doc, err = bench_json("--filename=" + data, "--size=4m", "--rw=randread", "--runtime=2", "--time_based",
+                                "--direct=0", "--rate_iops=1000", "--thinktime=50ms", "--thinktime_blocks=200",
+                                *(["--rate_ignore_thinktime"] if ignore else []))
+    if check(code == 0, f"rate_ignore_thinktime={ignore}: exit {code}: {err}"):
+        iops = doc["jobs"][0]["read"]["iops"]
+        check(abs(iops - want) <= 0.1 * want, f"rate_ignore_thinktime={ignore}: {iops:.0f} IOPS, want {want}")
+
+# numa_mem_policy: the clone's policy as the kernel has it, and nodes the machine lacks refused.
+if os.path.exists("/sys/devices/system/node/node0"):
+    for policy, want in (("bind:0", "bind:0"), ("interleave:all", "interleave:"), ("local", "local"),
+                         ("prefer:0", "prefer:0")):
+        code, doc, err = bench_json("--filename=" + data, "--size=1m", "--number_ios=10", "--numa_mem_policy=" + policy)
+        if check(code == 0, f"numa_mem_policy={policy}: exit {code}: {err}"):
+            got = doc["jobs"][0]["aiokit"].get("mempolicy", "")
+            check(got.startswith(want), f"numa_mem_policy={policy}: the kernel has {got!r}")
+    code, out, err = bench("--filename=" + data, "--size=1m", "--numa_mem_policy=bind:1000")
+    check(code == 2 and "this machine has no NUMA node 1000" in err, f"numa_mem_policy on a missing node: {err}")
+else:
+    print("SKIP: this kernel shows no NUMA nodes (/sys/devices/system/node): numa_mem_policy is not tried")
+
 # fio's engine names.
 for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), ("posixaio", "threads")):
     code, doc, err = bench_json("--filename=" + data, "--size=1m", "--ioengine=" + fio_name)
@@ -693,7 +746,8 @@ for fio_name, ours in (("sync", "sync"), ("psync", "sync"), ("pvsync", "sync"), 
 # fio's options aiokit lacks: refused by name, with what fio does, and nothing run.
 path = job_file("cycle.fio", f"[a]\nfilename={data}\nrwmixcycle=500  # alternate\n")
 code, out, err = bench(path)
-check(code == 2 and f"{path}:3: rwmixcycle: fio's option (it alternates reads and writes on this period)" in err,
+check(code == 2 and f"{path}:3: rwmixcycle: fio's option (it alternated reads and writes on this period in old "
+      "versions; fio 3.33 refuses it too)" in err,
       f"rwmixcycle: exit {code}: {err}")
 
 # steadystate: a paced job is steady within 50% at once, so it ends after ss_ramp + ss_dur, long before its

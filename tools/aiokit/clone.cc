@@ -128,6 +128,7 @@ class Clone {
     uint64_t block = 0;    // verify: the block index
     uint64_t gen = 0;      // verify: the generation written
     bool pending = false;  // accepted by the engine, not reaped yet
+    bool prio = false;     // carries a priority of its own (cmdprio)
     Clock::time_point submit_start, issued;
   };
 
@@ -332,10 +333,23 @@ class Clone {
     }
     if (o_.fixedbufs) r.SetFixedBuffer(static_cast<int16_t>(i));
     const int d = kind == Kind::kRead ? 0 : 1;
-    if (o_.cmdprio_pct[d] != 0 && rng_.Below(100) < o_.cmdprio_pct[d]) {
-      // cmdprio_percentage: this request carries a priority of its own.
-      r.SetIoPriority(IoPriority(static_cast<IoPrioClass>(o_.cmdprio_class[d]),
-                                 static_cast<uint8_t>(o_.cmdprio[d])));
+    // cmdprio_percentage, or cmdprio_bssplit's entry for this size: the
+    // share of requests that carry a priority of their own.
+    unsigned pct = o_.cmdprio_pct[d];
+    unsigned cls = o_.cmdprio_class[d], level = o_.cmdprio[d];
+    for (const CmdprioSplit& s : o_.cmdprio_bssplit[d]) {
+      if (s.bs != len) continue;
+      pct = s.pct;
+      if (s.cls >= 0) {
+        cls = static_cast<unsigned>(s.cls);
+        level = static_cast<unsigned>(s.level);
+      }
+      break;
+    }
+    s.prio = pct != 0 && rng_.Below(100) < pct;
+    if (s.prio) {
+      r.SetIoPriority(IoPriority(static_cast<IoPrioClass>(cls),
+                                 static_cast<uint8_t>(level)));
       ++r_.prio_ios;
     }
     issued_bytes_ += len;
@@ -468,10 +482,10 @@ class Clone {
       d.bytes += static_cast<uint64_t>(r.rval);
       if (static_cast<uint64_t>(r.rval) < r.length) ++d.short_ios;
       if (r_.log.enabled() && s.kind != Kind::kSync) {
-        r_.log.Record(now, s.kind == Kind::kRead, static_cast<uint64_t>(r.rval),
-                      r.offset - t_->offset,
-                      NsBetween(s.submit_start, s.issued),
-                      NsBetween(s.issued, now), NsBetween(s.submit_start, now));
+        r_.log.Record(
+            now, s.kind == Kind::kRead, static_cast<uint64_t>(r.rval),
+            r.offset - t_->offset, NsBetween(s.submit_start, s.issued),
+            NsBetween(s.issued, now), NsBetween(s.submit_start, now), s.prio);
       }
     }
     if (tracked) {

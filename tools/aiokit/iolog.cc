@@ -62,7 +62,9 @@ void IoLog::FlushHist(uint8_t dir, uint64_t ms, uint32_t bs) {
 }
 
 void IoLog::Record(TimePoint now, bool read, uint64_t bytes, uint64_t offset,
-                   uint64_t slat_ns, uint64_t clat_ns, uint64_t lat_ns) {
+                   uint64_t slat_ns, uint64_t clat_ns, uint64_t lat_ns,
+                   bool prio) {
+  const auto p = static_cast<uint8_t>(prio ? 1 : 0);
   if (o_ == nullptr) return;
   const auto ms = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(now - t0_).count());
@@ -82,15 +84,15 @@ void IoLog::Record(TimePoint now, bool read, uint64_t bytes, uint64_t offset,
     // over its latency, as fio computes it) and an IOPS of 1.
     for (int k = kSlat; k <= kLat; ++k) {
       if (Wants(static_cast<Kind>(k)) && lats[k] != UINT64_MAX) {
-        rows_[k].push_back({ms, lats[k], offset, bs, dir});
+        rows_[k].push_back({ms, lats[k], offset, bs, dir, p});
       }
     }
     if (Wants(kBw)) {
       const uint64_t kib_s =
           lat_ns == 0 ? 0 : bytes * 1'000'000'000ULL / 1024 / lat_ns;
-      rows_[kBw].push_back({ms, kib_s, offset, bs, dir});
+      rows_[kBw].push_back({ms, kib_s, offset, bs, dir, p});
     }
-    if (Wants(kIops)) rows_[kIops].push_back({ms, 1, offset, bs, dir});
+    if (Wants(kIops)) rows_[kIops].push_back({ms, 1, offset, bs, dir, p});
     return;
   }
   while (ms >= window_end_ms_) {
@@ -178,14 +180,15 @@ std::string IoLog::Text(Kind k) const {
   char line[128];
   for (const Row& r : rows_[k]) {
     if (o_->log_offset) {
-      std::snprintf(line, sizeof(line), "%llu, %llu, %u, %u, %llu, 0\n",
+      std::snprintf(line, sizeof(line), "%llu, %llu, %u, %u, %llu, %u\n",
                     static_cast<unsigned long long>(r.ms),
                     static_cast<unsigned long long>(r.value), r.dir, r.bs,
-                    static_cast<unsigned long long>(r.offset));
+                    static_cast<unsigned long long>(r.offset), r.prio);
     } else {
-      std::snprintf(line, sizeof(line), "%llu, %llu, %u, %u, 0\n",
+      std::snprintf(line, sizeof(line), "%llu, %llu, %u, %u, %u\n",
                     static_cast<unsigned long long>(r.ms),
-                    static_cast<unsigned long long>(r.value), r.dir, r.bs);
+                    static_cast<unsigned long long>(r.value), r.dir, r.bs,
+                    r.prio);
     }
     out += line;
   }

@@ -30,8 +30,11 @@ class IoLog {
 
   // A measured request of `bytes` at `offset` completed at `now`; slat_ns is
   // UINT64_MAX when the driver does not measure it (then no slat row).
+  // `prio`: the request carried a priority of its own (fio's "command
+  // priority" column: 1).
   void Record(TimePoint now, bool read, uint64_t bytes, uint64_t offset,
-              uint64_t slat_ns, uint64_t clat_ns, uint64_t lat_ns);
+              uint64_t slat_ns, uint64_t clat_ns, uint64_t lat_ns,
+              bool prio = false);
   // The clone ended at `end`: the last, partial window is written.
   void Finish(TimePoint end);
 
@@ -48,6 +51,7 @@ class IoLog {
     uint64_t offset;
     uint32_t bs;
     uint8_t dir;
+    uint8_t prio = 0;
   };
   struct Window {
     std::array<uint64_t, 3> sum{}, max{}, count{};  // slat, clat, lat

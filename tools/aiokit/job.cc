@@ -1,6 +1,8 @@
 #include "job.h"
 
+#include <linux/mempolicy.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -150,6 +152,65 @@ Result<std::vector<unsigned>> NodeCpus(std::string_view v,
   std::sort(cpus.begin(), cpus.end());
   cpus.erase(std::unique(cpus.begin(), cpus.end()), cpus.end());
   return cpus;
+}
+
+// fio's numa_mem_policy MODE[:NODES] into the job: set_mempolicy(2)'s mode
+// and nodes that this machine has.
+Status SetMemPolicy(JobOptions& j, std::string_view v, const std::string& w) {
+  static constexpr std::pair<const char*, int> kModes[] = {
+      {"default", MPOL_DEFAULT},
+      {"prefer", MPOL_PREFERRED},
+      {"bind", MPOL_BIND},
+      {"interleave", MPOL_INTERLEAVE},
+      {"local", MPOL_LOCAL}};
+  const size_t colon = v.find(':');
+  const std::string_view mode = v.substr(0, colon);
+  int m = -1;
+  for (const auto& [name, value] : kModes) {
+    if (mode == name) m = value;
+  }
+  if (m < 0) {
+    return Bad(w, v, "expected default, prefer, bind, interleave or local");
+  }
+  std::vector<unsigned> nodes;
+  if (colon != std::string_view::npos) {
+    const std::string_view list = v.substr(colon + 1);
+    const std::string root = "/sys/devices/system/node";
+    std::string text(list);
+    if (list == "all") {
+      std::ifstream online(root + "/online");
+      if (!std::getline(online, text)) {
+        return Bad(w, v, "this kernel shows no NUMA nodes (" + root + ")");
+      }
+    }
+    std::optional<std::vector<unsigned>> got = ParseCpuList(text);
+    if (!got || got->empty()) {
+      return Bad(w, v, "not a node list (examples: 0, 0-1, all)");
+    }
+    for (const unsigned n : *got) {
+      struct stat st;
+      const std::string dir = root + "/node" + std::to_string(n);
+      if (n >= 1024 || ::stat(dir.c_str(), &st) != 0) {
+        return Bad(w, v, "this machine has no NUMA node " + std::to_string(n));
+      }
+    }
+    nodes = std::move(*got);
+  }
+  const bool needs =
+      m == MPOL_PREFERRED || m == MPOL_BIND || m == MPOL_INTERLEAVE;
+  if (needs && nodes.empty()) {
+    return Bad(w, v, std::string(mode) + " needs :NODES");
+  }
+  if (!needs && !nodes.empty()) {
+    return Bad(w, v, std::string(mode) + " takes no nodes");
+  }
+  if (m == MPOL_PREFERRED && nodes.size() != 1) {
+    return Bad(w, v, "prefer takes one node");
+  }
+  j.mempolicy_mode = m;
+  j.mempolicy_nodes = std::move(nodes);
+  j.mempolicy_option = w + "=" + std::string(v);
+  return Status();
 }
 
 // One direction's bssplit ("4k/10:64k/50:32k/" ) into {size, percent}.
@@ -444,6 +505,59 @@ Status SetRatePair(
   }
   field = out;
   return Status();
+}
+
+// VALUE[,VALUE] of whole numbers in [lo, hi]: one for both directions, or
+// reads then writes.
+Status SetPair(std::array<unsigned, 2>& field, std::string_view v,
+               const std::string& w, unsigned lo, unsigned hi) {
+  auto dirs = PerDirection(v, w);
+  if (!dirs.ok()) return dirs.status();
+  Result<unsigned> r = Integer<unsigned>(dirs->first, w, lo, hi);
+  if (!r.ok()) return r.status();
+  Result<unsigned> wr = Integer<unsigned>(dirs->second, w, lo, hi);
+  if (!wr.ok()) return wr.status();
+  field = {*r, *wr};
+  return Status();
+}
+
+// fio's cmdprio_bssplit for one direction: SIZE/PCT[/CLASS/LEVEL]:...
+Result<std::vector<CmdprioSplit>> CmdprioSplits(std::string_view v,
+                                                const std::string& w) {
+  std::vector<CmdprioSplit> out;
+  while (!v.empty()) {
+    const size_t colon = v.find(':');
+    const std::string_view e = v.substr(0, colon);
+    v = colon == std::string_view::npos ? std::string_view()
+                                        : v.substr(colon + 1);
+    std::vector<std::string_view> f;
+    for (size_t from = 0;;) {
+      const size_t slash = e.find('/', from);
+      f.push_back(e.substr(from, slash - from));
+      if (slash == std::string_view::npos) break;
+      from = slash + 1;
+    }
+    if (f.size() != 2 && f.size() != 4) {
+      return Bad(w, e, "expected SIZE/PERCENT or SIZE/PERCENT/CLASS/LEVEL");
+    }
+    CmdprioSplit s;
+    Result<uint64_t> bs = Size(f[0], w);
+    if (!bs.ok()) return bs.status();
+    Result<unsigned> pct = Integer<unsigned>(f[1], w, 0, 100);
+    if (!pct.ok()) return pct.status();
+    s.bs = *bs;
+    s.pct = *pct;
+    if (f.size() == 4) {
+      Result<unsigned> cls = Integer<unsigned>(f[2], w, 1, 3);
+      if (!cls.ok()) return cls.status();
+      Result<unsigned> level = Integer<unsigned>(f[3], w, 0, 7);
+      if (!level.ok()) return level.status();
+      s.cls = static_cast<int>(*cls);
+      s.level = static_cast<int>(*level);
+    }
+    out.push_back(s);
+  }
+  return out;
 }
 
 // fio's thinktime values: microseconds without a unit.
@@ -843,42 +957,54 @@ const std::vector<Option>& Table() {
        "(--cmdprio_class, --cmdprio; --api=engine); after a comma, the "
        "writes'",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         auto dirs = PerDirection(v, w);
-         if (!dirs.ok()) return dirs.status();
-         Result<unsigned> r = Integer<unsigned>(dirs->first, w, 0, 100);
-         if (!r.ok()) return r.status();
-         Result<unsigned> wr = Integer<unsigned>(dirs->second, w, 0, 100);
-         if (!wr.ok()) return wr.status();
-         j.cmdprio_pct = {*r, *wr};
-         return Status();
+         return SetPair(j.cmdprio_pct, v, w, 0, 100);
        }},
       {{"cmdprio_class"},
        Arg::kValue,
        "1-3[,1-3]",
        "The class of --cmdprio_percentage's requests (default 1, realtime)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
-         auto dirs = PerDirection(v, w);
-         if (!dirs.ok()) return dirs.status();
-         Result<unsigned> r = Integer<unsigned>(dirs->first, w, 1, 3);
-         if (!r.ok()) return r.status();
-         Result<unsigned> wr = Integer<unsigned>(dirs->second, w, 1, 3);
-         if (!wr.ok()) return wr.status();
-         j.cmdprio_class = {*r, *wr};
-         return Status();
+         return SetPair(j.cmdprio_class, v, w, 1, 3);
        }},
       {{"cmdprio"},
        Arg::kValue,
        "0-7[,0-7]",
        "The level of --cmdprio_percentage's requests (default 0, highest)",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return SetPair(j.cmdprio, v, w, 0, 7);
+       }},
+      {{"cmdprio_bssplit"},
+       Arg::kValue,
+       "SIZE/PCT[/CLASS/LEVEL]:...[,...]",
+       "Per block size, the share of requests with a priority of their own "
+       "(the class and level of the entry, else --cmdprio_class and "
+       "--cmdprio); after a comma, the writes'; not with "
+       "--cmdprio_percentage",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          auto dirs = PerDirection(v, w);
          if (!dirs.ok()) return dirs.status();
-         Result<unsigned> r = Integer<unsigned>(dirs->first, w, 0, 7);
+         auto r = CmdprioSplits(dirs->first, w);
          if (!r.ok()) return r.status();
-         Result<unsigned> wr = Integer<unsigned>(dirs->second, w, 0, 7);
+         auto wr = CmdprioSplits(dirs->second, w);
          if (!wr.ok()) return wr.status();
-         j.cmdprio = {*r, *wr};
+         j.cmdprio_bssplit = {std::move(*r), std::move(*wr)};
          return Status();
+       }},
+      {{"bs_unaligned", "blocksize_unaligned"},
+       Arg::kFlag,
+       "",
+       "With --bsrange, any size in the range, not only multiples of MIN "
+       "(needs --direct=0)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.bs_unaligned, Flag(v, w));
+       }},
+      {{"rate_ignore_thinktime"},
+       Arg::kFlag,
+       "",
+       "After a --thinktime, go on at the rate instead of catching up on the "
+       "schedule (what the think missed is skipped)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.rate_ignore_thinktime, Flag(v, w));
        }},
       {{"random_generator"},
        Arg::kValue,
@@ -1330,6 +1456,15 @@ const std::vector<Option>& Table() {
          j.cpus = std::move(*cpus);
          j.cpus_option = w + "=" + std::string(v);
          return Status();
+       }},
+      {{"numa_mem_policy"},
+       Arg::kValue,
+       "MODE[:NODES]",
+       "The clone's NUMA memory policy (set_mempolicy): default, local, "
+       "prefer:NODE, bind:NODES or interleave:NODES (a list or all); its "
+       "buffers are allocated under it",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return SetMemPolicy(j, v, w);
        }},
       {{"cpus_allowed_policy"},
        Arg::kValue,
@@ -1811,12 +1946,9 @@ Result<std::string> Expand(std::string_view value, const std::string& where) {
 // with it, so that a job file written for fio is refused with the reason.
 const std::vector<std::pair<const char*, const char*>>& FioOnlyOptions() {
   static const std::vector<std::pair<const char*, const char*>> table = {
-      {"rate_ignore_thinktime",
-       "keeps the rate's schedule through thinktime instead of catching up"},
-      {"bs_unaligned", "allows block sizes that are not sector multiples"},
-      {"rwmixcycle", "alternates reads and writes on this period"},
-      {"cmdprio_bssplit", "gives priorities by block size"},
-      {"numa_mem_policy", "sets the job's NUMA memory policy"},
+      {"rwmixcycle",
+       "alternated reads and writes on this period in old versions; fio "
+       "3.33 refuses it too"},
   };
   return table;
 }
@@ -2045,8 +2177,19 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                       "--iodepth=" +
                       std::to_string(depth) + ")");
   }
+  if (j.bs_unaligned && j.direct != 0 && j.MinBs() != j.MaxBs()) {
+    return UsageError("--bs_unaligned" + job +
+                      ": needs --direct=0 (O_DIRECT takes sizes that are "
+                      "multiples of the device's block)");
+  }
+  if ((j.cmdprio_pct[0] != 0 || j.cmdprio_pct[1] != 0) &&
+      (!j.cmdprio_bssplit[0].empty() || !j.cmdprio_bssplit[1].empty())) {
+    return UsageError("--cmdprio_bssplit" + job +
+                      ": not with --cmdprio_percentage (fio's rule: one or "
+                      "the other)");
+  }
   if (j.bs_min != 0 && j.bssplit_text.empty() && j.MinBs() != j.MaxBs() &&
-      j.MaxBs() % j.MinBs() != 0) {
+      j.MaxBs() % j.MinBs() != 0 && !j.bs_unaligned) {
     // Sizes are drawn in multiples of MIN; MAX must be one of them.
     return UsageError("--bsrange=" + std::to_string(j.bs_min) + "-" +
                       std::to_string(j.bs_max) + job +
@@ -2219,15 +2362,18 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
         " (pacing is in the engine and device drivers)");
   }
   if (j.api != "engine") {
-    const char* refused = j.verify.enabled() ? "--verify"
-                          : j.cmdprio_pct[0] != 0 || j.cmdprio_pct[1] != 0
-                              ? "--cmdprio_percentage"
-                          : !j.inject.empty() ? "--inject"
-                          : j.fsync != 0      ? "--fsync"
-                          : j.registerfiles   ? "--registerfiles"
-                          : j.sqthread_poll   ? "--sqthread_poll"
-                          : j.hipri           ? "--hipri"
-                                              : nullptr;
+    const char* refused =
+        j.verify.enabled() ? "--verify"
+        : !j.cmdprio_bssplit[0].empty() || !j.cmdprio_bssplit[1].empty()
+            ? "--cmdprio_bssplit"
+        : j.cmdprio_pct[0] != 0 || j.cmdprio_pct[1] != 0
+            ? "--cmdprio_percentage"
+        : !j.inject.empty() ? "--inject"
+        : j.fsync != 0      ? "--fsync"
+        : j.registerfiles   ? "--registerfiles"
+        : j.sqthread_poll   ? "--sqthread_poll"
+        : j.hipri           ? "--hipri"
+                            : nullptr;
     if (refused != nullptr) {
       return UsageError(std::string(refused) + job + ": not with --api=" +
                         j.api + " (it measures plain reads and writes)");

@@ -18,6 +18,15 @@
 
 namespace aiokit::tool {
 
+// fio's cmdprio_bssplit entry: requests of `bs` bytes get a priority of
+// their own `pct` percent of the time, of class `cls` and level `level` (-1:
+// cmdprio_class's and cmdprio's).
+struct CmdprioSplit {
+  uint64_t bs = 0;
+  unsigned pct = 0;
+  int cls = -1, level = -1;
+};
+
 // One job. Defaults follow fio except where noted.
 struct JobOptions {
   std::string name = "aiokit";
@@ -58,6 +67,7 @@ struct JobOptions {
   unsigned rwmixread = 50;      // percent of reads in rw / randrw
   uint64_t bs = 4096;
   uint64_t bs_min = 0, bs_max = 0;  // --bsrange; 0: --bs for every request
+  bool bs_unaligned = false;  // bsrange sizes need not be multiples of MIN
   // fio's bssplit: block sizes by share of requests, for reads and for
   // writes ({size, percent}, adding up to 100); bs_min and bs_max are then
   // the smallest and largest size, and offsets are drawn as with bsrange.
@@ -178,6 +188,9 @@ struct JobOptions {
   uint64_t thinktime_us = 0, thinktime_spin_us = 0, thinktime_iotime_us = 0;
   uint64_t thinktime_blocks = 1;
   bool thinktime_on_issue = false;
+  // After a think, the rate's schedule moves on by the think instead of
+  // catching up.
+  bool rate_ignore_thinktime = false;
   [[nodiscard]] bool Paced() const {
     return rate[0] != 0 || rate[1] != 0 || rate_iops[0] != 0 ||
            rate_iops[1] != 0 || thinktime_us != 0;
@@ -220,6 +233,7 @@ struct JobOptions {
   // cmdprio, default 0).
   int prio = -1, prioclass = -1;
   std::array<unsigned, 2> cmdprio_pct{}, cmdprio_class{{1, 1}}, cmdprio{};
+  std::array<std::vector<CmdprioSplit>, 2> cmdprio_bssplit;  // per direction
   bool norandommap = false;
   bool randrepeat = true;
   uint64_t randseed = 0;
@@ -229,6 +243,10 @@ struct JobOptions {
   // with cpus_split (cpus_allowed_policy=split) clone c on cpus[c % size]
   // alone. cpus_option names the option that set them, for messages.
   std::vector<unsigned> cpus;
+  // numa_mem_policy: the set_mempolicy(2) mode (-1: not set) and its nodes.
+  int mempolicy_mode = -1;
+  std::vector<unsigned> mempolicy_nodes;
+  std::string mempolicy_option;
   bool cpus_split = false;
   std::string cpus_option;
   // wait_for: this job starts when every clone of the job of that name (an

@@ -106,6 +106,13 @@ void Pacer::Think(PaceClock::time_point now) {
                           std::min(o_->thinktime_spin_us, o_->thinktime_us));
   spinning_ = o_->thinktime_spin_us != 0;
   io_began_ = think_until_;
+  if (o_->rate_ignore_thinktime) {
+    // The schedule moves on by the think: what it missed is skipped.
+    const auto think = std::chrono::microseconds(o_->thinktime_us);
+    start_ += think;
+    poisson_next_[0] += think;
+    poisson_next_[1] += think;
+  }
 }
 
 void Pacer::Spin() {

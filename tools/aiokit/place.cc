@@ -164,6 +164,8 @@ Place Placer::Next(bool read) {
   uint64_t len = o.bs;
   if (!o.bssplit_text.empty()) {
     len = o.SplitBs(read, static_cast<unsigned>(rng_.Below(100)));
+  } else if (o.bs_min != 0 && o.bs_unaligned) {
+    len = o.MinBs() + rng_.Below(o.MaxBs() - o.MinBs() + 1);
   } else if (o.bs_min != 0) {
     len = o.MinBs() * (1 + rng_.Below(o.MaxBs() / o.MinBs()));
   }

@@ -87,6 +87,7 @@ Json AiokitJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   ak["group_ended_s"] = r.group_ended;
   ak["cpus"] = r.cpus;
   ak["ioprio"] = r.ioprio;
+  if (!r.mempolicy.empty()) ak["mempolicy"] = r.mempolicy;
   if (r.prio_ios != 0) ak["cmdprio_ios"] = r.prio_ios;
   Json passed = Json::array();
   for (const EngineRefusal& p : r.passed_over) {

@@ -63,8 +63,11 @@ struct CloneResult {
   // When the clone's group started and ended its run, in seconds after the
   // first group started (groups: stonewall).
   double group_began = 0, group_ended = 0;
-  std::string cpus;       // the CPUs the clone's thread could run on ("0-1")
-  std::string ioprio;     // the clone thread's I/O priority ("be/4")
+  std::string cpus;    // the CPUs the clone's thread could run on ("0-1")
+  std::string ioprio;  // the clone thread's I/O priority ("be/4")
+  // The clone thread's NUMA memory policy as the kernel has it ("bind:0"),
+  // when the job sets numa_mem_policy.
+  std::string mempolicy;
   uint64_t prio_ios = 0;  // requests given cmdprio's priority
   IoLog log;              // fio's logs, when the job asks for them
   // Adds another clone of the same job (group_reporting).

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -48,7 +49,38 @@ std::string JobSuffix(const BenchPlan& plan, const JobOptions& j) {
 // to the CPUs the thread may then run on.
 // On failure: a UsageError naming the option and the errno.
 Status PinClone(const JobOptions& job, unsigned c, std::string* cpus,
-                std::string* ioprio) {
+                std::string* ioprio, std::string* mempolicy) {
+  if (job.mempolicy_mode >= 0) {
+    // numa_mem_policy: this thread's, before it allocates its buffers.
+    std::array<unsigned long, 1024 / 64> mask{};
+    for (const unsigned n : job.mempolicy_nodes)
+      mask[n / 64] |= 1UL << (n % 64);
+    const bool nodes = !job.mempolicy_nodes.empty();
+    if (::syscall(SYS_set_mempolicy, job.mempolicy_mode,
+                  nodes ? mask.data() : nullptr, nodes ? 1024 + 1 : 0) != 0) {
+      const int e = errno;
+      const char* name = strerrorname_np(e);
+      return UsageError(job.mempolicy_option + " (job " + job.name +
+                        ", clone " + std::to_string(c) +
+                        "): set_mempolicy failed (" +
+                        (name != nullptr ? name : std::to_string(e)) + ")");
+    }
+    // As the kernel has it: MODE:NODES.
+    int mode = -1;
+    mask.fill(0);
+    if (::syscall(SYS_get_mempolicy, &mode, mask.data(), 1024 + 1, nullptr,
+                  0) == 0) {
+      static constexpr const char* kModes[] = {"default", "prefer", "bind",
+                                               "interleave", "local"};
+      std::vector<unsigned> got;
+      for (unsigned n = 0; n < 1024; ++n) {
+        if ((mask[n / 64] >> (n % 64) & 1) != 0) got.push_back(n);
+      }
+      const auto m = static_cast<unsigned>(mode);
+      *mempolicy = std::string(m < 5 ? kModes[m] : "?") +
+                   (got.empty() ? "" : ":" + FormatCpuList(got));
+    }
+  }
   if (!job.cpus.empty()) {
     cpu_set_t set;
     CPU_ZERO(&set);
@@ -185,8 +217,8 @@ RunOutcome RunGroup(const BenchPlan& plan,
     try {
       threads.emplace_back([&, i] {
         const JobOptions& job = *res.job_of[i];
-        std::string cpus, ioprio;
-        if (Status bad = PinClone(job, clone_no[i], &cpus, &ioprio);
+        std::string cpus, ioprio, mempolicy;
+        if (Status bad = PinClone(job, clone_no[i], &cpus, &ioprio, &mempolicy);
             !bad.ok()) {
           // As a clone that cannot set up: the run does not start.
           std::lock_guard<std::mutex> lock(shared.mu);
@@ -211,6 +243,7 @@ RunOutcome RunGroup(const BenchPlan& plan,
                          &progress[i], seed);
         results[i].cpus = std::move(cpus);
         results[i].ioprio = std::move(ioprio);
+        results[i].mempolicy = std::move(mempolicy);
       });
     } catch (const std::system_error& e) {
       // The clones started so far are told to leave, then joined.
