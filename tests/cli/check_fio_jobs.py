@@ -500,10 +500,61 @@ for mode, full_size, allocated in (("posix", True, True), ("native", True, True)
         check((st.st_size == 4 << 20) == full_size, f"fallocate={mode}: size {st.st_size}")
         check((st.st_blocks * 512 >= 4 << 20) == allocated, f"fallocate={mode}: {st.st_blocks * 512} bytes allocated")
         os.remove(made)
-for bad, words in (("--nrfiles=2", "gives each clone one file"), ("--filename=a:b", "fio's list of files"),
+for bad, words in (("--filename=a:b", "fio's list of files"),
                    ("--fallocate=maybe", "expected none, native"), ("--filename_format=$clientuid", "$clientuid")):
     code, out, err = bench(bad)
     check(code == 2 and words in err, f"{bad}: exit {code}: {err}")
+
+# nrfiles: the clone's size divided among its files, named and sized as fio makes them; a file of each tool
+# verifies with the other (fio's verify_only over the three files aiokit wrote, and the reverse); the blocks go
+# round robin (every file half written after half the job) or file after file (file_service_type=sequential);
+# every driver but the device layer's.
+def nonzero_blocks(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    return [i for i in range(0, len(data) // 4096) if any(data[i * 4096:(i + 1) * 4096])]
+
+
+for tool in ("fio", "aiokit"):
+    d = os.path.join(tmp, "nr-" + tool)
+    os.makedirs(d)
+    lines = [f"directory={d}", "nrfiles=3", "size=3m", "bs=4k", "rw=write", "verify=crc32c", "ioengine=psync"]
+    path = job_file("nr-" + tool + ".fio", "[nr]\n" + "\n".join(lines) + "\n")
+    if tool == "fio":
+        p = subprocess.run(["fio", "--verify_state_save=0", path], capture_output=True, text=True, timeout=120, cwd=d)
+        check(p.returncode == 0, f"nrfiles: fio's write: {p.stderr[-300:]}")
+    else:
+        code, doc, err = bench_json(path, "--direct=0")
+        if check(code == 0, f"nrfiles: aiokit's write: exit {code}: {err}"):
+            v = doc["jobs"][0]["aiokit"]["verify"]
+            check(doc["jobs"][0]["write"]["io_bytes"] == 3 << 20 and v["checked"] == 768 and v["failed"] == 0,
+                  f"nrfiles: aiokit wrote {doc['jobs'][0]['write']['io_bytes']}, verify {v}")
+    check(sorted((n, os.path.getsize(os.path.join(d, n))) for n in os.listdir(d)) ==
+          [("nr.0.0", 1 << 20), ("nr.0.1", 1 << 20), ("nr.0.2", 1 << 20)], f"nrfiles: {tool} made {os.listdir(d)}")
+# Each tool checks the other's files.
+code, doc, err = bench_json(job_file("nr-check.fio", f"[nr]\ndirectory={tmp}/nr-fio\nnrfiles=3\nsize=3m\nbs=4k\n"
+                                                     "rw=write\nverify=crc32c\n"), "--verify_only", "--direct=0")
+check(code == 0 and doc["jobs"][0]["aiokit"]["verify"]["checked"] == 768, f"nrfiles: aiokit checking fio's: {err}")
+p = subprocess.run(["fio", "--verify_state_save=0", "--verify_only", os.path.join(tmp, "nr-aiokit.fio")],
+                   capture_output=True, text=True, timeout=120, cwd=tmp)
+check(p.returncode == 0 and "io=3072KiB" in p.stdout, f"nrfiles: fio checking aiokit's: {p.stdout[-300:]}")
+for service, want in (("roundrobin", [list(range(128))] * 2), ("roundrobin:4", [list(range(128))] * 2),
+                      ("sequential", [list(range(256)), []])):
+    for api in ("engine", "coro"):
+        d = os.path.join(tmp, f"nr-{service}-{api}".replace(":", ""))
+        os.makedirs(d)
+        code, doc, err = bench_json("--name=nr", "--directory=" + d, "--nrfiles=2", "--size=2m", "--rw=write",
+                                    "--number_ios=256", "--fallocate=none", "--direct=0", "--api=" + api,
+                                    "--file_service_type=" + service)
+        if check(code == 0, f"nrfiles {service} {api}: exit {code}: {err}"):
+            got = [nonzero_blocks(os.path.join(d, f"nr.0.{f}")) for f in range(2)]
+            check(got == want, f"nrfiles {service} {api}: blocks written {[len(g) for g in got]}")
+for args, words in ((["--nrfiles=2", "--api=device"], "--api=device (the device layer drives one file"),
+                    (["--nrfiles=2", "--bsrange=4k-8k"], "--bsrange or --bssplit"),
+                    (["--nrfiles=2", "--filename=" + data], "--filename (fio's names"),
+                    (["--nrfiles=2", "--file_service_type=zipf:1.2"], "this --file_service_type")):
+    code, out, err = bench("--size=1m", *args)
+    check(code == 2 and words in err, f"{args}: exit {code}: {err}")
 
 # Logs in fio's format ("time ms, value, direction, block size[, offset], priority"): a row per request (as many
 # as the JSON's requests, slat only where the driver measures it, offsets with log_offset), windows of

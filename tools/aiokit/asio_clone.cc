@@ -39,11 +39,12 @@ class AsioClone final : public LoopClone {
     bool read = false;
     uint64_t len = 0;
     uint64_t at = 0;
+    int fd = -1;
     Clock::time_point start;
   };
 
   void StartNext(Worker* w) {
-    if (!Next(&w->read, &w->at, &w->len)) return;
+    if (!Next(&w->read, &w->fd, &w->at, &w->len)) return;
     w->start = Clock::now();
     auto done = [this, w](std::error_code ec, size_t n) {
       Account(
@@ -54,16 +55,16 @@ class AsioClone final : public LoopClone {
     };
     Buffer b = WorkerBuffer(w->index, w->len);
     if (w->read) {
-      io_->async_read(t_->file.fd(), w->at, std::move(b), std::move(done));
+      io_->async_read(w->fd, w->at, std::move(b), std::move(done));
     } else {
-      io_->async_write(t_->file.fd(), w->at, std::move(b), std::move(done));
+      io_->async_write(w->fd, w->at, std::move(b), std::move(done));
     }
   }
 
   void RunWorkers() override {
     workers_.reserve(o_.iodepth);
     for (size_t i = 0; i < o_.iodepth; ++i) {
-      workers_.push_back(Worker{i, false, 0, 0, {}});
+      workers_.push_back(Worker{i, false, 0, 0, -1, {}});
     }
     for (Worker& w : workers_) StartNext(&w);
     ctx_.run();

@@ -214,8 +214,9 @@ class Clone {
       }
     }
     if (o_.registerfiles) {
-      const int fd = t_->file.fd();
-      if (Status s = engine_->RegisterFiles(std::span<const int>(&fd, 1));
+      std::vector<int> fds = {t_->file.fd()};
+      for (const Target::Extra& e : t_->extra) fds.push_back(e.file.fd());
+      if (Status s = engine_->RegisterFiles(std::span<const int>(fds));
           !s.ok()) {
         Fail(std::nullopt,
              UsageError("--registerfiles" + job + ": " + s.ToString()));
@@ -240,6 +241,7 @@ class Clone {
     }
     placer_ = Placer(o_, t_->size, rng_.Next());
     pacer_ = Pacer(o_, rng_.Next());
+    sync_file_ = &t_->file;
     reqs_.resize(o_.iodepth);
     slots_.resize(o_.iodepth);
     done_.resize(o_.iodepth);
@@ -301,7 +303,7 @@ class Clone {
     if (o_.fsync != 0 && writes_since_fsync_ >= o_.fsync) {
       writes_since_fsync_ = 0;
       s.kind = Kind::kSync;
-      r.PrepFsync(t_->file.fd());
+      r.PrepFsync(sync_file_->fd());  // the file written last
       r.priv = nullptr;
       batch_.push_back(&r);
       return true;
@@ -315,19 +317,21 @@ class Clone {
     }
     s.kind = kind;
     char* buf = pool_.buffer(i);
-    const uint64_t at = t_->offset + off;
+    const Target::Spot spot = t_->Map(off);
+    const uint64_t at = spot.at;
     if (!busy_.empty()) {
       s.block = off / o_.bs;
       busy_[s.block] = 1;
     }
     if (kind == Kind::kRead) {
-      r.PrepRead(t_->file, buf, len, at);
+      r.PrepRead(*spot.file, buf, len, at);
     } else {
       if (!busy_.empty()) {
         s.gen = ++next_gen_;
         FillVerifyBlock(vf_, buf, len, at, s.gen);
       }
-      r.PrepWrite(t_->file, buf, len, at);
+      r.PrepWrite(*spot.file, buf, len, at);
+      sync_file_ = spot.file;
       ++writes_since_fsync_;
       ++backlog_writes_;
     }
@@ -780,8 +784,8 @@ class Clone {
         const size_t i = idle.back();
         idle.pop_back();
         slots_[i].block = b;
-        reqs_[i].PrepRead(t_->file, pool_.buffer(i), o_.bs,
-                          t_->offset + b * o_.bs);
+        const Target::Spot spot = t_->Map(b * o_.bs);
+        reqs_[i].PrepRead(*spot.file, pool_.buffer(i), o_.bs, spot.at);
         if (o_.fixedbufs) reqs_[i].SetFixedBuffer(static_cast<int16_t>(i));
         batch_.push_back(&reqs_[i]);
       }
@@ -884,6 +888,7 @@ class Clone {
   uint64_t issued_bytes_ = 0;  // data requests' bytes, since the ramp
   uint64_t issued_ios_ = 0;    // and their count
   uint64_t writes_since_fsync_ = 0;
+  const File* sync_file_ = nullptr;  // --fsync's: the file written last
   // Verify: the generation last written to each block (0: not in this run),
   // and whether a request on it is in flight.
   std::vector<uint64_t> gen_done_;

@@ -45,12 +45,13 @@ class CoroClone final : public LoopClone {
 
   Task<void> Worker(size_t i) {
     bool read = false;
+    int fd = -1;
     uint64_t at = 0, len = 0;
-    while (Next(&read, &at, &len)) {
+    while (Next(&read, &fd, &at, &len)) {
       const Buffer b = WorkerBuffer(i, len);
       const Clock::time_point start = Clock::now();
-      Result<size_t> got = read ? co_await io_->Read(t_->file.fd(), at, b)
-                                : co_await io_->Write(t_->file.fd(), at, b);
+      Result<size_t> got =
+          read ? co_await io_->Read(fd, at, b) : co_await io_->Write(fd, at, b);
       Account(read, start, Clock::now(), got.status(), got.ok() ? *got : 0, len,
               at);
     }

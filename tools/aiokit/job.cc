@@ -670,24 +670,19 @@ const std::vector<Option>& Table() {
        }},
       {{"nrfiles"},
        Arg::kValue,
-       "1",
-       "Files per clone: 1 (fio spreads a clone over several; aiokit bench "
-       "does not)",
-       [](BenchPlan&, JobOptions&, std::string_view v, const std::string& w) {
-         if (v != "1") {
-           return Bad(w, v,
-                      "aiokit bench gives each clone one file (fio would "
-                      "spread each clone's I/O over " +
-                          std::string(v) + " files)");
-         }
-         return Status();
+       "N",
+       "Files per clone (default 1): --size is divided among them and "
+       "--file_service_type says how requests move between them",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.nrfiles, Integer<unsigned>(v, w, 1, 4096));
        }},
       {{"file_service_type"},
        Arg::kValue,
        "TYPE",
-       "How fio moves between a clone's files (random, roundrobin, "
-       "sequential, zipf, pareto, normal, gauss): accepted; with one file "
-       "per clone it changes nothing, as in fio",
+       "How requests move between a clone's --nrfiles files: roundrobin[:N] "
+       "(N blocks on a file, then the next; default), random[:N] (the same "
+       "here), sequential (each file whole, in turn); fio's zipf, pareto, "
+       "normal, gauss only with one file",
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          const std::string_view type = v.substr(0, v.find(':'));
          if (type != "random" && type != "roundrobin" && type != "sequential" &&
@@ -2176,6 +2171,28 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                       ": at most 16384 registered buffers (one per request of "
                       "--iodepth=" +
                       std::to_string(depth) + ")");
+  }
+  if (j.nrfiles > 1) {
+    // Requests map onto the files in whole blocks: every place a request
+    // can start must be a block's.
+    const std::string nr = "--nrfiles=" + std::to_string(j.nrfiles) + job;
+    const std::string_view type = std::string_view(j.file_service_type)
+                                      .substr(0, j.file_service_type.find(':'));
+    const char* bad =
+        j.bs_min != 0 ? "--bsrange or --bssplit (one block size)"
+        : j.api == "device"
+            ? "--api=device (the device layer drives one file per clone)"
+        : !j.filename.empty()
+            ? "--filename (fio's names: --directory or --filename_format)"
+        : j.zone_strided ? "--zonemode=strided"
+        : (j.seq_add % static_cast<int64_t>(j.bs)) != 0
+            ? "an offset modifier that is not a multiple of --bs"
+        : j.blockalign_read % j.bs != 0 || j.blockalign_write % j.bs != 0
+            ? "a --blockalign that is not a multiple of --bs"
+        : type != "roundrobin" && type != "random" && type != "sequential"
+            ? "this --file_service_type (roundrobin, random or sequential)"
+            : nullptr;
+    if (bad != nullptr) return UsageError(nr + ": not with " + bad);
   }
   if (j.bs_unaligned && j.direct != 0 && j.MinBs() != j.MaxBs()) {
     return UsageError("--bs_unaligned" + job +

@@ -40,7 +40,10 @@ struct JobOptions {
   // filesize_min..max: each file's size (drawn per file from a range), in
   // place of size. fallocate: how a file this run
   // creates is preallocated (none, native, posix, keep, truncate).
-  // create_on_open and file_service_type are accepted; nrfiles is 1.
+  // nrfiles: files per clone, the region (size) divided among them, their
+  // blocks taken by file_service_type: roundrobin[:N] (N blocks of one file,
+  // then the next; random[:N] the same) or sequential (one file after the
+  // other). create_on_open is accepted.
   std::string directory;
   std::string filename_format;
   uint64_t filesize_min = 0, filesize_max = 0;
@@ -48,6 +51,7 @@ struct JobOptions {
   bool create_on_open = false;
   std::string fallocate = "native";
   std::string file_service_type = "roundrobin";
+  unsigned nrfiles = 1;
   [[nodiscard]] bool NamedFiles() const {
     return filename.empty() && (!directory.empty() || !filename_format.empty());
   }

@@ -75,7 +75,7 @@ class LoopClone {
 
   // The next request of a worker: whether it reads, where, and how many
   // bytes. False when the job is over.
-  bool Next(bool* read, uint64_t* at, uint64_t* len) {
+  bool Next(bool* read, int* fd, uint64_t* at, uint64_t* len) {
     if (stop_ || StopAsked(*shared_, *progress_) ||
         !o_.WantsMore(t_->size, issued_bytes_, issued_ios_, placer_.passes())) {
       return false;
@@ -84,7 +84,9 @@ class LoopClone {
     const Place p = placer_.Next(*read);
     issued_bytes_ += p.len;
     ++issued_ios_;
-    *at = t_->offset + p.off;
+    const Target::Spot spot = t_->Map(p.off);
+    *fd = spot.file->fd();
+    *at = spot.at;
     *len = p.len;
     return true;
   }

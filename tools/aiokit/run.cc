@@ -138,6 +138,80 @@ Status PinClone(const JobOptions& job, unsigned c, std::string* cpus,
   return Status();
 }
 
+// Opens clone `c`'s file of job `j` (or, with nrfiles, its files) into `t`.
+// On failure: a UsageError; what it created is in `t`, for RemoveCreated.
+Status OpenClone(const JobOptions& j, unsigned c, size_t first_clone,
+                 const std::string& suffix, Target& t) {
+  const unsigned files = j.nrfiles;
+  uint64_t smallest = UINT64_MAX;
+  for (unsigned f = 0; f < files; ++f) {
+    // offset_increment: a region of its own, the same file.
+    JobOptions at = j;
+    at.offset = j.offset + c * j.offset_increment;
+    // nrfiles: fio divides the size among the files.
+    if (files > 1) {
+      at.size = std::max(j.size / files / j.MinBs() * j.MinBs(), j.MaxBs());
+    }
+    if (j.NamedFiles()) {
+      Result<std::string> path = JobFilePath(j, c, f);
+      if (!path.ok()) return path.status();
+      at.filename = *path;
+    } else if (!j.filename.empty() && !j.directory.empty() &&
+               j.filename.front() != '/') {
+      // fio: a named file goes in the first directory listed.
+      at.filename =
+          j.directory.substr(0, j.directory.find(':')) + "/" + j.filename;
+    }
+    if (j.filesize_min != 0) {
+      // Each file's size, drawn in multiples of the smallest block size.
+      const uint64_t unit = j.MinBs();
+      Rng rng(j.randseed + first_clone + c + 1 + f * 0x9E3779B9ULL);
+      at.size = j.filesize_min / unit * unit +
+                rng.Below((j.filesize_max - j.filesize_min) / unit + 1) * unit;
+      at.size = std::max(at.size, j.MaxBs());
+      at.size_set = true;
+    }
+    Target one;
+    Target& into = f == 0 ? t : one;
+    Status bad = OpenTarget(at, suffix, into);
+    std::string unlink_path;
+    if (j.unlink && !into.block_device && !at.filename.empty()) {
+      unlink_path = at.filename;
+    }
+    if (f == 0) {
+      t.unlink_path = unlink_path;
+    } else {
+      // Owned by the clone's target from here, so that it is removed too.
+      t.extra.push_back({std::move(one.file), one.remove_path, unlink_path});
+      t.verify_layout = t.verify_layout && one.verify_layout;
+    }
+    if (!bad.ok()) return bad;
+    smallest = std::min(smallest, into.size);
+  }
+  if (files == 1) return Status();
+  // Every file holds the same part; roundrobin turns of whole blocks.
+  const std::string_view type = std::string_view(j.file_service_type)
+                                    .substr(0, j.file_service_type.find(':'));
+  uint64_t blocks = 1;
+  if (const size_t colon = j.file_service_type.find(':');
+      colon != std::string::npos) {
+    blocks = std::max<uint64_t>(
+        1, std::strtoull(j.file_service_type.c_str() + colon + 1, nullptr, 10));
+  }
+  t.turn = type == "sequential" ? 0 : blocks * j.bs;
+  t.file_size = t.turn != 0 ? smallest / t.turn * t.turn : smallest;
+  if (t.file_size == 0) {
+    return UsageError("--nrfiles=" + std::to_string(files) + suffix +
+                      ": each file's " + std::to_string(smallest) +
+                      " bytes are less than one turn of --file_service_type=" +
+                      j.file_service_type + " (" + std::to_string(t.turn) +
+                      " bytes)");
+  }
+  t.size = t.file_size * files;
+  t.shown += " and " + std::to_string(files - 1) + " more";
+  return Status();
+}
+
 // `first_clone` is the number of the group's first clone in the run (for
 // the clones' random seeds).
 RunOutcome RunGroup(const BenchPlan& plan,
@@ -155,34 +229,10 @@ RunOutcome RunGroup(const BenchPlan& plan,
       // A named file is shared by the clones; the default temporary file is
       // one per clone, as fio gives each clone a file of its own.
       if (shared == nullptr || j.filename.empty() || j.offset_increment != 0) {
-        // offset_increment: a region of its own, the same file.
-        JobOptions at = j;
-        at.offset = j.offset + c * j.offset_increment;
-        if (j.NamedFiles()) {
-          Result<std::string> path = JobFilePath(j, c);
-          if (!path.ok()) return path.status();
-          at.filename = *path;
-        } else if (!j.filename.empty() && !j.directory.empty() &&
-                   j.filename.front() != '/') {
-          // fio: a named file goes in the first directory listed.
-          at.filename =
-              j.directory.substr(0, j.directory.find(':')) + "/" + j.filename;
-        }
-        if (j.filesize_min != 0) {
-          // Each file's size, drawn in multiples of the smallest block size.
-          const uint64_t unit = j.MinBs();
-          Rng rng(j.randseed + first_clone + c + 1);
-          at.size =
-              j.filesize_min / unit * unit +
-              rng.Below((j.filesize_max - j.filesize_min) / unit + 1) * unit;
-          at.size = std::max(at.size, j.MaxBs());
-          at.size_set = true;
-        }
         targets.all.push_back(std::make_unique<Target>());
         Target& t = *targets.all.back();
-        if (Status bad = OpenTarget(at, suffix, t); !bad.ok()) return bad;
-        if (j.unlink && !t.block_device && !at.filename.empty()) {
-          t.unlink_path = at.filename;
+        if (Status bad = OpenClone(j, c, first_clone, suffix, t); !bad.ok()) {
+          return bad;
         }
         shared = &t;
       }

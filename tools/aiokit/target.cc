@@ -105,7 +105,8 @@ Status Preallocate(const File& f, const std::string& mode, uint64_t end) {
 
 }  // namespace
 
-Result<std::string> JobFilePath(const JobOptions& o, unsigned clone) {
+Result<std::string> JobFilePath(const JobOptions& o, unsigned clone,
+                                unsigned filenum) {
   std::vector<std::string> dirs;
   for (size_t from = 0; from <= o.directory.size();) {
     const size_t colon =
@@ -118,7 +119,7 @@ Result<std::string> JobFilePath(const JobOptions& o, unsigned clone) {
   const std::pair<const char*, std::string> keys[] = {
       {"$jobname", o.name},
       {"$jobnum", std::to_string(clone)},
-      {"$filenum", "0"}};
+      {"$filenum", std::to_string(filenum)}};
   for (const auto& [key, value] : keys) {
     for (size_t at = name.find(key); at != std::string::npos;
          at = name.find(key, at + value.size())) {
@@ -148,6 +149,13 @@ void RemoveCreated(Target& t) {
     ::unlink(t.remove_path.c_str());
     t.remove_path.clear();
   }
+  for (Target::Extra& e : t.extra) {
+    if (!e.remove_path.empty()) {
+      (void)e.file.Close();
+      ::unlink(e.remove_path.c_str());
+      e.remove_path.clear();
+    }
+  }
 }
 
 Targets::~Targets() {
@@ -161,6 +169,14 @@ void Targets::Keep() {
       (void)t->file.Close();
       ::unlink(t->unlink_path.c_str());  // best effort, as fio's unlink
       t->unlink_path.clear();
+    }
+    for (Target::Extra& e : t->extra) {
+      e.remove_path.clear();
+      if (!e.unlink_path.empty()) {
+        (void)e.file.Close();
+        ::unlink(e.unlink_path.c_str());
+        e.unlink_path.clear();
+      }
     }
   }
 }
