@@ -3,6 +3,7 @@
 // flight at a time through aiokit/asio.h, on the clone's thread.
 
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <memory>
 #include <string>
 #include <utility>
@@ -41,9 +42,19 @@ class AsioClone final : public LoopClone {
     uint64_t at = 0;
     int fd = -1;
     Clock::time_point start;
+    std::unique_ptr<::asio::steady_timer> timer;
   };
 
   void StartNext(Worker* w) {
+    const Clock::time_point now = Clock::now();
+    const Step step = Plan(now);
+    if (step.what == Step::kStop) return;
+    if (step.what == Step::kWait) {
+      // Pacing: the worker's timer, then it asks again.
+      w->timer->expires_at(step.at);
+      w->timer->async_wait([this, w](std::error_code) { StartNext(w); });
+      return;
+    }
     if (!Next(&w->read, &w->fd, &w->at, &w->len)) return;
     w->start = Clock::now();
     auto done = [this, w](std::error_code ec, size_t n) {
@@ -64,7 +75,13 @@ class AsioClone final : public LoopClone {
   void RunWorkers() override {
     workers_.reserve(o_.iodepth);
     for (size_t i = 0; i < o_.iodepth; ++i) {
-      workers_.push_back(Worker{i, false, 0, 0, -1, {}});
+      workers_.push_back(Worker{i,
+                                false,
+                                0,
+                                0,
+                                -1,
+                                {},
+                                std::make_unique<::asio::steady_timer>(ctx_)});
     }
     for (Worker& w : workers_) StartNext(&w);
     ctx_.run();

@@ -47,7 +47,15 @@ class CoroClone final : public LoopClone {
     bool read = false;
     int fd = -1;
     uint64_t at = 0, len = 0;
-    while (Next(&read, &fd, &at, &len)) {
+    for (;;) {
+      const Clock::time_point now = Clock::now();
+      const Step step = Plan(now);
+      if (step.what == Step::kStop) break;
+      if (step.what == Step::kWait) {
+        co_await loop_->Sleep(step.at - now);
+        continue;
+      }
+      if (!Next(&read, &fd, &at, &len)) break;
       const Buffer b = WorkerBuffer(i, len);
       const Clock::time_point start = Clock::now();
       Result<size_t> got =

@@ -2371,13 +2371,6 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
                         "--offset_increment is at least --size)");
     }
   }
-  if ((j.api == "coro" || j.api == "asio") && (j.Paced() || j.HasMinimum())) {
-    return UsageError(
-        "--rate, --rate_iops, --rate_min, --rate_iops_min or "
-        "--thinktime" +
-        job + ": not with --api=" + j.api +
-        " (pacing is in the engine and device drivers)");
-  }
   if (j.api != "engine") {
     const char* refused =
         j.verify.enabled() ? "--verify"

@@ -21,6 +21,7 @@
 #include "aiokit/device.h"
 #include "aiokit/engine.h"
 #include "clone.h"
+#include "pace.h"
 #include "place.h"
 #include "random.h"
 
@@ -73,15 +74,49 @@ class LoopClone {
     shared_->cv.notify_all();
   }
 
+  // What a worker does next: issue a request (then Next), wait until `at`
+  // and ask again (pacing: the schedule or a think), or stop.
+  struct Step {
+    enum What : uint8_t { kIssue, kWait, kStop } what;
+    Clock::time_point at;
+  };
+  Step Plan(Clock::time_point now) {
+    if (now >= end_at_) stop_ = true;
+    if (stop_ || StopAsked(*shared_, *progress_) ||
+        !o_.WantsMore(t_->size, issued_bytes_, issued_ios_, placer_.passes())) {
+      return {Step::kStop, now};
+    }
+    if (!pacer_.active()) return {Step::kIssue, now};
+    // The mix's draw is kept until its request goes, as the engine clone's.
+    if (!want_) want_ = DrawRead();
+    const Pacer::Turn turn = pacer_.Next(*want_, now, in_flight_);
+    if (turn.at <= now) {
+      dir_ = turn.read;
+      return {Step::kIssue, now};
+    }
+    // Capped by thinktime_blocks until a completion: a worker cannot wait
+    // for another's completion here, so it looks again shortly (a poll that
+    // tunes speed, not liveness: the completion comes either way).
+    const Clock::time_point at = turn.at == Clock::time_point::max()
+                                     ? now + std::chrono::microseconds(50)
+                                     : turn.at;
+    return {Step::kWait, std::min(at, end_at_)};
+  }
+
   // The next request of a worker: whether it reads, where, and how many
-  // bytes. False when the job is over.
+  // bytes. False when the job is over. REQUIRES: Plan said kIssue.
   bool Next(bool* read, int* fd, uint64_t* at, uint64_t* len) {
     if (stop_ || StopAsked(*shared_, *progress_) ||
         !o_.WantsMore(t_->size, issued_bytes_, issued_ios_, placer_.passes())) {
       return false;
     }
-    *read = read_pct_ == 100 || (read_pct_ != 0 && rng_.Below(100) < read_pct_);
+    *read = pacer_.active() ? dir_ : DrawRead();
     const Place p = placer_.Next(*read);
+    if (pacer_.active()) {
+      pacer_.Issued(*read, p.len, Clock::now());
+      want_.reset();
+    }
+    ++in_flight_;
     issued_bytes_ += p.len;
     ++issued_ios_;
     const Target::Spot spot = t_->Map(p.off);
@@ -100,6 +135,17 @@ class LoopClone {
   void Account(bool read, Clock::time_point start, Clock::time_point now,
                const Status& error, size_t bytes, uint64_t len, uint64_t at) {
     ++r_.reaped;
+    --in_flight_;
+    if (pacer_.active() || o_.HasMinimum()) {
+      pacer_.Completed(read, len, now, start >= measure_from_);
+      pacer_.Spin();
+      if (o_.HasMinimum()) {
+        if (std::string bad = pacer_.CheckMinimum(now); !bad.empty()) {
+          if (r_.first_error.empty()) r_.first_error = std::move(bad);
+          stop_ = true;
+        }
+      }
+    }
     if (!error.ok()) {
       const int e = error.Errno();
       ++r_.errors[e != 0 ? e : EIO];
@@ -189,6 +235,7 @@ class LoopClone {
       bufs_.push_back(std::move(*b));
     }
     placer_ = Placer(o_, t_->size, rng_.Next());
+    pacer_ = Pacer(o_, rng_.Next());
     std::lock_guard<std::mutex> lock(shared_->mu);
     ++shared_->ready;
     shared_->cv.notify_all();
@@ -209,6 +256,7 @@ class LoopClone {
                   : Clock::time_point::max();
     measuring_ = o_.ramp_time_us == 0;
     last_ = start;
+    pacer_.Start(start);
     r_.log.Start(o_, measure_from_);
     RunWorkers();
     r_.submitted = r_.reaped;
@@ -225,7 +273,16 @@ class LoopClone {
   Progress* progress_;
   Rng rng_;
   unsigned read_pct_;
+  // The read/write mix's next draw.
+  bool DrawRead() {
+    return read_pct_ == 100 || (read_pct_ != 0 && rng_.Below(100) < read_pct_);
+  }
+
   Placer placer_;
+  Pacer pacer_;
+  std::optional<bool> want_;  // paced: the mix's draw, until its request goes
+  bool dir_ = false;          // paced: the direction Plan chose
+  size_t in_flight_ = 0;      // workers with a request out
   std::vector<Buffer> bufs_;
   bool stop_ = false;
   bool measuring_ = false;
