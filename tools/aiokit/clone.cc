@@ -553,9 +553,10 @@ class Clone {
       if (!opened.ok()) return "; dump: " + opened.status().ToString();
       const ssize_t w = ::pwrite(opened->fd(), p, len, 0);
       if (w != static_cast<ssize_t>(len)) {
-        return "; dump: writing " + name + ": " +
-               (w < 0 ? std::string(std::strerror(errno))
-                      : "short write of " + std::to_string(w) + " bytes");
+        return "; dump: " +
+               (w < 0 ? Status::FromErrno(errno, "writing " + name).ToString()
+                      : "writing " + name + ": short write of " +
+                            std::to_string(w) + " bytes");
       }
       return "; dumped to " + name;
     };
