@@ -13,37 +13,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
-aiokit = sys.argv[1]
-tmp = tempfile.mkdtemp(prefix="aiokit-fio-jobs-", dir=os.environ.get("AIOKIT_TEST_DIR") or None)
-failures = []
+import clitest
 
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
-
-
-def job_file(name, text):
-    path = os.path.join(tmp, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
-def bench(*args, env=None):
-    full = dict(os.environ)
-    full.update(env or {})
-    p = subprocess.run([aiokit, "bench", *args], capture_output=True, text=True, timeout=240, env=full)
-    return p.returncode, p.stdout, p.stderr
-
-
-def bench_json(*args, env=None):
-    code, out, err = bench(*args, "--output-format=json", env=env)
-    return code, (json.loads(out) if code == 0 else None), err
+t = clitest.Checks(sys.argv[1], "aiokit-fio-jobs-")
+aiokit, tmp = t.aiokit, t.tmp
+check, job_file, bench, bench_json = t.check, t.job_file, t.bench, t.bench_json
 
 
 data = os.path.join(tmp, "data")
@@ -845,8 +820,4 @@ for args, want in ((["--ss=iops:1%"], "--steadystate: needs --ss_dur"), (["--ss=
     code, out, err = bench("--filename=" + data, "--size=1m", *args)
     check(code == 2 and want in err, f"{args}: exit {code}: {err}")
 
-shutil.rmtree(tmp, ignore_errors=True)
-if failures:
-    print(f"{len(failures)} check(s) failed")
-    sys.exit(1)
-print("fio job files: all checks passed")
+t.finish("fio job files: all checks passed")

@@ -4,42 +4,22 @@ crc32c-intel, sha256, xxhash, meta, fio's pattern with and without a header, ver
 verifies with aiokit (a read job and verify_only), a file aiokit wrote verifies with `fio --verify_only`, and a
 corrupted block is caught by both tools. Then do_verify, verify_fatal, verify_dump, verify_backlog,
 experimental_verify, buffer_pattern, and the refusals. Skipped (exit 0, with the reason) without fio."""
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
+
+import clitest
 
 aiokit = os.path.abspath(sys.argv[1])
 if shutil.which("fio") is None:
     print("fio is not installed: the cross-tool checks are skipped (scripts/deps.sh test installs it)")
     sys.exit(0)
-tmp = tempfile.mkdtemp(prefix="aiokit-fio-verify-", dir=os.environ.get("AIOKIT_TEST_DIR") or None)
-failures = []
+t = clitest.Checks(aiokit, "aiokit-fio-verify-")
+tmp = t.tmp
+check, job_file, bench_json = t.check, t.job_file, t.bench_json
 SIZE = 256 << 10
 BLOCKS = SIZE // 4096
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
-
-
-def job_file(name, text):
-    path = os.path.join(tmp, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
-def bench_json(*args, cwd=None):
-    p = subprocess.run([aiokit, "bench", *args, "--output-format=json"], capture_output=True, text=True,
-                       timeout=240, cwd=cwd)
-    doc = json.loads(p.stdout) if p.stdout.startswith("{") else None
-    return p.returncode, doc, p.stderr
 
 
 def verify_of(doc):
@@ -205,8 +185,4 @@ for args, want in refusals:
     check(p.returncode == 2 and want in p.stderr, f"{args}: exit {p.returncode}: {p.stderr.strip()}")
 check(not os.path.exists(os.path.join(tmp, "missing.dat")), "verify_only left the file it refused")
 
-shutil.rmtree(tmp, ignore_errors=True)
-if failures:
-    print(f"{len(failures)} check(s) failed")
-    sys.exit(1)
-print("fio verify layouts: all checks passed")
+t.finish("fio verify layouts: all checks passed")

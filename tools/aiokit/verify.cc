@@ -90,6 +90,13 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
+// A block of another generation than the one last written there.
+std::string WrongGeneration(uint64_t want, uint64_t found) {
+  return "expected generation " + std::to_string(want) + ", found generation " +
+         std::to_string(found) +
+         (found < want ? " (a lost write)" : " (a write from the future?)");
+}
+
 const unsigned char* U(const char* p) {
   return reinterpret_cast<const unsigned char*>(p);
 }
@@ -308,10 +315,7 @@ std::string CheckFio(const VerifyFormat& f, const char* block, size_t len,
       if (!bad.empty()) return bad;
     }
     if (generation && h.seed != *generation) {
-      return where + "expected generation " + std::to_string(*generation) +
-             ", found generation " + std::to_string(h.seed) +
-             (h.seed < *generation ? " (a lost write)"
-                                   : " (a write from the future?)");
+      return where + WrongGeneration(*generation, h.seed);
     }
   }
   return {};
@@ -469,10 +473,7 @@ std::string CheckVerifyBlock(const VerifyFormat& f, const char* block,
            " bytes (torn or corrupted)";
   }
   if (generation && h.generation != *generation) {
-    return at + "expected generation " + std::to_string(*generation) +
-           ", found generation " + std::to_string(h.generation) +
-           (h.generation < *generation ? " (a lost write)"
-                                       : " (a write from the future?)");
+    return at + WrongGeneration(*generation, h.generation);
   }
   return {};
 }
