@@ -8,7 +8,7 @@ what=${1:-build}
 pkgs=(cmake make g++ pkg-config libcli11-dev nlohmann-json3-dev liburing-dev libxxhash-dev
       nettle-dev libisal-dev)
 test_pkgs=(libgtest-dev libgmock-dev googletest clang-format clang-tidy python3 libaio-dev fio
-           valgrind stress-ng xfsprogs libasio-dev)
+           valgrind stress-ng xfsprogs libasio-dev libfuse3-dev)
 case "$what" in
   build) ;;
   test) pkgs+=("${test_pkgs[@]}") ;;

@@ -220,8 +220,8 @@ TEST(Pace, RefusedWithTheirRule) {
   ASSERT_TRUE(ApplyOption(plan, k, "rate_iops", "10", true, "rate_iops").ok());
   ASSERT_TRUE(ApplyOption(plan, k, "api", "coro", true, "api").ok());
   plan.jobs = {k};
-  EXPECT_NE(ValidateJob(k, plan).context().find("not with --api=coro"),
-            std::string::npos);
+  // Pacing is one rule on every driver: the coroutine loop too.
+  EXPECT_TRUE(ValidateJob(k, plan).ok()) << ValidateJob(k, plan).context();
 }
 
 }  // namespace
