@@ -302,9 +302,10 @@ class IoContext {
   [[nodiscard]] std::vector<Extent> eio_extents() const;
   // A deadline for each request submitted from now on, from its Submit (0:
   // none). A request still running at its deadline is cancelled where the
-  // engine can; otherwise the context reports it timed out at once
-  // (kTimedOut) while the request keeps its buffers until it really
-  // completes.
+  // engine can; where it cannot, or where the cancel has not stopped the
+  // request a poll interval (DeviceOptions::poll_interval) later, the
+  // context reports it timed out (kTimedOut) while the request keeps its
+  // buffers until it really completes.
   void set_request_timeout(std::chrono::nanoseconds timeout) noexcept {
     request_timeout_ = timeout;
   }

@@ -145,6 +145,7 @@ void DeviceImpl::EnsureDeadlineThread() {
 }
 
 bool DeviceImpl::LinkDeadline(Io* io) {
+  bool wake = false;
   {
     std::lock_guard lock(dl_mu_);
     // Under dl_mu_, as Cancel sets it: a piece is either linked before
@@ -156,10 +157,13 @@ bool DeviceImpl::LinkDeadline(Io* io) {
     io->dl_next = dl_head_;
     if (dl_head_ != nullptr) dl_head_->dl_prev = io;
     dl_head_ = io;
+    // Read here: once linked, the deadline thread may move it (a cancel's
+    // grace).
+    wake = io->deadline != Clock::time_point::max();
   }
   // Only a deadline that may come sooner than the thread's next wake-up
   // needs it awake.
-  if (io->deadline != Clock::time_point::max()) dl_cv_.notify_one();
+  if (wake) dl_cv_.notify_one();
   return true;
 }
 
@@ -226,21 +230,49 @@ void DeviceImpl::DeadlineThreadMain() {
         io = following;
         continue;
       }
-      UnlinkDeadlineLocked(io);
+      if (io->cancel_asked) {
+        // Cancelled at its deadline and still running a poll interval
+        // later: the engine took the cancel but could not stop the request
+        // (io_uring cannot interrupt a worker that waits uninterruptibly, as
+        // a buffered read does on a page another read holds), so the
+        // context hears now, as if the engine could not cancel it.
+        UnlinkDeadlineLocked(io);
+        if (!io->reported.exchange(true, std::memory_order_acq_rel)) {
+          timed_out_.fetch_add(1, std::memory_order_relaxed);
+          pinned_.fetch_add(1, std::memory_order_relaxed);
+          reports.push_back(
+              {io->ioc, Describe(*io) + ": still running at its deadline (" +
+                            std::to_string(io->done) +
+                            " bytes done); the engine took the cancel but "
+                            "has not stopped it, so its buffers stay pinned "
+                            "until it completes"});
+        }
+        io = following;
+        continue;
+      }
       // Under dl_mu_: the completion path unlinks (under it) before it
       // touches the request again, so the request is not being re-prepared.
       const Status cancel = engine_->Cancel(&io->req);
       if (cancel.ok()) {
-        io->cancel_asked = true;  // its completion says -ECANCELED
-      } else if (!io->reported.exchange(true, std::memory_order_acq_rel)) {
-        timed_out_.fetch_add(1, std::memory_order_relaxed);
-        pinned_.fetch_add(1, std::memory_order_relaxed);
-        reports.push_back(
-            {io->ioc, Describe(*io) + ": still running at its deadline (" +
-                          std::to_string(io->done) +
-                          " bytes done); the engine cannot cancel it (" +
-                          cancel.ToString() +
-                          "), so its buffers stay pinned until it completes"});
+        // Its completion says -ECANCELED, or, if it has not come a poll
+        // interval from now, the context is told the request timed out.
+        // It stays linked for that.
+        io->cancel_asked = true;
+        io->deadline = now + options_.poll_interval;
+        next = std::min(next, io->deadline);
+      } else {
+        UnlinkDeadlineLocked(io);
+        if (!io->reported.exchange(true, std::memory_order_acq_rel)) {
+          timed_out_.fetch_add(1, std::memory_order_relaxed);
+          pinned_.fetch_add(1, std::memory_order_relaxed);
+          reports.push_back(
+              {io->ioc, Describe(*io) + ": still running at its deadline (" +
+                            std::to_string(io->done) +
+                            " bytes done); the engine cannot cancel it (" +
+                            cancel.ToString() +
+                            "), so its buffers stay pinned until it "
+                            "completes"});
+        }
       }
       io = following;
     }

@@ -375,6 +375,38 @@ TEST_P(DeviceFaultTest, ADeadlinePassingWhileARequestIsHeldReportsATimeout) {
   EXPECT_TRUE(ioc.Wait().ok()) << ioc.status().ToString();
 }
 
+// A cancel the engine takes but cannot carry out (io_uring on a worker in an
+// uninterruptible wait): the context still hears of the deadline, a poll
+// interval later, and the late completion is accounted for.
+TEST_P(DeviceFaultTest, ACancelThatDoesNotStopTheRequestStillReportsATimeout) {
+  PatternFile file(256 * 1024, 1);
+  ScriptedEngine* se = nullptr;
+  DeviceOptions o = Scripted(GetParam(), &se);
+  o.poll_interval = std::chrono::milliseconds(20);
+  AIOKIT_OPEN_DEVICE_OR_SKIP(dev, file.path(), o);
+  ScriptedEngine::Rules rules;
+  rules.hold_offset = 64 * 1024;
+  rules.hold_length = kBlock;
+  rules.cancel_ignored = true;
+  se->SetRules(rules);
+  IoContext ioc;
+  ioc.set_request_timeout(std::chrono::milliseconds(50));
+  ASSERT_TRUE(dev->AioRead(64 * 1024, *dev->AllocateBuffer(kBlock), &ioc).ok());
+  ASSERT_TRUE(dev->Submit(&ioc).ok());
+  // Bounded only so that a context that never hears fails here, not by
+  // hanging: the device reports a poll interval after the deadline.
+  Status s = ioc.Wait(std::chrono::seconds(30));
+  ASSERT_TRUE(s.Is(Errc::kTimedOut)) << s.ToString();
+  EXPECT_NE(s.context().find("took the cancel but has not stopped it"),
+            std::string::npos)
+      << s.ToString();
+  EXPECT_EQ(dev->Stats().timed_out, 1U);
+  EXPECT_EQ(dev->Stats().pinned, 1U);
+  se->Release();
+  ASSERT_TRUE(Eventually(*dev, o, [&] { return dev->Stats().pinned == 0; }));
+  EXPECT_EQ(dev->Stats().timed_out, 1U);
+}
+
 TEST_P(DeviceFaultTest, CloseWaitsForATimedOutRequestToReallyComplete) {
   PatternFile file(256 * 1024, 1);
   ScriptedEngine* se = nullptr;

@@ -57,6 +57,10 @@ class ScriptedEngine final : public EngineWrapper {
     // that stops a blocked transfer). Off: kNotCancellable, held or not, so
     // that a cancel coming early on a loaded machine changes nothing.
     bool cancel_held = false;
+    // Cancel of a request in the hold range says OK and does nothing: it
+    // stays held until Release (as io_uring takes a cancel it cannot carry
+    // out on a worker in an uninterruptible wait).
+    bool cancel_ignored = false;
   };
 
   explicit ScriptedEngine(std::unique_ptr<Engine> target)
@@ -170,6 +174,10 @@ class ScriptedEngine final : public EngineWrapper {
   Status Cancel(Request* req) override {
     {
       std::lock_guard lock(mu_);
+      if (rules_.cancel_ignored &&
+          Overlaps(*req, rules_.hold_offset, rules_.hold_length)) {
+        return {};
+      }
       auto it = std::find(held_.begin(), held_.end(), req);
       if (it == held_.end()) {
         if (!Overlaps(*req, rules_.hold_offset, rules_.hold_length)) {
