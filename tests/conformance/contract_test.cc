@@ -141,7 +141,8 @@ TEST_P(ConformanceTest, ShutdownWithAGracePeriodWritesEveryAcceptedRequest) {
 // request comes back once, written whole or -ECANCELED as taken back before
 // it started (Origin::kCancelled), the count in Stats, and the file has
 // exactly the writes that completed. io_uring's overflow queue is certain to
-// hold some here; kernel AIO cancels none.
+// hold some here when nothing reaps before Shutdown (a completion thread may
+// have moved it all into the ring already); kernel AIO cancels none.
 TEST_P(ConformanceTest, ShutdownCanCancelWhatHasNotStartedAndOnlyThat) {
   EngineOptions o;
   o.queue_depth = 4;
@@ -176,7 +177,8 @@ TEST_P(ConformanceTest, ShutdownCanCancelWhatHasNotStartedAndOnlyThat) {
         << "block " << i;
   }
   EXPECT_EQ(e->Stats().cancelled, cancelled);
-  if (e->kind() == EngineKind::kIoUring) {
+  const bool reaped_by_caller = GetParam().find('+') == std::string::npos;
+  if (e->kind() == EngineKind::kIoUring && reaped_by_caller) {
     EXPECT_GE(cancelled, 1U) << "the overflow queue held none";
   }
   if (e->kind() == EngineKind::kLinuxAio ||
