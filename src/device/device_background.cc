@@ -223,6 +223,19 @@ void DeviceImpl::DeadlineThreadMain() {
   while (!dl_stop_) {
     const Clock::time_point now = Clock::now();
     Clock::time_point next = now + options_.poll_interval;
+    // Unlinked, and the context told once that the request timed out while
+    // it keeps its buffers, `why` the engine did not stop it.
+    const auto ReportPinned = [&](Io* io, const std::string& why) {
+      UnlinkDeadlineLocked(io);
+      if (io->reported.exchange(true, std::memory_order_acq_rel)) return;
+      timed_out_.fetch_add(1, std::memory_order_relaxed);
+      pinned_.fetch_add(1, std::memory_order_relaxed);
+      reports.push_back(
+          {io->ioc, Describe(*io) + ": still running at its deadline (" +
+                        std::to_string(io->done) + " bytes done); " + why +
+                        ", so its buffers stay pinned until it "
+                        "completes"});
+    };
     for (Io* io = dl_head_; io != nullptr;) {
       Io* const following = io->dl_next;
       if (io->deadline > now) {
@@ -236,17 +249,7 @@ void DeviceImpl::DeadlineThreadMain() {
         // (io_uring cannot interrupt a worker that waits uninterruptibly, as
         // a buffered read does on a page another read holds), so the
         // context hears now, as if the engine could not cancel it.
-        UnlinkDeadlineLocked(io);
-        if (!io->reported.exchange(true, std::memory_order_acq_rel)) {
-          timed_out_.fetch_add(1, std::memory_order_relaxed);
-          pinned_.fetch_add(1, std::memory_order_relaxed);
-          reports.push_back(
-              {io->ioc, Describe(*io) + ": still running at its deadline (" +
-                            std::to_string(io->done) +
-                            " bytes done); the engine took the cancel but "
-                            "has not stopped it, so its buffers stay pinned "
-                            "until it completes"});
-        }
+        ReportPinned(io, "the engine took the cancel but has not stopped it");
         io = following;
         continue;
       }
@@ -261,18 +264,8 @@ void DeviceImpl::DeadlineThreadMain() {
         io->deadline = now + options_.poll_interval;
         next = std::min(next, io->deadline);
       } else {
-        UnlinkDeadlineLocked(io);
-        if (!io->reported.exchange(true, std::memory_order_acq_rel)) {
-          timed_out_.fetch_add(1, std::memory_order_relaxed);
-          pinned_.fetch_add(1, std::memory_order_relaxed);
-          reports.push_back(
-              {io->ioc, Describe(*io) + ": still running at its deadline (" +
-                            std::to_string(io->done) +
-                            " bytes done); the engine cannot cancel it (" +
-                            cancel.ToString() +
-                            "), so its buffers stay pinned until it "
-                            "completes"});
-        }
+        ReportPinned(io,
+                     "the engine cannot cancel it (" + cancel.ToString() + ")");
       }
       io = following;
     }
