@@ -1,23 +1,27 @@
 // Faults from the kernel, not from aiokit: every engine and the device layer
 // on aiokit_faultfs (faultfs.cc), a FUSE file system whose reads, writes and
-// fsyncs fail, come back short, run out of space or stall where a test says.
-// Each request completes exactly once, with the kernel's error where a fault
-// was injected and the right bytes elsewhere; the device layer's Flush stays
-// failed after an fsync EIO although the kernel's next fsync succeeds.
+// fsyncs fail, come back short, run out of space or stall where a test says,
+// reached through the page cache, FUSE's direct I/O or a loop device over the
+// file. Each request completes exactly once, with the kernel's error where a
+// fault was injected and the right bytes elsewhere; the device layer's Flush
+// stays failed after an fsync EIO although the kernel's next fsync succeeds.
 //
-// Mounting needs root and /dev/fuse: elsewhere every test is skipped with the
-// reason.
+// Mounting needs root and /dev/fuse (and a loop device, for the loop tests):
+// elsewhere every test is skipped with the reason.
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/loop.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -166,6 +170,69 @@ FaultFs& Fs() {
 #define SKIP_WITHOUT_FAULTFS() \
   if (!Fs().ok()) GTEST_SKIP() << "no fault file system: " << Fs().why()
 
+// A loop device over a file of the fault file system: a block device whose
+// requests reach the file system through the loop driver, faults included.
+class LoopDevice {
+ public:
+  // Attaches `file`; when the kernel refuses, ok() is false and why() says
+  // what was refused.
+  explicit LoopDevice(const std::string& file) {
+    const int ctl = ::open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0) {
+      why_ = std::string("/dev/loop-control: ") + std::strerror(errno);
+      return;
+    }
+    const int backing = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+    if (backing < 0) {
+      why_ = file + ": " + std::strerror(errno);
+      ::close(ctl);
+      return;
+    }
+    // Another process may take the free device first: then ask again.
+    for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
+      const int n = ::ioctl(ctl, LOOP_CTL_GET_FREE);
+      if (n < 0) {
+        why_ = std::string("LOOP_CTL_GET_FREE: ") + std::strerror(errno);
+        break;
+      }
+      path_ = "/dev/loop" + std::to_string(n);
+      const int fd = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
+      if (fd < 0) {
+        why_ = path_ + ": " + std::strerror(errno);
+        break;
+      }
+      loop_config cfg{};
+      cfg.fd = static_cast<uint32_t>(backing);
+      if (::ioctl(fd, LOOP_CONFIGURE, &cfg) == 0) {
+        fd_ = fd;
+      } else {
+        why_ = "LOOP_CONFIGURE " + path_ + " on " + file + ": " +
+               std::strerror(errno);
+        ::close(fd);
+        if (errno != EBUSY) break;
+      }
+    }
+    ::close(backing);  // the loop device holds its own reference
+    ::close(ctl);
+  }
+  ~LoopDevice() {
+    if (fd_ >= 0) {
+      ::ioctl(fd_, LOOP_CLR_FD);
+      ::close(fd_);
+    }
+  }
+  LoopDevice(const LoopDevice&) = delete;
+  LoopDevice& operator=(const LoopDevice&) = delete;
+
+  bool ok() const { return fd_ >= 0; }
+  const std::string& why() const { return why_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  int fd_ = -1;
+  std::string path_, why_;
+};
+
 // A file of kBlocks blocks of the pattern `seed` on the file system, written
 // without faults.
 std::string MakeFile(const std::string& name, uint64_t seed) {
@@ -181,31 +248,80 @@ std::string MakeFile(const std::string& name, uint64_t seed) {
   return path;
 }
 
+// How a test reaches the file: through the page cache, with O_DIRECT (FUSE's
+// direct I/O), or with O_DIRECT on a loop device over it.
+enum class Via { kBuffered, kDirect, kLoop };
+
 struct Param {
   std::string engine;
-  bool direct;
+  Via via;
+  bool direct() const { return via != Via::kBuffered; }
+  const char* suffix() const {
+    return via == Via::kBuffered ? "buffered"
+           : via == Via::kDirect ? "direct"
+                                 : "loop";
+  }
 };
 
+void PrintTo(const Param& p, std::ostream* os) {
+  *os << p.engine << " " << p.suffix();
+}
+
 std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
-  return testing::ParamName(info.param.engine) +
-         (info.param.direct ? "_direct" : "_buffered");
+  return testing::ParamName(info.param.engine) + "_" + info.param.suffix();
 }
 
 std::vector<Param> Params() {
   std::vector<Param> out;
   for (const std::string& e : testing::PlainEngines()) {
-    out.push_back({e, false});
-    out.push_back({e, true});
+    for (const Via v : {Via::kBuffered, Via::kDirect, Via::kLoop}) {
+      out.push_back({e, v});
+    }
   }
   return out;
 }
 
+// Declares `var`, the path MakeTarget(prefix, seed) returns, or skips the
+// test when the kernel refuses a loop device.
+#define MAKE_TARGET_OR_SKIP(var, prefix, seed)      \
+  const std::string var = MakeTarget(prefix, seed); \
+  if ((var).empty()) GTEST_SKIP() << why()
+
 class FaultFsEngineTest : public ::testing::TestWithParam<Param> {
  protected:
+  // The test's file, named after the test and its parameter, of kBlocks
+  // blocks of the pattern `seed`; faults apply to it alone. Returns the path
+  // the test opens: the file, or a loop device over it (then attached until
+  // the test ends). When the kernel refuses a loop device, returns "" and
+  // why() says why (the test skips).
+  std::string MakeTarget(const std::string& prefix, uint64_t seed) {
+    name_ = prefix + "-" + testing::ParamName(GetParam().engine) + "-" +
+            GetParam().suffix();
+    std::string path = MakeFile(name_, seed);
+    EXPECT_TRUE(Fs().Control("file " + name_));
+    if (GetParam().via != Via::kLoop) return path;
+    loop_ = std::make_unique<LoopDevice>(path);
+    if (!loop_->ok()) {
+      why_ = "no loop device over the fault file system: " + loop_->why();
+      return "";
+    }
+    return loop_->path();
+  }
+  const std::string& why() const { return why_; }
+  // The file's name in fault commands (`file NAME`).
+  const std::string& name() const { return name_; }
+  // The file the last MakeTarget made, on the fault file system.
+  std::string file() const { return Fs().Path(name_); }
+
+  // The distance in blocks between a test's requests: 2 on a loop device,
+  // where the block layer merges adjacent requests into one that succeeds or
+  // fails as a whole, so that each fault reaches one request; 1 elsewhere.
+  size_t Stride() const { return GetParam().via == Via::kLoop ? 2 : 1; }
+
   // Opens `path` for the parameter's I/O.
   File OpenFile(const std::string& path) {
     Result<File> f =
-        File::Open(path, O_RDWR | (GetParam().direct ? O_DIRECT : 0), 0644);
+        File::Open(path, O_RDWR | (GetParam().direct() ? O_DIRECT : 0), 0644);
     EXPECT_TRUE(f.ok()) << f.status().ToString();
     return f.ok() ? std::move(*f) : File();
   }
@@ -221,103 +337,120 @@ class FaultFsEngineTest : public ::testing::TestWithParam<Param> {
       ASSERT_TRUE(sr.status.ok() || sr.accepted != 0) << sr.status.ToString();
     }
   }
+
+ private:
+  std::string name_, why_;
+  std::unique_ptr<LoopDevice> loop_;
 };
 
-// Reads of every block: the one in an EIO range fails with EIO, the rest read
-// the pattern; with O_DIRECT a short read comes back short.
+// Reads of every block (every other on a loop device): the one in an EIO
+// range fails with EIO, the rest read the pattern; with FUSE's direct I/O a
+// short read comes back short.
 TEST_P(FaultFsEngineTest, ReadFaultsReachTheirRequestsAlone) {
   SKIP_WITHOUT_FAULTFS();
   EngineOptions o;
   o.queue_depth = kBlocks;
   AIOKIT_MAKE_ENGINE_OR_SKIP(engine, GetParam().engine, o);
-  const std::string name = "read-" + testing::ParamName(GetParam().engine) +
-                           (GetParam().direct ? "-d" : "-b");
-  const std::string path = MakeFile(name, 7);
+  MAKE_TARGET_OR_SKIP(path, "read", 7);
   File f = OpenFile(path);
   ASSERT_GE(f.fd(), 0);
-  ASSERT_TRUE(Fs().Control("file " + name + "\neio read 12288 4096\n" +
-                           (GetParam().direct ? "short 40960 4096\n" : "")));
+  constexpr size_t kEio = 6, kShort = 10;
+  // A short read reaches the request with FUSE's direct I/O only: the page
+  // cache (buffered, and the loop driver's reads of the file) starts its
+  // requests where readahead chooses and takes a short one as end of file.
+  const bool short_read = GetParam().via == Via::kDirect;
+  ASSERT_TRUE(Fs().Control(
+      "eio read " + std::to_string(kEio * kBlock) + " 4096\n" +
+      (short_read ? "short " + std::to_string(kShort * kBlock) + " 4096\n"
+                  : "")));
   Result<AlignedBuffer> buf = AlignedBuffer::Allocate(kBlock * kBlocks, 4096);
   ASSERT_TRUE(buf.ok());
-  std::vector<Request> reqs(kBlocks);
-  for (size_t i = 0; i < kBlocks; ++i) {
-    reqs[i].PrepRead(f, buf->data() + i * kBlock, kBlock, i * kBlock);
+  std::vector<Request> reqs(kBlocks / Stride());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const size_t b = i * Stride();
+    reqs[i].PrepRead(f, buf->data() + b * kBlock, kBlock, b * kBlock);
   }
   const uint64_t eio_before = Fs().Count("eio");
   SubmitAll(*engine, reqs);
-  const testing::Reaped got = ReapAll(*engine, kBlocks);
+  const testing::Reaped got = ReapAll(*engine, reqs.size());
   testing::ExpectExactlyOnce(got, testing::Pointers(reqs));
-  for (size_t i = 0; i < kBlocks; ++i) {
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const size_t b = i * Stride();
     const Request& r = reqs[i];
-    if (i == 3) {
+    const char* data = buf->data() + b * kBlock;
+    if (b == kEio) {
       EXPECT_EQ(r.rval, -EIO) << Describe(r);
-    } else if (i == 10 && GetParam().direct) {
+    } else if (b == kShort && short_read) {
       EXPECT_EQ(r.rval, static_cast<int64_t>(kBlock / 2)) << Describe(r);
-      EXPECT_EQ(
-          FirstMismatch(buf->data() + i * kBlock, kBlock / 2, 7, i * kBlock),
-          -1);
+      EXPECT_EQ(FirstMismatch(data, kBlock / 2, 7, b * kBlock), -1);
     } else {
       ASSERT_EQ(r.rval, static_cast<int64_t>(kBlock)) << Describe(r);
-      EXPECT_EQ(FirstMismatch(buf->data() + i * kBlock, kBlock, 7, i * kBlock),
-                -1)
-          << "block " << i;
+      EXPECT_EQ(FirstMismatch(data, kBlock, 7, b * kBlock), -1)
+          << "block " << b;
     }
   }
   EXPECT_GE(Fs().Count("eio"), eio_before + 1);
   EXPECT_TRUE(Fs().Control("clear"));
 }
 
-// Writes of every block: the one in an EIO range fails with EIO; once the
-// space runs out every later write fails with ENOSPC; what succeeded is on
-// the file, and nothing else changed there.
+// Writes of every block (every other on a loop device): the one in an EIO
+// range fails with EIO; once the space runs out every later write fails with
+// ENOSPC; what succeeded is on the file, and nothing else changed there.
 TEST_P(FaultFsEngineTest, WriteFaultsReachTheirRequestsAlone) {
   SKIP_WITHOUT_FAULTFS();
   EngineOptions o;
   o.queue_depth = kBlocks;
   AIOKIT_MAKE_ENGINE_OR_SKIP(engine, GetParam().engine, o);
-  const std::string name = "write-" + testing::ParamName(GetParam().engine) +
-                           (GetParam().direct ? "-d" : "-b");
-  const std::string path = MakeFile(name, 1);
+  MAKE_TARGET_OR_SKIP(path, "write", 1);
   File f = OpenFile(path);
   ASSERT_GE(f.fd(), 0);
-  // 40 blocks of space (block 2 fails first and uses none).
-  ASSERT_TRUE(Fs().Control("file " + name + "\neio write 8192 4096\n" +
-                           "enospc_after " + std::to_string(40 * kBlock)));
+  // 20 blocks of space (block 2 fails first and uses none).
+  constexpr size_t kEio = 2, kSpace = 20;
+  ASSERT_TRUE(Fs().Control("eio write " + std::to_string(kEio * kBlock) +
+                           " 4096\nenospc_after " +
+                           std::to_string(kSpace * kBlock)));
   Result<AlignedBuffer> buf = AlignedBuffer::Allocate(kBlock * kBlocks, 4096);
   ASSERT_TRUE(buf.ok());
   FillPattern(buf->data(), kBlock * kBlocks, 2);
-  std::vector<Request> reqs(kBlocks);
-  for (size_t i = 0; i < kBlocks; ++i) {
-    reqs[i].PrepWrite(f, buf->data() + i * kBlock, kBlock, i * kBlock);
+  std::vector<Request> reqs(kBlocks / Stride());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const size_t b = i * Stride();
+    reqs[i].PrepWrite(f, buf->data() + b * kBlock, kBlock, b * kBlock);
   }
   SubmitAll(*engine, reqs);
-  const testing::Reaped got = ReapAll(*engine, kBlocks);
+  const testing::Reaped got = ReapAll(*engine, reqs.size());
   testing::ExpectExactlyOnce(got, testing::Pointers(reqs));
   ASSERT_TRUE(Fs().Control("clear"));
   size_t written = 0, enospc = 0;
   std::string now(kBlock, '\0');
-  const int rfd = ::open(path.c_str(), O_RDONLY);
+  const int rfd = ::open(file().c_str(), O_RDONLY);
   ASSERT_GE(rfd, 0);
-  for (size_t i = 0; i < kBlocks; ++i) {
-    const Request& r = reqs[i];
-    ASSERT_EQ(::pread(rfd, now.data(), kBlock, static_cast<off_t>(i * kBlock)),
+  for (size_t b = 0; b < kBlocks; ++b) {
+    ASSERT_EQ(::pread(rfd, now.data(), kBlock, static_cast<off_t>(b * kBlock)),
               static_cast<ssize_t>(kBlock));
-    if (i == 2) {
-      EXPECT_EQ(r.rval, -EIO) << Describe(r);
-    } else if (r.rval == -ENOSPC) {
-      ++enospc;
-    } else {
-      ASSERT_EQ(r.rval, static_cast<int64_t>(kBlock)) << Describe(r);
-      ++written;
+    bool new_bytes = false;
+    std::string what = "not written";
+    if (b % Stride() == 0) {
+      const Request& r = reqs[b / Stride()];
+      what = Describe(r);
+      if (b == kEio) {
+        EXPECT_EQ(r.rval, -EIO) << what;
+      } else if (r.rval == -ENOSPC) {
+        ++enospc;
+      } else {
+        ASSERT_EQ(r.rval, static_cast<int64_t>(kBlock)) << what;
+        ++written;
+        new_bytes = true;
+      }
     }
     // A block that was written holds the new bytes; any other, the old.
-    const uint64_t seed = r.rval == static_cast<int64_t>(kBlock) ? 2 : 1;
-    EXPECT_EQ(FirstMismatch(now.data(), kBlock, seed, i * kBlock), -1)
-        << "block " << i << ": " << Describe(r);
+    EXPECT_EQ(FirstMismatch(now.data(), kBlock, new_bytes ? 2 : 1, b * kBlock),
+              -1)
+        << "block " << b << ": " << what;
   }
   ::close(rfd);
-  EXPECT_EQ(written, 40U);
-  EXPECT_EQ(enospc, kBlocks - 41);
+  EXPECT_EQ(written, kSpace);
+  EXPECT_EQ(enospc, reqs.size() - kSpace - 1);
 }
 
 // An fsync that fails comes back with EIO; the kernel's next one succeeds
@@ -325,11 +458,10 @@ TEST_P(FaultFsEngineTest, WriteFaultsReachTheirRequestsAlone) {
 TEST_P(FaultFsEngineTest, FsyncErrorsReachTheRequest) {
   SKIP_WITHOUT_FAULTFS();
   AIOKIT_MAKE_ENGINE_OR_SKIP(engine, GetParam().engine, EngineOptions{});
-  const std::string name = "fsync-" + testing::ParamName(GetParam().engine) +
-                           (GetParam().direct ? "-d" : "-b");
-  File f = OpenFile(MakeFile(name, 3));
+  MAKE_TARGET_OR_SKIP(path, "fsync", 3);
+  File f = OpenFile(path);
   ASSERT_GE(f.fd(), 0);
-  ASSERT_TRUE(Fs().Control("file " + name + "\nfsync_eio 1"));
+  ASSERT_TRUE(Fs().Control("fsync_eio 1"));
   for (const int64_t want : {int64_t{-EIO}, int64_t{0}}) {
     std::vector<Request> reqs(1);
     reqs[0].PrepFsync(f.fd());
@@ -353,9 +485,8 @@ TEST_P(FaultFsEngineTest, AStalledRequestHoldsOnlyItself) {
   EngineOptions o;
   o.queue_depth = 8;
   AIOKIT_MAKE_ENGINE_OR_SKIP(engine, GetParam().engine, o);
-  const std::string name = "stall-" + testing::ParamName(GetParam().engine) +
-                           (GetParam().direct ? "-d" : "-b");
-  File f = OpenFile(MakeFile(name, 4));
+  MAKE_TARGET_OR_SKIP(path, "stall", 4);
+  File f = OpenFile(path);
   ASSERT_GE(f.fd(), 0);
   // Requests apart from the stalled one complete first where neither the
   // submission waits for it (io_uring, threads) nor the page cache ties
@@ -363,9 +494,9 @@ TEST_P(FaultFsEngineTest, AStalledRequestHoldsOnlyItself) {
   // neighbours with it, and their readers wait on its lock): O_DIRECT.
   const bool async = (engine->kind() == EngineKind::kIoUring ||
                       engine->kind() == EngineKind::kThreads) &&
-                     GetParam().direct;
+                     GetParam().via == Via::kDirect;
   const uint64_t stalled_before = Fs().Count("stalled");
-  ASSERT_TRUE(Fs().Control("file " + name + "\nstall 20480 4096"));
+  ASSERT_TRUE(Fs().Control("stall 20480 4096"));
   Result<AlignedBuffer> buf = AlignedBuffer::Allocate(8 * kBlock, 4096);
   ASSERT_TRUE(buf.ok());
   std::vector<Request> reqs(8);
@@ -422,18 +553,17 @@ TEST_P(FaultFsEngineTest, AStalledRequestHoldsOnlyItself) {
 TEST_P(FaultFsEngineTest, DeviceDeadlineOnAStalledRead) {
   SKIP_WITHOUT_FAULTFS();
   const std::string engine_name = testing::EngineName(GetParam().engine);
-  if (engine_name == "linux-aio" || engine_name == "sync") {
+  if (engine_name == "sync" ||
+      (engine_name == "linux-aio" && GetParam().via != Via::kLoop)) {
     GTEST_SKIP() << engine_name
                  << " waits for a held FUSE request inside its submission";
   }
-  const std::string name = "deadline-" + testing::ParamName(GetParam().engine) +
-                           (GetParam().direct ? "-d" : "-b");
-  const std::string path = MakeFile(name, 6);
+  MAKE_TARGET_OR_SKIP(path, "deadline", 6);
   DeviceOptions o;
   Result<EngineKind> kind = ParseEngineKind(engine_name);
   ASSERT_TRUE(kind.ok());
   o.engine.kind = *kind;
-  o.direct = GetParam().direct;
+  o.direct = GetParam().direct();
   o.poll_interval = std::chrono::milliseconds(10);
   Result<std::unique_ptr<Device>> opened = Device::Open(path, o);
   if (!opened.ok() && testing::EngineRefusedHere(opened.status())) {
@@ -443,7 +573,7 @@ TEST_P(FaultFsEngineTest, DeviceDeadlineOnAStalledRead) {
   ASSERT_TRUE(opened.ok()) << opened.status().ToString();
   Device& dev = **opened;
   const uint64_t stalled_before = Fs().Count("stalled");
-  ASSERT_TRUE(Fs().Control("file " + name + "\nstall 65536 4096"));
+  ASSERT_TRUE(Fs().Control("stall 65536 4096"));
   Result<Buffer> b = dev.AllocateBuffer(kBlock);
   ASSERT_TRUE(b.ok());
   IoContext ioc;
@@ -477,15 +607,13 @@ TEST_P(FaultFsEngineTest, DeviceDeadlineOnAStalledRead) {
 // file succeeds (it reported the lost writeback once).
 TEST_P(FaultFsEngineTest, DeviceFlushStaysFailedAfterAnFsyncError) {
   SKIP_WITHOUT_FAULTFS();
-  const std::string name = "flush-" + testing::ParamName(GetParam().engine) +
-                           (GetParam().direct ? "-d" : "-b");
-  const std::string path = MakeFile(name, 5);
+  MAKE_TARGET_OR_SKIP(path, "flush", 5);
   DeviceOptions o;
   Result<EngineKind> kind =
       ParseEngineKind(testing::EngineName(GetParam().engine));
   ASSERT_TRUE(kind.ok());
   o.engine.kind = *kind;
-  o.direct = GetParam().direct;
+  o.direct = GetParam().direct();
   Result<std::unique_ptr<Device>> dev = Device::Open(path, o);
   if (!dev.ok() && testing::EngineRefusedHere(dev.status())) {
     GTEST_SKIP() << GetParam().engine
@@ -496,7 +624,7 @@ TEST_P(FaultFsEngineTest, DeviceFlushStaysFailedAfterAnFsyncError) {
   ASSERT_TRUE(b.ok());
   FillPattern(b->data(), kBlock, 9);
   ASSERT_TRUE((*dev)->Write(0, *b).ok());
-  ASSERT_TRUE(Fs().Control("file " + name + "\nfsync_eio 1"));
+  ASSERT_TRUE(Fs().Control("fsync_eio 1"));
   const Status first = (*dev)->Flush();
   EXPECT_FALSE(first.ok());
   EXPECT_EQ(first.Errno(), EIO) << first.ToString();
