@@ -13,6 +13,16 @@
 //   fsync_eio N                    the next N fsyncs fail with EIO
 //   file NAME                      faults apply only to /NAME ("" for all)
 //   clear                          no faults (the counts stay)
+//   log PATH                       records every write and flush in PATH
+//   log_stop                       ends the record (PATH is complete then)
+//
+// The write log (writelog.h reads it) is what dm-log-writes records below a
+// file system: every write that succeeded, logged before its reply, so
+// before the writer can know it completed; every fsync as a begin entry when
+// it arrives and an end entry once the backing file's fsync succeeded (one
+// that fails logs no end); punched or zeroed ranges and size changes. A
+// crash image is then the file as of a flush's begin, for a flush that
+// ended, plus any subset of the later writes.
 //
 // Reading `/.faults` gives the counts: "reads R writes W fsyncs F eio E
 // enospc N short S stalled T delayed D". A command that does not parse makes
@@ -39,6 +49,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "writelog.h"
 
 namespace {
 
@@ -70,7 +82,9 @@ struct State {
   uint64_t delay_us = 0;
   bool released = false;
   unsigned fsync_eio = 0;
-  std::string only;  // "/NAME" the faults apply to; "" for every file
+  std::string only;          // "/NAME" the faults apply to; "" for every file
+  std::FILE* log = nullptr;  // the write log, when one is being recorded
+  uint64_t flushes = 0;      // flush ids in the write log
   uint64_t reads = 0, writes = 0, fsyncs = 0, eio = 0, enospc = 0, shorts = 0,
            stalled = 0, delayed = 0;
 };
@@ -78,6 +92,23 @@ struct State {
 State& S() {
   static State s;
   return s;
+}
+
+// Appends one entry to the write log, if one is being recorded. REQUIRES:
+// S().mu held.
+void LogEntry(writelog::Type type, const char* path, uint64_t off, uint64_t len,
+              const char* data) {
+  State& s = S();
+  if (s.log == nullptr) return;
+  const std::string bytes = writelog::Encode(
+      type, path, off, len, type == writelog::Type::kWrite ? data : nullptr);
+  if (std::fwrite(bytes.data(), 1, bytes.size(), s.log) != bytes.size()) {
+    // A log with a hole is worse than none: stop and say so on stderr.
+    std::fprintf(stderr, "aiokit_faultfs: write log: %s\n",
+                 std::strerror(errno));
+    std::fclose(s.log);
+    s.log = nullptr;
+  }
 }
 
 std::string Backing(const char* path) { return S().backing + path; }
@@ -167,6 +198,19 @@ int Command(const std::string& line) {
     in >> name;
     s.only = name.empty() ? "" : "/" + name;
     return 0;
+  }
+  if (verb == "log") {
+    std::string path;
+    if (!(in >> path)) return -EINVAL;
+    if (s.log != nullptr) std::fclose(s.log);
+    s.log = std::fopen(path.c_str(), "we");
+    return s.log != nullptr ? 0 : -errno;
+  }
+  if (verb == "log_stop") {
+    if (s.log == nullptr) return 0;
+    const int r = std::fclose(s.log);
+    s.log = nullptr;
+    return r == 0 ? 0 : -EIO;
   }
   if (verb == "clear") {
     s.eio_read.clear();
@@ -331,12 +375,18 @@ int Write(const char* path, const char* buf, size_t size, off_t off,
     }
   }
   const ssize_t n = ::pwrite(static_cast<int>(fi->fh), buf, size, off);
-  return n < 0 ? -errno : static_cast<int>(n);
+  if (n < 0) return -errno;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    LogEntry(writelog::Type::kWrite, path, o, static_cast<uint64_t>(n), buf);
+  }
+  return static_cast<int>(n);
 }
 
 int Fsync(const char* path, int datasync, fuse_file_info* fi) {
   State& s = S();
   if (fi->fh == UINT64_MAX) return 0;
+  uint64_t id = 0;
   {
     std::lock_guard<std::mutex> lock(s.mu);
     ++s.fsyncs;
@@ -345,10 +395,15 @@ int Fsync(const char* path, int datasync, fuse_file_info* fi) {
       ++s.eio;
       return -EIO;
     }
+    id = ++s.flushes;
+    LogEntry(writelog::Type::kFlushBegin, path, id, 0, nullptr);
   }
   const int fd = static_cast<int>(fi->fh);
   const int r = datasync != 0 ? ::fdatasync(fd) : ::fsync(fd);
-  return r == 0 ? 0 : -errno;
+  if (r != 0) return -errno;
+  std::lock_guard<std::mutex> lock(s.mu);
+  LogEntry(writelog::Type::kFlushEnd, path, id, 0, nullptr);
+  return 0;
 }
 
 int Truncate(const char* path, off_t size, fuse_file_info* fi) {
@@ -356,18 +411,32 @@ int Truncate(const char* path, off_t size, fuse_file_info* fi) {
   const int r = fi != nullptr && fi->fh != UINT64_MAX
                     ? ::ftruncate(static_cast<int>(fi->fh), size)
                     : ::truncate(Backing(path).c_str(), size);
-  return r == 0 ? 0 : -errno;
+  if (r != 0) return -errno;
+  std::lock_guard<std::mutex> lock(S().mu);
+  LogEntry(writelog::Type::kTruncate, path, 0, static_cast<uint64_t>(size),
+           nullptr);
+  return 0;
 }
 
 int Unlink(const char* path) {
   return ::unlink(Backing(path).c_str()) == 0 ? 0 : -errno;
 }
 
-int Fallocate(const char* /*path*/, int mode, off_t off, off_t len,
+int Fallocate(const char* path, int mode, off_t off, off_t len,
               fuse_file_info* fi) {
   if (fi == nullptr || fi->fh == UINT64_MAX) return -EOPNOTSUPP;
-  return ::fallocate(static_cast<int>(fi->fh), mode, off, len) == 0 ? 0
-                                                                    : -errno;
+  if (::fallocate(static_cast<int>(fi->fh), mode, off, len) != 0) {
+    return -errno;
+  }
+  const auto o = static_cast<uint64_t>(off), n = static_cast<uint64_t>(len);
+  std::lock_guard<std::mutex> lock(S().mu);
+  if ((mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) != 0) {
+    LogEntry(writelog::Type::kZero, path, o, n, nullptr);
+  }
+  if ((mode & FALLOC_FL_KEEP_SIZE) == 0) {
+    LogEntry(writelog::Type::kExtend, path, 0, o + n, nullptr);
+  }
+  return 0;
 }
 
 int StatFs(const char* path, struct statvfs* st) {
