@@ -5,6 +5,8 @@
 // file. Each request completes exactly once, with the kernel's error where a
 // fault was injected and the right bytes elsewhere; the device layer's Flush
 // stays failed after an fsync EIO although the kernel's next fsync succeeds.
+// The append-log example's group commits survive every crash image its write
+// log gives (writelog.h).
 //
 // Mounting needs root and /dev/fuse (and a loop device, for the loop tests):
 // elsewhere every test is skipped with the reason.
