@@ -67,6 +67,27 @@ TEST(BenchArgsTest, FioNamesValuesAndFlags) {
   EXPECT_FALSE(Parsed({"--time_based=0"}).jobs.at(0).time_based);
 }
 
+// fio's continue_on_error: the kinds of failed request the job goes on past.
+TEST(BenchArgsTest, ContinueOnErrorNamesTheKindsOfErrorAJobGoesOnPast) {
+  const auto kinds = [](const std::string& v) {
+    return Parsed({"--continue_on_error=" + v}).jobs.at(0).continue_on_error;
+  };
+  EXPECT_EQ(Parsed({}).jobs.at(0).continue_on_error, 0U);
+  EXPECT_EQ(kinds("none"), 0U);
+  EXPECT_EQ(kinds("verify"), 0U);  // verify failures never stop a job here
+  EXPECT_EQ(kinds("read"), kContinueRead);
+  EXPECT_EQ(kinds("write"), kContinueWrite);
+  EXPECT_EQ(kinds("io"), kContinueRead | kContinueWrite);
+  EXPECT_EQ(kinds("all"), kContinueRead | kContinueWrite);
+  EXPECT_EQ(kinds("1"), kContinueRead | kContinueWrite);
+  EXPECT_EQ(UsageLine({"--continue_on_error=sometimes"}),
+            "--continue_on_error=sometimes: none, read, write, io, verify or "
+            "all");
+  EXPECT_EQ(ValidateLine({"--continue_on_error=io", "--api=coro"}),
+            "--continue_on_error: not with --api=coro (it measures plain "
+            "reads and writes)");
+}
+
 TEST(BenchArgsTest, EachNameStartsAJobAndGlobalsComeFirst) {
   BenchPlan p =
       Parsed({"--bs=8k", "--name=a", "--rw=write", "--name=b", "--bs=16k"});

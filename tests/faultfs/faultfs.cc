@@ -4,7 +4,7 @@
 // test chooses by writing commands to the virtual file `/.faults`:
 //
 //   eio read|write OFF LEN         EIO for requests that touch [OFF, OFF+LEN)
-//   eio_prob read|write P          EIO with probability P (seed: `seed N`)
+//   eio_prob read|write|fsync P    EIO with probability P (seed: `seed N`)
 //   short OFF LEN                  reads starting there return half
 //   enospc_after N                 ENOSPC once N more bytes were written
 //   delay_us N                     every read and write waits N us first
@@ -76,7 +76,7 @@ struct State {
   std::condition_variable released_cv;
   std::string backing;
   std::vector<Range> eio_read, eio_write, short_read, stall;
-  double eio_read_p = 0, eio_write_p = 0;
+  double eio_read_p = 0, eio_write_p = 0, eio_fsync_p = 0;
   std::mt19937_64 rng{1};
   int64_t enospc_left = -1;  // bytes that may still be written; -1: any
   uint64_t delay_us = 0;
@@ -163,6 +163,8 @@ int Command(const std::string& line) {
       s.eio_read_p = p;
     } else if (dir == "write") {
       s.eio_write_p = p;
+    } else if (dir == "fsync") {
+      s.eio_fsync_p = p;
     } else {
       return -EINVAL;
     }
@@ -216,7 +218,7 @@ int Command(const std::string& line) {
     s.eio_read.clear();
     s.eio_write.clear();
     s.short_read.clear();
-    s.eio_read_p = s.eio_write_p = 0;
+    s.eio_read_p = s.eio_write_p = s.eio_fsync_p = 0;
     s.enospc_left = -1;
     s.delay_us = 0;
     s.fsync_eio = 0;
@@ -392,6 +394,11 @@ int Fsync(const char* path, int datasync, fuse_file_info* fi) {
     ++s.fsyncs;
     if (Applies(s, path) && s.fsync_eio != 0) {
       --s.fsync_eio;
+      ++s.eio;
+      return -EIO;
+    }
+    if (Applies(s, path) && s.eio_fsync_p > 0 &&
+        std::uniform_real_distribution<double>(0, 1)(s.rng) < s.eio_fsync_p) {
       ++s.eio;
       return -EIO;
     }

@@ -104,6 +104,7 @@ class Clone {
       }
     }
     r_.es = engine_->Stats();
+    r_.unfinished = in_flight_;
     (void)engine_->Shutdown(kForever);
     if (fault_ != nullptr) {
       r_.faults = fault_->fault_stats();
@@ -439,6 +440,12 @@ class Clone {
                 .count()) +
         " s)";
   }
+  // True when continue_on_error names requests of this kind.
+  bool GoesOnAfter(Kind kind) const {
+    return (o_.continue_on_error &
+            (kind == Kind::kRead ? kContinueRead : kContinueWrite)) != 0;
+  }
+
   // Drops from done_[0, n) any request that was not in flight (reaped twice,
   // or never submitted: counted, never handled as a completion); returns how
   // many are left, moved to the front.
@@ -471,9 +478,9 @@ class Clone {
     if (tracked) busy_[s.block] = 0;
     if (r.rval < 0) {
       ++r_.errors[static_cast<int>(-r.rval)];
-      if (fault_ != nullptr) {
-        // Injected (or real) errors are counted and the run goes on; a block
-        // whose write failed holds unknown data.
+      if (fault_ != nullptr || GoesOnAfter(s.kind)) {
+        // Injected errors, and those continue_on_error names, are counted and
+        // the run goes on; a block whose write failed holds unknown data.
         if (tracked && s.kind == Kind::kWrite) gen_done_[s.block] = kTorn;
         return;
       }
@@ -838,7 +845,8 @@ class Clone {
         slots_[i].pending = false;
         if (r->rval < 0) {
           ++r_.errors[static_cast<int>(-r->rval)];
-          if (r_.first_error.empty() && fault_ == nullptr)
+          if (r_.first_error.empty() && fault_ == nullptr &&
+              !GoesOnAfter(Kind::kRead))
             r_.first_error = "verify: " + Describe(*r);
           continue;
         }

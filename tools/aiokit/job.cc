@@ -1277,6 +1277,26 @@ const std::vector<Option>& Table() {
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          return Set(j.verify_fatal, Flag(v, w));
        }},
+      {{"continue_on_error"},
+       Arg::kValue,
+       "KIND",
+       "Count failed requests of this kind and go on instead of stopping: "
+       "none, read, write (fsyncs too), io (both), verify (verify failures: "
+       "always counted, only --verify_fatal stops) or all (fio's option)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         if (v == "none" || v == "0" || v == "verify") {
+           j.continue_on_error = 0;
+         } else if (v == "read") {
+           j.continue_on_error = kContinueRead;
+         } else if (v == "write") {
+           j.continue_on_error = kContinueWrite;
+         } else if (v == "io" || v == "all" || v == "1") {
+           j.continue_on_error = kContinueRead | kContinueWrite;
+         } else {
+           return Bad(w, v, "none, read, write, io, verify or all");
+         }
+         return Status();
+       }},
       {{"verify_dump"},
        Arg::kFlag,
        "",
@@ -2378,12 +2398,13 @@ Status ValidateJob(const JobOptions& j, const BenchPlan& plan) {
             ? "--cmdprio_bssplit"
         : j.cmdprio_pct[0] != 0 || j.cmdprio_pct[1] != 0
             ? "--cmdprio_percentage"
-        : !j.inject.empty() ? "--inject"
-        : j.fsync != 0      ? "--fsync"
-        : j.registerfiles   ? "--registerfiles"
-        : j.sqthread_poll   ? "--sqthread_poll"
-        : j.hipri           ? "--hipri"
-                            : nullptr;
+        : !j.inject.empty()        ? "--inject"
+        : j.continue_on_error != 0 ? "--continue_on_error"
+        : j.fsync != 0             ? "--fsync"
+        : j.registerfiles          ? "--registerfiles"
+        : j.sqthread_poll          ? "--sqthread_poll"
+        : j.hipri                  ? "--hipri"
+                                   : nullptr;
     if (refused != nullptr) {
       return UsageError(std::string(refused) + job + ": not with --api=" +
                         j.api + " (it measures plain reads and writes)");

@@ -28,6 +28,10 @@ struct CmdprioSplit {
 };
 
 // One job. Defaults follow fio except where noted.
+// JobOptions::continue_on_error bits.
+inline constexpr unsigned kContinueRead = 1;
+inline constexpr unsigned kContinueWrite = 2;
+
 struct JobOptions {
   std::string name = "aiokit";
   std::string filename;  // empty: an unnamed temporary file in $TMPDIR or
@@ -119,6 +123,11 @@ struct JobOptions {
   // A fault spec (aiokit/fault.h) for a fault-injecting wrapper around the
   // engine; "" for none. Injected errors are counted, not fatal.
   std::string inject;
+  // fio's continue_on_error: the kinds of failed request (kContinueRead,
+  // kContinueWrite; an fsync counts as a write, as in fio) that are counted
+  // and the job goes on, instead of stopping it. A block whose write failed
+  // holds unknown bytes and is not verified.
+  unsigned continue_on_error = 0;
   // aiokit: EngineOptions::spin_before_wait in us (-1: the library's default),
   // and spinning the whole budget every time (adaptive_spin = false).
   int spin_us = -1;

@@ -114,6 +114,14 @@ Json AiokitJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
           ? static_cast<double>(r.reaped) / static_cast<double>(r.reap_calls)
           : 0.0;
   ak["eagain_retries"] = r.es.eagain_retries;
+  // Every request of the run completes exactly once: submitted == completed,
+  // none reaped twice, none unfinished (the verify pass is not counted).
+  Json requests;
+  requests["submitted"] = r.submitted;
+  requests["completed"] = r.reaped;
+  requests["reaped_twice"] = r.reaped_twice;
+  requests["unfinished"] = r.unfinished;
+  ak["requests"] = requests;
   Json features;
   features["user_space_reap"] = r.caps.user_space_reap;
   features["fixed_buffers"] = e.job->fixedbufs;

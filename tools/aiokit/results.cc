@@ -42,6 +42,7 @@ void CloneResult::Merge(const CloneResult& o) {
   faults.reordered += o.faults.reordered;
   faults.stalls += o.faults.stalls;
   reaped_twice += o.reaped_twice;
+  unfinished += o.unfinished;
   prio_ios += o.prio_ios;
   for (const std::string& l : o.verify_lines) {
     if (verify_lines.size() < kMaxVerifyLines) verify_lines.push_back(l);

@@ -58,6 +58,9 @@ struct CloneResult {
   std::string inject;
   FaultStats faults;
   uint64_t reaped_twice = 0;
+  // Requests handed to the engine that had not come back when the clone
+  // shut its engine down (0 unless the run broke off on an error).
+  uint64_t unfinished = 0;
   // Measured: from the end of ramp_time to the last completion.
   double seconds = 0;
   // When the clone's group started and ended its run, in seconds after the
