@@ -35,6 +35,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fuse.h>
+#include <fuse_lowlevel.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -132,7 +133,13 @@ void Hold(std::unique_lock<std::mutex>& lock, const char* path, uint64_t off,
   }
   if (!s.released && AnyTouches(s.stall, off, len)) {
     ++s.stalled;
-    s.released_cv.wait(lock, [&] { return s.released; });
+    // Until `release`, or until the file system is unmounted or told to
+    // exit (libfuse waits for its workers, so a stall must not outlive it).
+    fuse_session* se = fuse_get_session(fuse_get_context()->fuse);
+    while (!s.released_cv.wait_for(lock, std::chrono::milliseconds(100),
+                                   [&] { return s.released; })) {
+      if (fuse_session_exited(se) != 0) break;
+    }
   }
 }
 
