@@ -766,35 +766,32 @@ CrashReport CheckCrashImages(const std::vector<writelog::Entry>& log,
       for (size_t i = 0; i < flying.size(); ++i) {
         if (!take[i]) continue;
         const writelog::Entry& e = *flying[i];
-        const uint64_t end = e.type == writelog::Type::kTruncate
-                                 ? slots * kRecord
-                                 : e.offset + e.length;
-        const uint64_t from =
-            e.type == writelog::Type::kTruncate ? e.length : e.offset;
+        // Writes, zeroed ranges and truncation change bytes, [from, end).
+        uint64_t from = e.offset, end = e.offset + e.length;
+        if (e.type == writelog::Type::kTruncate) {
+          from = e.length;
+          end = slots * kRecord;
+        } else if (e.type != writelog::Type::kWrite &&
+                   e.type != writelog::Type::kZero) {
+          continue;
+        }
         for (uint64_t s = from / kRecord; s < slots && s * kRecord < end; ++s) {
           auto [it, fresh] = touched.try_emplace(s);
+          std::string& slot = it->second;
           if (fresh) {
-            it->second.assign(kRecord, '\0');
+            slot.assign(kRecord, '\0');
             if (walk.durable().size() > s * kRecord) {
-              walk.durable().copy(it->second.data(), kRecord, s * kRecord);
+              walk.durable().copy(slot.data(), kRecord, s * kRecord);
             }
           }
-          // The entry as it lands on this slot alone.
-          writelog::Entry part = e;
-          part.path.clear();
-          std::string slot = it->second;
+          const uint64_t a = std::max(from, s * kRecord);
+          const uint64_t b = std::min(end, (s + 1) * kRecord);
           if (e.type == writelog::Type::kWrite) {
-            const uint64_t a = std::max(e.offset, s * kRecord);
-            const uint64_t b = std::min(end, (s + 1) * kRecord);
             slot.replace(a - s * kRecord, b - a, e.data, a - e.offset, b - a);
-          } else if (e.type == writelog::Type::kZero ||
-                     e.type == writelog::Type::kTruncate) {
-            const uint64_t a = std::max(from, s * kRecord);
-            const uint64_t b = std::min(end, (s + 1) * kRecord);
+          } else {
             std::fill_n(slot.begin() + static_cast<long>(a - s * kRecord),
                         b - a, '\0');
           }
-          it->second = std::move(slot);
         }
       }
       std::vector<char> valid = durable_valid;
