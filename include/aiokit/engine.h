@@ -230,6 +230,10 @@ struct EngineStats {
   uint64_t partial_submits = 0;
   uint64_t submit_calls = 0;  // io_submit or io_uring_enter calls to submit
   uint64_t wait_calls = 0;    // system calls made to wait for completions
+  // Times a thread reaping the engine (a caller of Reap, or the completion
+  // thread) went to sleep because nothing had completed, after any spin.
+  // Unlike wait_calls it counts no system call that only collects.
+  uint64_t sleeps = 0;
   // Completions read from a ring in user space with no system call.
   uint64_t ring_reaped = 0;
   // Requests taken back before they started (-ECANCELED, Origin::kCancelled):

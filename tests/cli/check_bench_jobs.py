@@ -107,6 +107,7 @@ if check(code == 0, f"batching: exit {code}: {err}"):
     check(ak["avg_submit_batch"] <= 4.0, f"iodepth_batch_submit=4: {ak['avg_submit_batch']} per submit")
     check(ak["avg_reap_batch"] <= 8.0, f"iodepth_batch_complete_max=8: {ak['avg_reap_batch']} per reap")
     check(ak["avg_reap_batch"] >= 1.9, f"iodepth_batch_complete_min=2: {ak['avg_reap_batch']} per reap")
+    check(isinstance(ak.get("sleeps"), int) and ak["sleeps"] >= 0, f"batching: sleeps {ak.get('sleeps')}")
 
 # Verify: a random-write job checks every block; a read job later checks them again, and catches a corrupted
 # block, a block copied to the wrong place, and (in a write job's file) a block that was never written.

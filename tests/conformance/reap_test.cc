@@ -2,6 +2,7 @@
 // threads submit.
 
 #include <chrono>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -31,6 +32,33 @@ TEST_P(ConformanceTest, ReapWithNothingInFlightWaitsForTheTimeout) {
   EXPECT_EQ(*r, 0U);
   EXPECT_GE(took,
             milliseconds(50));  // the deadline was honoured, not cut short
+}
+
+// EngineStats::sleeps counts the reaps that went to sleep, and only those.
+TEST_P(ConformanceTest, SleepsCountsReapsThatSleptAndNoOthers) {
+  std::vector<Request*> out(4);
+  if (GetParam().find("+thread") != std::string::npos) {
+    // The completion thread is the one that reaps (and sleeps) here, from
+    // the start, with nothing in flight.
+    const auto deadline =
+        std::chrono::steady_clock::now() + milliseconds(10000);
+    while (engine_->Stats().sleeps == 0 &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+    EXPECT_GE(engine_->Stats().sleeps, 1U)
+        << "the idle completion thread never counted a sleep";
+    return;
+  }
+  const uint64_t before = engine_->Stats().sleeps;
+  ASSERT_TRUE(engine_->Poll(out).ok());
+  ASSERT_TRUE(engine_->Reap(out, 1, std::chrono::nanoseconds(0)).ok());
+  EXPECT_EQ(engine_->Stats().sleeps, before) << "a poll is not a sleep";
+  Result<size_t> r = engine_->Reap(out, 1, milliseconds(20));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, 0U);
+  EXPECT_GT(engine_->Stats().sleeps, before)
+      << "a Reap that waited out its timeout did not count a sleep";
 }
 
 TEST_P(ConformanceTest, PollAndZeroTimeoutDoNotWait) {

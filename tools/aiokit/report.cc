@@ -104,6 +104,7 @@ Json AiokitJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
       run_ios != 0 ? res.sys * 1e6 / static_cast<double>(run_ios) : 0.0;
   ak["submit_calls"] = r.es.submit_calls;
   ak["wait_calls"] = r.es.wait_calls;
+  ak["sleeps"] = r.es.sleeps;
   ak["ring_reaped"] = r.es.ring_reaped;
   ak["avg_submit_batch"] = r.submit_calls != 0
                                ? static_cast<double>(r.submitted) /
@@ -223,8 +224,8 @@ void PrintEntry(std::ostream& out, const Entry& e) {
   std::snprintf(
       line, sizeof(line),
       "  batches: %.1f requests per submit, %.1f completions per reap; "
-      "engine: %llu submit calls, %llu waits, %.0f%% of completions read "
-      "from the ring without a syscall\n",
+      "engine: %llu submit calls, %llu waits (%llu sleeps), %.0f%% of "
+      "completions read from the ring without a syscall\n",
       r.submit_calls != 0 ? static_cast<double>(r.submitted) /
                                 static_cast<double>(r.submit_calls)
                           : 0.0,
@@ -233,6 +234,7 @@ void PrintEntry(std::ostream& out, const Entry& e) {
           : 0.0,
       static_cast<unsigned long long>(r.es.submit_calls),
       static_cast<unsigned long long>(r.es.wait_calls),
+      static_cast<unsigned long long>(r.es.sleeps),
       r.es.completed != 0 ? 100.0 * static_cast<double>(r.es.ring_reaped) /
                                 static_cast<double>(r.es.completed)
                           : 0.0);

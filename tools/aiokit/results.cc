@@ -51,6 +51,7 @@ void CloneResult::Merge(const CloneResult& o) {
   es.submit_calls += o.es.submit_calls;
   es.submitted += o.es.submitted;
   es.wait_calls += o.es.wait_calls;
+  es.sleeps += o.es.sleeps;
   es.completed += o.es.completed;
   es.ring_reaped += o.es.ring_reaped;
   es.eagain_retries += o.es.eagain_retries;

@@ -27,6 +27,7 @@ struct EngineCounters {
   std::atomic<uint64_t> partial_submits{0};
   std::atomic<uint64_t> submit_calls{0};
   std::atomic<uint64_t> wait_calls{0};
+  std::atomic<uint64_t> sleeps{0};
   std::atomic<uint64_t> ring_reaped{0};
   std::atomic<uint64_t> cancelled{0};
 };

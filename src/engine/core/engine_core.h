@@ -277,6 +277,7 @@ EngineStats EngineCore<Backend>::Stats() const noexcept {
   s.partial_submits = c.partial_submits.load(std::memory_order_relaxed);
   s.submit_calls = c.submit_calls.load(std::memory_order_relaxed);
   s.wait_calls = c.wait_calls.load(std::memory_order_relaxed);
+  s.sleeps = c.sleeps.load(std::memory_order_relaxed);
   s.ring_reaped = c.ring_reaped.load(std::memory_order_relaxed);
   s.cancelled = c.cancelled.load(std::memory_order_relaxed);
   backend_.FillStats(&s);
@@ -631,6 +632,7 @@ Status EngineCore<Backend>::Collect(Request** out, size_t max, size_t* n,
         return {};
       }
     }
+    state_.counters().sleeps.fetch_add(1, std::memory_order_relaxed);
     Result<size_t> got = backend_.Sleep(token, out + *n, max - *n, left);
     done.RetireWaiter();
     if (!got.ok()) return got.status();
