@@ -7,15 +7,17 @@
 #include <new>
 #include <string>
 
+#include "util/io_memory.h"
+
 namespace aiokit::bluestore {
 
 bufferptr::bufferptr(size_t len, size_t align) : len_(len) {
   if (len == 0) return;
   if (align < alignof(std::max_align_t)) align = alignof(std::max_align_t);
   const size_t rounded = (len + align - 1) & ~(align - 1);
-  void* p = std::aligned_alloc(align, rounded);
+  void* p =
+      rounded < len ? nullptr : internal::AllocateIoMemory(rounded, align);
   if (p == nullptr) throw std::bad_alloc();
-  std::memset(p, 0, rounded);
   data_ = std::shared_ptr<char>(static_cast<char*>(p),
                                 [](char* q) { std::free(q); });
 }

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "sys/syscalls.h"
+#include "util/io_memory.h"
 #include "util/strings.h"
 
 namespace aiokit {
@@ -240,13 +241,12 @@ Result<AlignedBuffer> AlignedBuffer::Allocate(size_t size, size_t alignment) {
                                          std::to_string(size) +
                                          "): size overflows");
   }
-  void* p = std::aligned_alloc(alignment, rounded);
+  void* p = internal::AllocateIoMemory(rounded, alignment);
   if (p == nullptr) {
     return Status::FromErrno(ENOMEM, "AlignedBuffer::Allocate(size " +
                                          std::to_string(size) + ", alignment " +
                                          std::to_string(alignment) + ")");
   }
-  std::memset(p, 0, rounded);
   return AlignedBuffer(static_cast<char*>(p), size);
 }
 

@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include "test_util.h"
@@ -118,6 +121,66 @@ TEST(AlignedBufferTest, IsAlignedAndZeroed) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(b->data()) % 4096, 0U);
   EXPECT_EQ(b->size(), 10000U);
   for (size_t i = 0; i < b->size(); ++i) ASSERT_EQ(b->data()[i], 0);
+}
+
+// The THP mode the kernel offers ("always", "madvise", "never"), or "" when
+// it has none.
+std::string ThpMode() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string line;
+  if (!std::getline(in, line)) return "";
+  const size_t open = line.find('['), close = line.find(']');
+  if (open == std::string::npos || close == std::string::npos) return "";
+  return line.substr(open + 1, close - open - 1);
+}
+
+// Kilobytes of anonymous huge pages /proc/self/smaps shows for the mapping
+// that holds `p` (-1 when none holds it).
+long AnonHugeKbAt(const void* p) {
+  std::ifstream in("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  const std::string key = "AnonHugePages:";
+  std::string line;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    // A mapping's first line: "lo-hi perms offset dev inode [path]".
+    char* end = nullptr;
+    const unsigned long lo = std::strtoul(line.c_str(), &end, 16);
+    if (end != line.c_str() && *end == '-') {
+      const unsigned long hi = std::strtoul(end + 1, &end, 16);
+      if (*end == ' ') {
+        inside = lo <= at && at < hi;
+        continue;
+      }
+    }
+    if (inside && line.rfind(key, 0) == 0) {
+      return std::strtol(line.c_str() + key.size(), nullptr, 10);
+    }
+  }
+  return -1;
+}
+
+// A buffer of 1 MiB or more is huge-page aligned and asks for transparent
+// huge pages: a request's buffer then reaches the device in a few physically
+// contiguous segments.
+TEST(AlignedBufferTest, ALargeBufferLiesOnHugePagesWhereTheKernelAllows) {
+  Result<AlignedBuffer> b = AlignedBuffer::Allocate(4 << 20, 4096);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b->data()) % (2 << 20), 0U);
+  for (size_t i = 0; i < b->size(); i += 512) ASSERT_EQ(b->data()[i], 0);
+  Result<BufferPool> pool = BufferPool::Create(8, 128 << 10);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(pool->buffer(0)) % (2 << 20), 0U);
+  Result<AlignedBuffer> small = AlignedBuffer::Allocate(64 << 10, 4096);
+  ASSERT_TRUE(small.ok());
+  EXPECT_EQ(small->size(), size_t{64} << 10);
+  const std::string mode = ThpMode();
+  if (mode != "always" && mode != "madvise") {
+    GTEST_SKIP() << "transparent huge pages are \"" << mode
+                 << "\" here: the buffers are on 4 KiB pages";
+  }
+  EXPECT_GE(AnonHugeKbAt(b->data()), 2048)
+      << "THP is \"" << mode << "\" and no huge page backs a 4 MiB buffer";
 }
 
 TEST(AlignedBufferTest, RefusesAnAlignmentThatIsNotAPowerOfTwo) {

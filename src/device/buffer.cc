@@ -8,6 +8,7 @@
 
 #include "aiokit/device.h"
 #include "device/buffer_control.h"
+#include "util/io_memory.h"
 
 namespace aiokit {
 namespace device_internal {
@@ -159,12 +160,12 @@ Result<Buffer> Buffer::Allocate(size_t length, size_t alignment) {
     alignment = alignof(std::max_align_t);
   }
   const size_t rounded = (length + alignment - 1) & ~(alignment - 1);
-  void* p = rounded < length ? nullptr : std::aligned_alloc(alignment, rounded);
+  void* p = rounded < length ? nullptr
+                             : internal::AllocateIoMemory(rounded, alignment);
   if (p == nullptr) {
     return Status::FromErrno(
         ENOMEM, "Buffer::Allocate(length " + std::to_string(length) + ")");
   }
-  std::memset(p, 0, rounded);
   auto* c = new device_internal::BufferControl();
   c->kind = device_internal::BufferControl::Kind::kHeap;
   c->heap = p;
