@@ -94,7 +94,8 @@ class Buffer {
   ~Buffer();
 
   // An aligned heap buffer of `length` bytes, zero-filled, not from a
-  // device's pool (Device::AllocateBuffer prefers the pool). On failure:
+  // device's pool (Device::AllocateBuffer prefers the pool); from 1 MiB on,
+  // on transparent huge pages as AlignedBuffer (aiokit/file.h). On failure:
   // kInvalidArgument (alignment not a power of two), ENOMEM.
   static Result<Buffer> Allocate(size_t length, size_t alignment = 4096);
   // Memory the caller owns, kept alive by `keepalive` (released when the last

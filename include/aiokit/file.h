@@ -118,7 +118,12 @@ class File {
 inline constexpr size_t kDefaultBufferAlignment = 4096;
 
 // A heap buffer whose address is a multiple of `alignment`, zero-filled.
-// Move-only.
+// One of 1 MiB or more is aligned to 2 MiB and asks the kernel for
+// transparent huge pages (madvise MADV_HUGEPAGE; granted where THP is not
+// "never"), so that a request's buffer reaches the device in a few physically
+// contiguous segments rather than one per 4 KiB page; it then occupies up to
+// 2 MiB - 1 bytes more. BufferPool, the device layer's Buffer and the
+// BlueStore bufferptr allocate the same way. Move-only.
 class AlignedBuffer {
  public:
   // On success: a buffer of `size` bytes (size 0 gives an empty one) aligned
