@@ -362,7 +362,8 @@ if check(code == 0, f"zipf: exit {code}: {err}"):
 code, out, err = bench("--filename=" + data, "--zonemode=zbd")
 check(code == 2 and "zoned block devices" in err, f"zonemode=zbd: exit {code}: {err}")
 
-# Rates, on every driver (the engine's, the device layer's, coroutines and Asio): rate_iops and rate held within 5% over a 2-second time-based job
+# Rates, on every driver (the engine's, the device layer's, coroutines and Asio): rate_iops and rate held within 5%
+# over a 2-second time-based job (a run that falls short is run once more, see below)
 # (linear and poisson; a mixed job with a cap per direction; offload), written in a job file; thinktime bounds
 # the count from above (a 20 ms think after each request: at most 51 in one second); rate_min fails a job that
 # cannot reach it, naming it.
@@ -395,13 +396,29 @@ rw=randrw
 bs=4k
 rate=4m,2m
 """)
-    code, doc, err = bench_json(path)
-    if check(code == 0, f"rates {api}: exit {code}: {err}"):
+    # The rate is a cap: never more than 5% above it, in any run. From below, within 5% too, but a device that
+    # stalls beside other tests' fsyncs leaves a job behind (it catches up only as fast as the device allows),
+    # so a run short of it is run once more: a pacing that falls short falls short both times.
+    for attempt in (1, 2):
+        code, doc, err = bench_json(path)
+        if not check(code == 0, f"rates {api}: exit {code}: {err}"):
+            break
         got = {j["jobname"]: j for j in doc["jobs"]}
+        short = []
         for name, d, want in (("iops", "read", 2000), ("poisson", "read", 1500), ("bytes", "read", 1024),
                               ("bytes", "write", 512)):
             iops = got[name][d]["iops"]
-            check(abs(iops / want - 1) <= 0.05, f"{api} {name}: {d} at {iops:.0f} IOPS, want {want} within 5%")
+            check(iops / want <= 1.05, f"{api} {name}: {d} at {iops:.0f} IOPS, above the {want} asked by over 5%")
+            if iops / want < 0.95:
+                short.append(f"{api} {name}: {d} at {iops:.0f} IOPS, want {want} within 5%")
+        if not short:
+            break
+        if attempt == 2:
+            for line in short:
+                check(False, line + " (twice)")
+        else:
+            print("rates: short once, run again: " + "; ".join(short))
+    if code == 0:
         check(got["poisson"]["job options"].get("rate_process") == "poisson", f"{api}: rate_process in job options")
     code, doc, err = bench_json("--filename=" + data, "--size=64m", "--runtime=1", "--time_based",
                                 "--thinktime=20ms", "--api=" + api)
