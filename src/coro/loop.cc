@@ -63,7 +63,16 @@ Result<std::unique_ptr<Loop>> Loop::Create() {
     ::close(ep);
     return Status::FromErrno(err, "Loop: epoll_ctl(ADD, the wake eventfd)");
   }
-  return std::unique_ptr<Loop>(new Loop(ep, wake));
+  std::unique_ptr<Loop> loop(new Loop(ep, wake));
+  // Room up front for the coroutines ready or posted at once: a loop that
+  // never has more than this many allocates nothing for them after Create
+  // (otherwise a queue grows, once, at the first turn with more than before).
+  constexpr size_t kQueueRoom = 64;
+  loop->ready_.reserve(kQueueRoom);
+  loop->running_.reserve(kQueueRoom);
+  loop->posted_.reserve(kQueueRoom);
+  loop->posted_run_.reserve(kQueueRoom);
+  return loop;
 }
 
 Loop::~Loop() {
