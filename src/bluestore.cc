@@ -14,9 +14,7 @@ namespace aiokit::bluestore {
 bufferptr::bufferptr(size_t len, size_t align) : len_(len) {
   if (len == 0) return;
   if (align < alignof(std::max_align_t)) align = alignof(std::max_align_t);
-  const size_t rounded = (len + align - 1) & ~(align - 1);
-  void* p =
-      rounded < len ? nullptr : internal::AllocateIoMemory(rounded, align);
+  void* p = internal::AllocateIoMemory(len, align);
   if (p == nullptr) throw std::bad_alloc();
   data_ = std::shared_ptr<char>(static_cast<char*>(p),
                                 [](char* q) { std::free(q); });

@@ -5,6 +5,7 @@
 #include <sys/sysmacros.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -235,13 +236,12 @@ Result<AlignedBuffer> AlignedBuffer::Allocate(size_t size, size_t alignment) {
   if (size == 0) return AlignedBuffer();
   if (alignment < alignof(std::max_align_t))
     alignment = alignof(std::max_align_t);
-  const size_t rounded = (size + alignment - 1) & ~(alignment - 1);
-  if (rounded < size) {
+  if (size > SIZE_MAX - (alignment - 1)) {
     return Status::FromErrno(ENOMEM, "AlignedBuffer::Allocate(size " +
                                          std::to_string(size) +
                                          "): size overflows");
   }
-  void* p = internal::AllocateIoMemory(rounded, alignment);
+  void* p = internal::AllocateIoMemory(size, alignment);
   if (p == nullptr) {
     return Status::FromErrno(ENOMEM, "AlignedBuffer::Allocate(size " +
                                          std::to_string(size) + ", alignment " +

@@ -2,7 +2,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <utility>
 
@@ -159,9 +158,7 @@ Result<Buffer> Buffer::Allocate(size_t length, size_t alignment) {
   if (alignment < alignof(std::max_align_t)) {
     alignment = alignof(std::max_align_t);
   }
-  const size_t rounded = (length + alignment - 1) & ~(alignment - 1);
-  void* p = rounded < length ? nullptr
-                             : internal::AllocateIoMemory(rounded, alignment);
+  void* p = internal::AllocateIoMemory(length, alignment);
   if (p == nullptr) {
     return Status::FromErrno(
         ENOMEM, "Buffer::Allocate(length " + std::to_string(length) + ")");
