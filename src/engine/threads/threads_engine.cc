@@ -75,6 +75,12 @@ constexpr size_t kWorkerBatch = 8;
 // A try without blocking that took longer than this may have waited for a
 // device (an O_DIRECT fd ignores RWF_NOWAIT's "no waiting for the device").
 constexpr std::chrono::microseconds kSlowTry{50};
+// Requests block often (a device behind them) when more than kOftenBlocks of
+// a window of 1 << kBlockWindowShift completions did; fewer are exceptions
+// (page-cache reads that met an evicted or locked page, a few at a time), and
+// the workers go on as they do when nothing blocks.
+constexpr int kBlockWindowShift = 10;  // windows of 1024 completions
+constexpr int64_t kOftenBlocks = 16;
 
 // Moves the calling thread off `cpu` (to any other CPU its affinity allows),
 // then gives it its affinity back, so that it stays free to go anywhere. False
@@ -183,7 +189,18 @@ class ThreadsBackend final : public BackendBase {
   // A worker's I/O may block: remember it, let the pool grow, and wake a
   // reaper for what waits.
   void NoteBlocking();
-  [[nodiscard]] bool BlockedRecently() const noexcept;
+  // Records that a request blocked or would have (see kOftenBlocks).
+  void MarkBlocked() noexcept;
+  // A request blocked in the last 100 ms.
+  [[nodiscard]] bool BlockedRecently() const noexcept {
+    return Within100ms(last_block_ns_.load(std::memory_order_relaxed));
+  }
+  // Requests blocked often in the last 100 ms: an idle worker does not spin
+  // for the next one, nor take several at once.
+  [[nodiscard]] bool BlocksOften() const noexcept {
+    return Within100ms(often_block_ns_.load(std::memory_order_relaxed));
+  }
+  static bool Within100ms(int64_t ns) noexcept;
   // aio_complete: the event at the ring's tail, then the signals; or, with
   // completion callbacks, the callback. n of them at once: one lock of the
   // ring, one tail, one round of signals.
@@ -237,8 +254,14 @@ class ThreadsBackend final : public BackendBase {
   alignas(kCacheLine) AdaptiveMutex ring_mu_;  // producers write at the tail
   // Requests no longer in flight (in flight is added_ - finished_).
   std::atomic<int64_t> finished_{0};
-  // When a worker last found that its I/O would block (steady clock ns).
+  // When a request last blocked or would have (steady clock ns), and when
+  // one did that made more than kOftenBlocks in its window; the window (of
+  // finished_) of the last block, and the blocks counted in it. Relaxed:
+  // hints for the pool's size and the workers' spinning, never for liveness.
   std::atomic<int64_t> last_block_ns_{0};
+  std::atomic<int64_t> often_block_ns_{0};
+  std::atomic<int64_t> block_window_{-1};
+  std::atomic<int64_t> window_blocks_{0};
   // Bumped after a completion when a reaper waits; it sleeps on it (futex).
   std::atomic<uint32_t> event_seq_{0};
 
@@ -500,7 +523,7 @@ void ThreadsBackend::RunBatch(Request* first,
   // blocking: one that would block goes back to the queue, for a worker that
   // may wait, and the others run (none waits behind it).
   if (*thread_prio == 0 && RequestQueue::RunsWithoutBlocking(*first) &&
-      !BlockedRecently()) {
+      !BlocksOften()) {
     const size_t share = std::min<size_t>(
         kWorkerBatch, 1 + queue_.size() / (live_workers_ - idle_workers_ + 1));
     while (n < share && queue_.HeadRunsWithoutBlocking()) {
@@ -557,8 +580,7 @@ void ThreadsBackend::RunBatch(Request* first,
     bool stream = false;
     const long v = RunWithoutBlocking(r, executed, &tried, &stream);
     if (tried == Tried::kWouldBlock) {
-      last_block_ns_.store(Clock::now().time_since_epoch().count(),
-                           std::memory_order_relaxed);
+      MarkBlocked();
       back_would_block[n_back] = true;
       back[n_back++] = r;
     } else if (tried == Tried::kShort) {
@@ -627,11 +649,11 @@ void ThreadsBackend::WorkerMain(size_t slot) {
       if (stopping_) break;
       // Look for work a little before sleeping: under load the next request
       // is a few microseconds away, and a sleep plus a futex wake-up costs
-      // more than that on both sides. Not while requests block: the next one
-      // is a device's latency away, and a spin only takes the CPU from the
-      // workers whose requests are completing.
+      // more than that on both sides. Not while requests block often: the
+      // next one is a device's latency away, and a spin only takes the CPU
+      // from the workers whose requests are completing.
       lock.unlock();
-      const bool work = !BlockedRecently() && SpinForWork();
+      const bool work = !BlocksOften() && SpinForWork();
       lock.lock();
       if (work) continue;
       ++idle_workers_;
@@ -674,9 +696,37 @@ void ThreadsBackend::WorkerMain(size_t slot) {
   if (thread_prio != 0) (void)sys::IoprioSetThread(0);
 }
 
+void ThreadsBackend::MarkBlocked() noexcept {
+  const int64_t now = Clock::now().time_since_epoch().count();
+  const int64_t window =
+      finished_.load(std::memory_order_relaxed) >> kBlockWindowShift;
+  // Not one atomic step: two threads that block at once in a new window may
+  // both restart its count, and lose one block, which a hint can afford.
+  int64_t blocks = 1;
+  if (block_window_.load(std::memory_order_relaxed) == window) {
+    // Past the mark (every O_DIRECT request passes here): no more counting.
+    blocks = window_blocks_.load(std::memory_order_relaxed);
+    if (blocks <= kOftenBlocks) {
+      blocks = window_blocks_.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+  } else {
+    block_window_.store(window, std::memory_order_relaxed);
+    window_blocks_.store(1, std::memory_order_relaxed);
+  }
+  last_block_ns_.store(now, std::memory_order_relaxed);
+  if (blocks > kOftenBlocks) {
+    often_block_ns_.store(now, std::memory_order_relaxed);
+  }
+}
+
+bool ThreadsBackend::Within100ms(int64_t ns) noexcept {
+  return ns != 0 &&
+         Clock::now().time_since_epoch().count() - ns <
+             std::chrono::nanoseconds(std::chrono::milliseconds(100)).count();
+}
+
 void ThreadsBackend::NoteBlocking() {
-  last_block_ns_.store(Clock::now().time_since_epoch().count(),
-                       std::memory_order_relaxed);
+  MarkBlocked();
   // Nothing waits: no worker to start and no reaper to wake. (A request
   // queued after this look is the submitter's to look after: it grows the
   // pool and wakes the reaper after it has queued.) Most O_DIRECT requests
@@ -693,13 +743,6 @@ void ThreadsBackend::NoteBlocking() {
   // This worker is about to block: what waits behind it and no idle worker
   // takes may need the reaper.
   WakeHelperIfNeeded(queued, idle);
-}
-
-bool ThreadsBackend::BlockedRecently() const noexcept {
-  const int64_t last = last_block_ns_.load(std::memory_order_relaxed);
-  return last != 0 &&
-         Clock::now().time_since_epoch().count() - last <
-             std::chrono::nanoseconds(std::chrono::milliseconds(100)).count();
 }
 
 // ---------------------------------------------------------------- Completion
@@ -791,8 +834,7 @@ bool ThreadsBackend::HelpOnce() {
     if (IsShort(*req, r)) r = FinishShort(*req, r, stream);
     if (WouldBlock(r)) {
       // A worker does it the ordinary way.
-      last_block_ns_.store(Clock::now().time_since_epoch().count(),
-                           std::memory_order_relaxed);
+      MarkBlocked();
       bool wake = false;
       {
         std::lock_guard<AdaptiveMutex> lock(mu_);
