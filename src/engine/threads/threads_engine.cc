@@ -21,8 +21,9 @@
 //             the engine's eventfd, the request's own eventfd, and any waiter.
 //             With completion callbacks it calls the callback instead.
 //   Drain     like read_events: the ring's head, in user space.
-//   Help      a reaper that would sleep runs a queued read or write itself,
-//             with RWF_NOWAIT (threads_io.h).
+//   Help      a reaper that would sleep runs queued reads or writes itself,
+//             with RWF_NOWAIT (threads_io.h), a few at once when the workers
+//             are busy.
 //   Cancel    a request not yet started is taken off the queue; a started
 //             one is reported as such.
 //
@@ -124,7 +125,7 @@ class ThreadsBackend final : public BackendBase {
   [[nodiscard]] bool Busy() const noexcept { return InFlight() > 0; }
   [[nodiscard]] int64_t InFlightCount() const noexcept { return InFlight(); }
   void BeforeReap() noexcept { NoteReaperCpu(); }
-  bool Help() { return HelpOnce(); }
+  bool Help() { return HelpOnce(kWorkerBatch); }
   uint32_t PrepareSleep() noexcept {
     return event_seq_.load(std::memory_order_seq_cst);
   }
@@ -141,7 +142,7 @@ class ThreadsBackend final : public BackendBase {
   void Destroy();
   bool RunQueuedOnce() {
     NoteReaperCpu();
-    return HelpOnce();
+    return HelpOnce(1);
   }
   void FillStats(EngineStats* s) const noexcept {
     s->workers = live_workers_stat_.load(std::memory_order_relaxed);
@@ -211,8 +212,9 @@ class ThreadsBackend final : public BackendBase {
   void Signal() noexcept;
   // A reaper that would wait runs a queued read or write itself, without
   // blocking (RWF_NOWAIT): the waiting thread's CPU does the work a worker
-  // would. True when it completed one.
-  bool HelpOnce();
+  // would; up to `most` requests at once (fewer when workers are free to
+  // take them). True when it completed one.
+  bool HelpOnce(size_t most);
   // The CPU the reaping thread last ran on, for a worker's spin (WorkerMain).
   void NoteReaperCpu() noexcept {
     const int cpu = sched_getcpu();
@@ -270,7 +272,6 @@ class ThreadsBackend final : public BackendBase {
   AdaptiveCondVar work_cv_;   // workers wait for work here
   AdaptiveCondVar drain_cv_;  // Destroy waits for the pool here
   RequestQueue queue_;
-  size_t running_ = 0;
   std::vector<std::thread> workers_;  // slots, max_workers_ of them
   std::vector<bool> worker_alive_;    // per slot
   size_t live_workers_ = 0;
@@ -531,19 +532,17 @@ void ThreadsBackend::RunBatch(Request* first,
     }
   }
   for (size_t i = 0; i < n; ++i) batch[i]->engine_mark = kStarted;
-  running_ += n;
   lock->unlock();
   for (size_t i = 0; i < n; ++i) TsanAcquire(batch[i]);
   if (n == 1) {
     const int64_t r = Execute(first, thread_prio, executed);
     Complete(first, r);
     lock->lock();
-    --running_;
     return;
   }
-  size_t done = 0;  // batch[0, done) ran, results in res
-  size_t completed = 0;
-  Request* back[kWorkerBatch];  // to the queue again
+  // batch[0, done) ran, results in res; back[0, n_back) go to the queue again.
+  size_t done = 0;
+  Request* back[kWorkerBatch];
   bool back_would_block[kWorkerBatch];
   size_t n_back = 0;
   // Hands back what goes back and completes what ran, before this worker may
@@ -555,7 +554,6 @@ void ThreadsBackend::RunBatch(Request* first,
       size_t idle = 0;
       lock->lock();
       for (size_t i = n_back; i-- > 0;) {
-        --running_;
         queue_.RequeueFront(back[i], back_would_block[i]);
       }
       GrowPoolLocked();
@@ -569,7 +567,6 @@ void ThreadsBackend::RunBatch(Request* first,
     }
     if (done != 0) {
       Complete(batch, res, done);
-      completed += done;
       done = 0;
     }
   };
@@ -588,7 +585,6 @@ void ThreadsBackend::RunBatch(Request* first,
       flush();
       NoteBlocking();
       Complete(r, FinishShort(*r, v, stream));
-      ++completed;
     } else {
       batch[done] = r;
       res[done++] = v;
@@ -606,7 +602,6 @@ void ThreadsBackend::RunBatch(Request* first,
   }
   flush();
   lock->lock();
-  running_ -= completed;
 }
 
 bool ThreadsBackend::SpinForWork() {
@@ -671,7 +666,6 @@ void ThreadsBackend::WorkerMain(size_t slot) {
     // Run it, then (per-fd order) the requests of its fd that waited for it.
     while (req != nullptr) {
       req->engine_mark = kStarted;
-      ++running_;
       lock.unlock();
       TsanAcquire(req);
       const int64_t res = Execute(req, &thread_prio, &executed);
@@ -680,7 +674,6 @@ void ThreadsBackend::WorkerMain(size_t slot) {
       const int fd = req->fd;
       Complete(req, res);
       lock.lock();
-      --running_;
       req = fd >= 0 ? queue_.NextOfFd(fd) : nullptr;
     }
     // More workers than CPUs while nothing blocks only take turns: one goes.
@@ -809,47 +802,78 @@ void ThreadsBackend::Wake() noexcept {
   (void)sys::FutexWake(reinterpret_cast<const uint32_t*>(&event_seq_), INT_MAX);
 }
 
-bool ThreadsBackend::HelpOnce() {
+bool ThreadsBackend::HelpOnce(size_t most) {
   if (core_->options().threads_ordered_per_fd) return false;
-  // A request that would block goes to a worker, and the next is tried.
-  for (size_t tries = 0; tries < kWorkerBatch; ++tries) {
+  Request* batch[kWorkerBatch];
+  int64_t res[kWorkerBatch];
+  most = std::clamp<size_t>(most, 1, kWorkerBatch);
+  // Requests that would block go to a worker, and the next ones are tried,
+  // up to kWorkerBatch tries in all.
+  for (size_t tried = 0; tried < kWorkerBatch;) {
     if (queue_.empty_hint()) return false;
-    Request* req = nullptr;
+    size_t n = 0;
     {
       std::lock_guard<AdaptiveMutex> lock(mu_);
-      // Only the most urgent requests, and only a plain read or write: one
+      // Only the most urgent requests, and only plain reads and writes: one
       // with an I/O priority needs a worker's ioprio_set, an fsync may block.
       // Those a try found would block are passed by: they wait for a worker,
-      // and the ones behind them need not.
-      req = queue_.TakeHelpable();
-      if (req == nullptr) return false;
-      req->engine_mark = kStarted;
-      ++running_;
+      // and the ones behind them need not. Several at once (one lock, one
+      // completion) when more wait than the busy workers and this thread
+      // would take each, unless requests block often.
+      size_t share = 1;
+      if (most > 1 && !BlocksOften()) {
+        share = std::min(
+            most, 1 + queue_.size() / (live_workers_ - idle_workers_ + 1));
+      }
+      share = std::min(share, kWorkerBatch - tried);
+      while (n < share) {
+        Request* req = queue_.TakeHelpable();
+        if (req == nullptr) break;
+        req->engine_mark = kStarted;
+        batch[n++] = req;
+      }
     }
-    TsanAcquire(req);
-    bool stream = false;
-    long r = ReadWrite(*req, RWF_NOWAIT, &stream);
-    // Part of it done: this thread finishes it (the part done cannot be
-    // handed back to a worker).
-    if (IsShort(*req, r)) r = FinishShort(*req, r, stream);
-    if (WouldBlock(r)) {
-      // A worker does it the ordinary way.
+    if (n == 0) return false;
+    tried += n;
+    size_t done = 0;  // batch[0, done) ran, results in res
+    size_t completed = 0;
+    Request* back[kWorkerBatch];
+    size_t n_back = 0;
+    for (size_t i = 0; i < n; ++i) {
+      Request* req = batch[i];
+      TsanAcquire(req);
+      bool stream = false;
+      long r = ReadWrite(*req, RWF_NOWAIT, &stream);
+      if (IsShort(*req, r)) {
+        // Part of it done: this thread finishes it (the part done cannot be
+        // handed back to a worker), which may block: those done go first.
+        if (done != 0) Complete(batch, res, done);
+        completed += done;
+        done = 0;
+        r = FinishShort(*req, r, stream);
+      } else if (WouldBlock(r)) {
+        back[n_back++] = req;  // a worker does it the ordinary way
+        continue;
+      }
+      batch[done] = req;
+      res[done++] = r;
+    }
+    if (n_back != 0) {
       MarkBlocked();
       bool wake = false;
       {
         std::lock_guard<AdaptiveMutex> lock(mu_);
-        --running_;
-        queue_.RequeueFront(req, /*would_block=*/true);
+        // Last first: each goes back before those queued after it.
+        for (size_t i = n_back; i-- > 0;) {
+          queue_.RequeueFront(back[i], /*would_block=*/true);
+        }
         GrowPoolLocked();
         wake = idle_workers_ != 0;
       }
       if (wake) work_cv_.notify_one();
-      continue;
     }
-    Complete(req, r);
-    std::lock_guard<AdaptiveMutex> lock(mu_);
-    --running_;
-    return true;
+    if (done != 0) Complete(batch, res, done);
+    if (completed + done != 0) return true;
   }
   return false;
 }
