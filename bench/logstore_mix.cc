@@ -189,11 +189,17 @@ void PrintStats(const char* what, aiokit::Engine& e) {
   const aiokit::EngineStats s = e.Stats();
   std::printf(
       "  %s engine %s: completed %llu, submit calls %llu, wait calls %llu, "
-      "reaped from the ring %llu\n",
+      "reaped from the ring %llu",
       what, e.Name(), static_cast<unsigned long long>(s.completed),
       static_cast<unsigned long long>(s.submit_calls),
       static_cast<unsigned long long>(s.wait_calls),
       static_cast<unsigned long long>(s.ring_reaped));
+  if (s.kernel_aio != 0 || s.kernel_aio_fallbacks != 0) {
+    std::printf(", by the kernel's AIO %llu (given to workers %llu)",
+                static_cast<unsigned long long>(s.kernel_aio),
+                static_cast<unsigned long long>(s.kernel_aio_fallbacks));
+  }
+  std::printf("\n");
 }
 
 bool ParseArgs(int argc, char** argv, Config* c) {

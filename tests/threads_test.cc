@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -835,6 +836,273 @@ TEST(ThreadsEngineTest, RequestsGivenBackByAWorkerThatBlocksStillComplete) {
   }
   ::close(p[0]);
   ::close(p[1]);
+}
+
+// ---- O_DIRECT through the kernel's AIO (EngineOptions::threads_kernel_aio)
+
+// Waits up to 30 s for `fd` to be readable.
+bool WaitReadable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 30000) == 1;
+}
+
+// Why this engine does O_DIRECT on workers ("" when it uses the kernel's AIO).
+std::string KernelAioRefusal(Engine& e) {
+  for (const std::string& f : e.GetCapabilities().fallbacks) {
+    if (f.find("O_DIRECT requests on workers") != std::string::npos) return f;
+  }
+  return "";
+}
+
+// O_DIRECT writes, then reads, of `blocks` 4 KiB blocks of `f` through `e`:
+// every request comes back exactly once with its full length, and the reads
+// find what the writes wrote.
+void WriteThenReadBack(Engine& e, const File& f, size_t blocks, uint64_t seed) {
+  Result<AlignedBuffer> wbuf =
+      AlignedBuffer::Allocate(blocks * 4096, f.alignment().memory);
+  Result<AlignedBuffer> rbuf =
+      AlignedBuffer::Allocate(blocks * 4096, f.alignment().memory);
+  ASSERT_TRUE(wbuf.ok() && rbuf.ok());
+  testing::FillPattern(wbuf->data(), blocks * 4096, seed);
+  std::vector<Request> writes(blocks);
+  std::vector<Request> reads(blocks);
+  for (size_t i = 0; i < blocks; ++i) {
+    writes[i].PrepWrite(f, wbuf->data() + i * 4096, 4096, i * 4096);
+    reads[i].PrepRead(f, rbuf->data() + i * 4096, 4096, i * 4096);
+  }
+  SubmitAll(e, testing::Pointers(writes));
+  testing::ExpectExactlyOnce(testing::ReapAll(e, blocks),
+                             testing::Pointers(writes));
+  for (const Request& r : writes) EXPECT_EQ(r.rval, 4096) << Describe(r);
+  SubmitAll(e, testing::Pointers(reads));
+  testing::ExpectExactlyOnce(testing::ReapAll(e, blocks),
+                             testing::Pointers(reads));
+  for (const Request& r : reads) EXPECT_EQ(r.rval, 4096) << Describe(r);
+  EXPECT_EQ(testing::FirstMismatch(rbuf->data(), blocks * 4096, seed), -1);
+}
+
+// As the kernel's own AIO does them: O_DIRECT reads and writes need no
+// worker thread. With threads_min 0 none is started; the engine counts them
+// as done by the kernel's AIO.
+TEST(ThreadsEngineTest, ODirectRequestsGoToTheKernelsAioWithoutAWorker) {
+  std::unique_ptr<Engine> e = MakeThreads();
+  ASSERT_NE(e, nullptr);
+  if (std::string why = KernelAioRefusal(*e); !why.empty()) {
+    GTEST_SKIP() << why;
+  }
+  File f = testing::ScratchFile(64 * 4096, 70, O_DIRECT);
+  WriteThenReadBack(*e, f, 64, 71);
+  const EngineStats s = e->Stats();
+  EXPECT_GT(s.kernel_aio, 0U);
+  // Unless the device's queue was full at a moment (RWF_NOWAIT then says
+  // "would block" and a worker does it), no worker was needed.
+  if (s.kernel_aio == 128) {
+    EXPECT_EQ(s.workers, 0U);
+  }
+}
+
+// The option off, per-fd order, or callbacks without a completion thread
+// (nobody would reap the kernel's ring): every O_DIRECT request on workers,
+// as before.
+TEST(ThreadsEngineTest, WithoutKernelAioODirectRunsOnWorkers) {
+  File f = testing::ScratchFile(16 * 4096, 72, O_DIRECT);
+  for (int variant = 0; variant < 2; ++variant) {
+    EngineOptions o;
+    if (variant == 0) o.threads_kernel_aio = false;
+    if (variant == 1) o.threads_ordered_per_fd = true;
+    std::unique_ptr<Engine> e = MakeThreads(o);
+    ASSERT_NE(e, nullptr);
+    WriteThenReadBack(*e, f, 16, 73 + variant);
+    EXPECT_EQ(e->Stats().kernel_aio, 0U) << "variant " << variant;
+  }
+  std::atomic<int> delivered{0};
+  EngineOptions o;
+  o.on_complete_arg = &delivered;
+  o.on_complete = [](void* arg, Request* /*req*/) {
+    static_cast<std::atomic<int>*>(arg)->fetch_add(1);
+  };
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  Result<AlignedBuffer> buf = AlignedBuffer::Allocate(4096, 4096);
+  ASSERT_TRUE(buf.ok());
+  Request r;
+  r.PrepRead(f, buf->data(), 4096, 0);
+  SubmitAll(*e, {&r});
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  // Delivered by the worker that did it, with no Reap.
+  while (delivered.load() == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  EXPECT_EQ(delivered.load(), 1);
+  EXPECT_EQ(e->Stats().kernel_aio, 0U);
+}
+
+int g_refuse_mode = 0;  // 0: EAGAIN, 1: EOPNOTSUPP, 2: take one at a time
+long RefusingIoSubmit(aio_context_t ctx, long nr, struct iocb** iocbs) {
+  switch (g_refuse_mode) {
+    case 0:
+      return -EAGAIN;
+    case 1:
+      return -EOPNOTSUPP;
+    default:
+      return sys::real::IoSubmit(ctx, nr > 0 ? 1 : nr, iocbs);
+  }
+}
+
+// Whatever io_submit answers (no room, "this file cannot say would block",
+// one request at a time), every request is done once, by the kernel or by a
+// worker; none is lost or done twice, and the data is right.
+TEST(ThreadsEngineTest, KernelAioRefusalsGoToWorkersNothingLost) {
+  for (g_refuse_mode = 0; g_refuse_mode < 3; ++g_refuse_mode) {
+    SCOPED_TRACE("mode " + std::to_string(g_refuse_mode));
+    std::unique_ptr<Engine> e = MakeThreads();
+    ASSERT_NE(e, nullptr);
+    if (std::string why = KernelAioRefusal(*e); !why.empty()) {
+      GTEST_SKIP() << why;
+    }
+    File f = testing::ScratchFile(32 * 4096, 75, O_DIRECT);
+    sys::FaultHooks hooks;
+    hooks.io_submit = &RefusingIoSubmit;
+    sys::SetFaultHooks(&hooks);
+    WriteThenReadBack(*e, f, 32, 76 + g_refuse_mode);
+    sys::SetFaultHooks(nullptr);
+    const EngineStats s = e->Stats();
+    if (g_refuse_mode == 0) {
+      EXPECT_EQ(s.kernel_aio, 0U);
+      EXPECT_EQ(s.kernel_aio_fallbacks, 64U);
+    } else if (g_refuse_mode == 1) {
+      // After the first refusal the fd's requests go to workers at once.
+      EXPECT_EQ(s.kernel_aio, 0U);
+      EXPECT_GE(s.kernel_aio_fallbacks, 1U);
+    } else {
+      EXPECT_GT(s.kernel_aio, 0U);
+    }
+  }
+}
+
+// NotifyFd says "completions to reap" for a request the kernel's AIO did, as
+// for one a worker did; a request with its own eventfd gets it signalled.
+TEST(ThreadsEngineTest, KernelAioCompletionsSignalNotifyFdAndOwnEventfd) {
+  EngineOptions o;
+  o.notify_fd = true;
+  std::unique_ptr<Engine> e = MakeThreads(o);
+  ASSERT_NE(e, nullptr);
+  if (std::string why = KernelAioRefusal(*e); !why.empty()) {
+    GTEST_SKIP() << why;
+  }
+  Result<int> nfd = e->NotifyFd();
+  ASSERT_TRUE(nfd.ok()) << nfd.status().ToString();
+  File f = testing::ScratchFile(2 * 4096, 77, O_DIRECT);
+  Result<AlignedBuffer> buf = AlignedBuffer::Allocate(2 * 4096, 4096);
+  ASSERT_TRUE(buf.ok());
+  const int own = ::eventfd(0, EFD_CLOEXEC);
+  ASSERT_GE(own, 0);
+  Request plain;
+  Request with_own;
+  plain.PrepRead(f, buf->data(), 4096, 0);
+  with_own.PrepRead(f, buf->data() + 4096, 4096, 4096);
+  with_own.SetEventFd(own);
+  SubmitAll(*e, {&plain, &with_own});
+  // Both signalled before either is reaped.
+  uint64_t count = 0;
+  ASSERT_TRUE(WaitReadable(*nfd));
+  ASSERT_TRUE(WaitReadable(own));
+  ASSERT_EQ(::read(*nfd, &count, sizeof(count)), 8);
+  EXPECT_GE(count, 1U);
+  ASSERT_EQ(::read(own, &count, sizeof(count)), 8);
+  EXPECT_EQ(count, 1U);
+  testing::ExpectExactlyOnce(testing::ReapAll(*e, 2), {&plain, &with_own});
+  EXPECT_EQ(plain.rval, 4096);
+  EXPECT_EQ(with_own.rval, 4096);
+  EXPECT_EQ(testing::FirstMismatch(buf->data(), 2 * 4096, 77), -1);
+  // The plain one by the kernel; the other (two eventfds to signal) by a
+  // worker.
+  EXPECT_EQ(e->Stats().kernel_aio, 1U);
+  ::close(own);
+}
+
+// A request the kernel's AIO has is not cancellable (the kernel cancels no
+// file's or block device's request) and completes normally; Shutdown with
+// such requests in flight waits for them, and each comes back once.
+TEST(ThreadsEngineTest, KernelAioRequestsCompleteThroughCancelAndShutdown) {
+  std::unique_ptr<Engine> e = MakeThreads();
+  ASSERT_NE(e, nullptr);
+  if (std::string why = KernelAioRefusal(*e); !why.empty()) {
+    GTEST_SKIP() << why;
+  }
+  constexpr size_t kBlocks = 128;
+  File f = testing::ScratchFile(kBlocks * 4096, 78, O_DIRECT);
+  Result<AlignedBuffer> buf = AlignedBuffer::Allocate(kBlocks * 4096, 4096);
+  ASSERT_TRUE(buf.ok());
+  std::vector<Request> reads(kBlocks);
+  for (size_t i = 0; i < kBlocks; ++i) {
+    reads[i].PrepRead(f, buf->data() + i * 4096, 4096, i * 4096);
+  }
+  SubmitAll(*e, testing::Pointers(reads));
+  std::vector<bool> cancelled(kBlocks, false);
+  for (size_t i = 0; i < kBlocks; i += 16) {
+    const Status c = e->Cancel(&reads[i]);
+    // One the kernel gave back to a worker (the device's queue was full) and
+    // that is still queued is taken back; any other is not cancellable.
+    if (c.ok()) {
+      cancelled[i] = true;
+    } else {
+      EXPECT_TRUE(c.Is(Errc::kNotCancellable)) << c.ToString();
+    }
+  }
+  ASSERT_TRUE(e->Shutdown(std::chrono::seconds(30)).ok());
+  testing::Reaped got = testing::ReapAll(*e, kBlocks);
+  testing::ExpectExactlyOnce(got, testing::Pointers(reads));
+  for (size_t i = 0; i < kBlocks; ++i) {
+    if (cancelled[i]) {
+      EXPECT_EQ(reads[i].rval, -ECANCELED) << Describe(reads[i]);
+      continue;
+    }
+    EXPECT_EQ(reads[i].rval, 4096) << Describe(reads[i]);
+    EXPECT_EQ(
+        testing::FirstMismatch(buf->data() + i * 4096, 4096, 78, i * 4096), -1);
+  }
+}
+
+// A log that writes into preallocated (unwritten) blocks: the kernel's AIO
+// may say such a write would block (ext4 needs its journal for them); those
+// go to workers, later ones there at once (but for a probe now and then), and
+// every write lands.
+TEST(ThreadsEngineTest, ODirectWritesIntoPreallocatedBlocksAllLand) {
+  std::unique_ptr<Engine> e = MakeThreads();
+  ASSERT_NE(e, nullptr);
+  if (std::string why = KernelAioRefusal(*e); !why.empty()) {
+    GTEST_SKIP() << why;
+  }
+  File f = testing::ScratchFile(0, 0, O_DIRECT);
+  constexpr size_t kBlocks = 256;
+  ASSERT_EQ(::fallocate(f.fd(), 0, 0, kBlocks * 4096), 0) << errno;
+  // Eight at a time, in order, as a log appends.
+  Result<AlignedBuffer> wbuf = AlignedBuffer::Allocate(kBlocks * 4096, 4096);
+  ASSERT_TRUE(wbuf.ok());
+  testing::FillPattern(wbuf->data(), kBlocks * 4096, 79);
+  for (size_t first = 0; first < kBlocks; first += 8) {
+    std::vector<Request> writes(8);
+    for (size_t i = 0; i < 8; ++i) {
+      writes[i].PrepWrite(f, wbuf->data() + (first + i) * 4096, 4096,
+                          (first + i) * 4096);
+    }
+    SubmitAll(*e, testing::Pointers(writes));
+    testing::ExpectExactlyOnce(testing::ReapAll(*e, 8),
+                               testing::Pointers(writes));
+    for (const Request& r : writes) ASSERT_EQ(r.rval, 4096) << Describe(r);
+  }
+  const EngineStats s = e->Stats();
+  EXPECT_GE(s.kernel_aio + s.kernel_aio_fallbacks, 1U);  // tried, at least
+  std::string back(kBlocks * 4096, '\0');
+  const std::string path = "/proc/self/fd/" + std::to_string(f.fd());
+  const int rfd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(rfd, 0);
+  EXPECT_EQ(::pread(rfd, back.data(), back.size(), 0),
+            static_cast<ssize_t>(back.size()));
+  ::close(rfd);
+  EXPECT_EQ(testing::FirstMismatch(back.data(), back.size(), 79), -1);
 }
 
 }  // namespace

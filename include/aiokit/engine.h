@@ -182,6 +182,15 @@ struct EngineOptions {
   // Requests on the same fd run one at a time, in submission order (as glibc's
   // POSIX AIO does). Otherwise they run in parallel.
   bool threads_ordered_per_fd = false;
+  // O_DIRECT reads and writes (requests prepared from a File opened with
+  // O_DIRECT) go to the kernel's AIO, as the kernel's own AIO does them,
+  // without a worker; tried with RWF_NOWAIT, so one that would block in the
+  // kernel's submission goes to a worker instead. Used where the kernel allows
+  // it (probed at Init), and not with threads_ordered_per_fd, nor with
+  // on_complete unless completion_thread (someone must reap the kernel's
+  // ring). Requests with an I/O priority, or with their own eventfd while
+  // NotifyFd is on, stay on workers.
+  bool threads_kernel_aio = true;
 };
 
 // What an engine offers here (probed at Init).
@@ -240,6 +249,10 @@ struct EngineStats {
   // by Cancel, or by Shutdown with ShutdownMode::kCancelNotStarted.
   uint64_t cancelled = 0;
   uint64_t workers = 0;  // threads engine: worker threads alive now
+  // threads engine: requests the kernel's AIO did (threads_kernel_aio), and
+  // those it gave back to workers (it would have blocked, or refused them).
+  uint64_t kernel_aio = 0;
+  uint64_t kernel_aio_fallbacks = 0;
 };
 
 // What Shutdown does with requests it accepted that have not started yet.

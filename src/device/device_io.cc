@@ -381,6 +381,10 @@ void DeviceImpl::PreparePiece(Io* io) {
       req.PrepWrite(file_.fd(), base, io->length, io->offset);
       if (io->write.atomic) req.SetRwFlags(rwf::kAtomic);
     }
+    // O_DIRECT's alignment (known only then), which the device checked: the
+    // engine knows the request waits for the device (the threads engine
+    // gives such requests to the kernel's AIO).
+    req.SetAlignment(io->op == Op::kRead ? read_align_ : write_align_);
     if (registered_) {
       const int16_t index = io->buffers[0].registered_index();
       if (index >= 0) req.SetFixedBuffer(index);
@@ -449,6 +453,7 @@ void DeviceImpl::PreparePiece(Io* io) {
     split_.fetch_add(1, std::memory_order_relaxed);
   }
   if (io->op == Op::kWrite && io->write.atomic) req.SetRwFlags(rwf::kAtomic);
+  req.SetAlignment(io->op == Op::kRead ? read_align_ : write_align_);
   req.priv = io;
 }
 

@@ -319,6 +319,12 @@ inline void TsanRelease(void* /*p*/) noexcept {}
 inline void TsanAcquire(void* /*p*/) noexcept {}
 #endif
 
+// ThreadSanitizer's stand-in for the kernel's ordering of a completion ring's
+// unmap (io_destroy, io_uring's close) before a later setup maps one at those
+// addresses: it sees neither. One for every engine, since any engine's ring
+// may be mapped where another's was. Only its address is used.
+inline char kernel_ring_mapping_sync;
+
 // Counts a thread inside Submit or Cancel for as long as the object lives.
 // Shutdown sets its flag and then waits for the count to reach zero; a thread
 // increments and then reads the flag (seq_cst both): either Shutdown sees the

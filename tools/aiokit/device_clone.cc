@@ -95,6 +95,7 @@ class DeviceClone {
     d.engine.threads_min = o_.threads_min;
     d.engine.threads_max = o_.threads_max;
     d.engine.threads_ordered_per_fd = o_.threads_ordered;
+    d.engine.threads_kernel_aio = o_.threads_kernel_aio;
     d.completion_threads = 0;
     d.reap_max = std::max(1U, o_.iodepth);
     d.direct = o_.direct != 0;

@@ -1781,6 +1781,14 @@ const std::vector<Option>& Table() {
        [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
          return Set(j.threads_ordered, Flag(v, w));
        }},
+      {{"threads_kernel_aio"},
+       Arg::kValue,
+       "0|1",
+       "threads engine: O_DIRECT reads and writes through the kernel's AIO "
+       "where it allows (1, the default), or on workers (0)",
+       [](BenchPlan&, JobOptions& j, std::string_view v, const std::string& w) {
+         return Set(j.threads_kernel_aio, Flag(v, w));
+       }},
       {{"output-format", "output_format"},
        Arg::kValue,
        "FORMAT",

@@ -142,6 +142,7 @@ struct JobOptions {
   unsigned threads_min = 0;
   unsigned threads_max = 0;
   bool threads_ordered = false;
+  bool threads_kernel_aio = true;
   // What the job drives: "engine" (requests on the engine, fio's way),
   // "device" (the device layer, aiokit/device.h: one IoContext per request,
   // as a storage engine would) or "coro" (--iodepth coroutines on a loop,

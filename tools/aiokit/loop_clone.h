@@ -210,6 +210,7 @@ class LoopClone {
     eo.threads_min = o_.threads_min;
     eo.threads_max = o_.threads_max;
     eo.threads_ordered_per_fd = o_.threads_ordered;
+    eo.threads_kernel_aio = o_.threads_kernel_aio;
     Result<std::unique_ptr<Engine>> made = MakeEngine(eo, &r_.passed_over);
     if (!made.ok()) {
       Fail(EngineRefused{o_.engine, made.status().ToString()}, Status());

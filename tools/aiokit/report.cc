@@ -106,6 +106,10 @@ Json AiokitJson(const Entry& e, const RunResult& res, uint64_t run_ios) {
   ak["wait_calls"] = r.es.wait_calls;
   ak["sleeps"] = r.es.sleeps;
   ak["ring_reaped"] = r.es.ring_reaped;
+  // threads engine: O_DIRECT requests the kernel's AIO did, and those it gave
+  // to workers.
+  ak["kernel_aio"] = r.es.kernel_aio;
+  ak["kernel_aio_fallbacks"] = r.es.kernel_aio_fallbacks;
   ak["avg_submit_batch"] = r.submit_calls != 0
                                ? static_cast<double>(r.submitted) /
                                      static_cast<double>(r.submit_calls)

@@ -54,6 +54,8 @@ void CloneResult::Merge(const CloneResult& o) {
   es.sleeps += o.es.sleeps;
   es.completed += o.es.completed;
   es.ring_reaped += o.es.ring_reaped;
+  es.kernel_aio += o.es.kernel_aio;
+  es.kernel_aio_fallbacks += o.es.kernel_aio_fallbacks;
   es.eagain_retries += o.es.eagain_retries;
 }
 

@@ -62,12 +62,6 @@
 namespace aiokit::internal {
 namespace {
 
-// ThreadSanitizer's stand-in for the kernel's ordering of a ring's unmap
-// (io_uring_queue_exit) before a later io_uring_setup maps one at those
-// addresses: liburing maps and unmaps with its own system calls, which it does
-// not see. Only its address is used.
-char ring_mapping_sync;
-
 // user_data of the engine's own SQEs (a Request pointer is never this small).
 constexpr uint64_t kWakeTag = 1;    // a NOP that wakes a sleeping reaper
 constexpr uint64_t kLinkTag = 2;    // the eventfd write linked after a request
@@ -320,7 +314,8 @@ Status IoUringBackend::Init(Capabilities* caps) {
         params.sq_thread_cpu = static_cast<unsigned>(options.sqpoll_cpu);
       }
     }
-    TsanAcquire(&ring_mapping_sync);  // liburing writes the new rings too
+    TsanAcquire(
+        &kernel_ring_mapping_sync);  // liburing writes the new rings too
     r = sys::UringQueueInit(sq_entries, &ring_, &params);
     if (r != -EINVAL || opt_flags == 0) break;
     // Give up the first optional flag still set (DEFER_TASKRUN first: it needs
@@ -349,7 +344,7 @@ Status IoUringBackend::Init(Capabilities* caps) {
   ring_ready_ = true;
   // The rings may lie where another engine's were (pairs with the
   // TsanRelease before each io_uring_queue_exit).
-  TsanAcquire(&ring_mapping_sync);
+  TsanAcquire(&kernel_ring_mapping_sync);
 
   // What this engine cannot do without.
   if ((params.features & IORING_FEAT_NODROP) == 0 ||
@@ -357,7 +352,7 @@ Status IoUringBackend::Init(Capabilities* caps) {
     const char* missing = (params.features & IORING_FEAT_NODROP) == 0
                               ? "IORING_FEAT_NODROP (5.5)"
                               : "IORING_FEAT_EXT_ARG (5.11)";
-    TsanRelease(&ring_mapping_sync);
+    TsanRelease(&kernel_ring_mapping_sync);
     io_uring_queue_exit(&ring_);
     ring_ready_ = false;
     return Status::Error(Errc::kUnsupported,
@@ -425,7 +420,7 @@ Status IoUringBackend::Init(Capabilities* caps) {
 IoUringBackend::~IoUringBackend() {
   if (ring_ready_) {
     // Init failed after the ring was made (nothing was ever submitted).
-    TsanRelease(&ring_mapping_sync);
+    TsanRelease(&kernel_ring_mapping_sync);
     io_uring_queue_exit(&ring_);
   }
 }
@@ -898,7 +893,7 @@ void IoUringBackend::Destroy() {
   std::lock_guard<std::mutex> lock(submit_mu_);
   // Only requests matter here: a wake-up NOP still queued holds no memory of
   // ours, and io_uring_queue_exit disposes of it.
-  TsanRelease(&ring_mapping_sync);  // our last use of the rings is above
+  TsanRelease(&kernel_ring_mapping_sync);  // our last use of the rings is above
   io_uring_queue_exit(&ring_);
   ring_ready_ = false;
 }

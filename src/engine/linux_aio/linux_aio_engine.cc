@@ -60,11 +60,6 @@ static_assert(offsetof(Request, iocb) == 0,
 static_assert(std::is_standard_layout_v<Request>,
               "a Request must be standard-layout so that &req.iocb == &req");
 
-// ThreadSanitizer's stand-in for the kernel's ordering of a completion ring's
-// unmap (io_destroy) before a later io_setup maps one at those addresses: it
-// sees neither. Only its address is used.
-char ring_mapping_sync;
-
 timespec ToTimespec(std::chrono::nanoseconds d) {
   if (d.count() < 0) d = std::chrono::nanoseconds(0);
   timespec ts;
@@ -206,7 +201,7 @@ Status LinuxAioBackend::Init(Capabilities* caps) {
   // thread) was; it unmapped that one first, which orders that engine's last
   // use of it before ours. ThreadSanitizer cannot see the kernel map and
   // unmap, so say it (pairs with Destroy).
-  TsanAcquire(&ring_mapping_sync);
+  TsanAcquire(&kernel_ring_mapping_sync);
   VgAioRingMapped(ring);  // valgrind assumes fewer events than are mapped
   if (AioRingUsable(ring)) ring_ = ring;
   events_.resize(ring_ != nullptr ? ring_->nr : 2 * static_cast<size_t>(nr));
@@ -382,7 +377,7 @@ void LinuxAioBackend::Destroy() {
   // are mapped again (pairs with Init's TsanAcquire): the release comes after
   // the last of them, memcheck's look at the header.
   VgAioRingUnmapping(ring_);  // while no one else can map those addresses
-  TsanRelease(&ring_mapping_sync);
+  TsanRelease(&kernel_ring_mapping_sync);
   (void)sys::IoDestroy(ctx_);
   ctx_ = 0;
   ring_ = nullptr;

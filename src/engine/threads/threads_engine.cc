@@ -36,8 +36,17 @@
 //
 // Unlike glibc's AIO, requests on the same fd run in parallel unless
 // threads_ordered_per_fd asks for submission order on each fd.
+//
+// The kernel's AIO for O_DIRECT (threads_kernel_aio). As in the kernel's own
+// AIO, O_DIRECT reads and writes need no thread: where the kernel allows, they
+// go to a kernel AIO context beside the ring (io_submit with RWF_NOWAIT, so
+// that Submit never blocks), and one the kernel would block on or refuses goes
+// to a worker instead. Drain reads both rings; a reaper sleeps in io_getevents
+// on the kernel's context, and Wake submits a wake-up request there (a
+// zero-length pipe read, completed at once), as linux-aio's engine does.
 
 #include <fcntl.h>
+#include <linux/aio_abi.h>
 #include <linux/fs.h>
 #include <sched.h>
 #include <unistd.h>
@@ -66,7 +75,9 @@
 #include "engine/engines.h"
 #include "engine/threads/threads_io.h"
 #include "engine/threads/threads_queue.h"
+#include "engine/valgrind.h"
 #include "sys/syscalls.h"
+#include "util/strings.h"
 
 namespace aiokit::internal {
 namespace {
@@ -82,6 +93,9 @@ constexpr std::chrono::microseconds kSlowTry{50};
 // the workers go on as they do when nothing blocks.
 constexpr int kBlockWindowShift = 10;  // windows of 1024 completions
 constexpr int64_t kOftenBlocks = 16;
+// Writes to an fd whose writes the kernel's AIO said would block go to
+// workers, but for one in this many (ThreadsBackend::ForKernel).
+constexpr uint32_t kProbeEvery = 64;
 
 // Moves the calling thread off `cpu` (to any other CPU its affinity allows),
 // then gives it its affinity back, so that it stays free to go anywhere. False
@@ -112,7 +126,12 @@ class ThreadsBackend final : public BackendBase {
 
   explicit ThreadsBackend(CoreState* core)
       : core_(core), queue_(core->options().threads_ordered_per_fd) {}
-  ~ThreadsBackend() { std::free(ring_); }
+  ~ThreadsBackend() {
+    std::free(ring_);
+    for (int& fd : kwake_pipe_) {
+      if (fd >= 0) (void)sys::Close(fd);
+    }
+  }
   ThreadsBackend(const ThreadsBackend&) = delete;
   ThreadsBackend& operator=(const ThreadsBackend&) = delete;
 
@@ -120,7 +139,8 @@ class ThreadsBackend final : public BackendBase {
   OfferResult Offer(Request* const* reqs, size_t n);
   size_t Drain(Request** out, size_t max);
   [[nodiscard]] bool Ready() const noexcept {
-    return ring_ != nullptr && AioRingPending(ring_) != 0;
+    return (ring_ != nullptr && AioRingPending(ring_) != 0) ||
+           (kring_ != nullptr && AioRingPending(kring_) != 0);
   }
   [[nodiscard]] bool Busy() const noexcept { return InFlight() > 0; }
   [[nodiscard]] int64_t InFlightCount() const noexcept { return InFlight(); }
@@ -146,6 +166,8 @@ class ThreadsBackend final : public BackendBase {
   }
   void FillStats(EngineStats* s) const noexcept {
     s->workers = live_workers_stat_.load(std::memory_order_relaxed);
+    s->kernel_aio = kernel_aio_.load(std::memory_order_relaxed);
+    s->kernel_aio_fallbacks = kernel_fallbacks_.load(std::memory_order_relaxed);
   }
   [[nodiscard]] const char* AgainText() const noexcept {
     return "no completion slot";
@@ -155,8 +177,24 @@ class ThreadsBackend final : public BackendBase {
   // Takes up to `want` ring slots; returns how many it got.
   unsigned TakeSlots(unsigned want) noexcept;
   void ReturnSlots(unsigned n) noexcept;
-  // Queues reqs[0, n) (slots taken).
-  void QueueRequests(Request* const* reqs, size_t n);
+  // Queues reqs[0, n) (slots taken); `counted`: already in added_.
+  void QueueRequests(Request* const* reqs, size_t n, bool counted = false);
+  // Sets up the kernel's AIO for O_DIRECT (threads_kernel_aio) where the
+  // kernel allows it; otherwise says why in caps->fallbacks.
+  void SetUpKernelAio(Capabilities* caps);
+  // Whether `req` goes to the kernel's AIO rather than to a worker.
+  [[nodiscard]] bool ForKernel(const Request& req) noexcept;
+  // Offers reqs[0, n) (slots taken): those ForKernel to the kernel's AIO,
+  // the rest, and those the kernel did not take, to the queue.
+  void OfferWithKernel(Request* const* reqs, size_t n);
+  // io_submit of reqs[0, n) (ForKernel, not yet counted); appends those the
+  // kernel did not take (counted) to back[*n_back].
+  void SubmitToKernel(Request** reqs, size_t n, Request** back, size_t* n_back);
+  // A kernel event: its request, completed (rval set), or nullptr for the
+  // wake-up event and for a request given to a worker (it would block).
+  Request* OnKernelEvent(const io_event& ev);
+  // Submits the wake-up request unless it is in the kernel already.
+  void KernelWake() noexcept;
   // Starts workers while queued requests outnumber idle ones. REQUIRES mu_.
   void GrowPoolLocked();
   // Requests wait that no idle worker will take: wake a reaper asleep in
@@ -251,6 +289,32 @@ class ThreadsBackend final : public BackendBase {
   // changes; spinning workers read it).
   std::atomic<int> reaper_cpu_{-1};
   std::atomic<uint64_t> live_workers_stat_{0};
+  // The kernel's AIO context for O_DIRECT (threads_kernel_aio); kring_ is
+  // null when it is not used. Its wake-up request is a zero-length read of
+  // the pipe, in the kernel at most once (kwake_in_flight_).
+  aio_context_t kctx_ = 0;
+  AioRing* kring_ = nullptr;
+  std::vector<io_event> kevents_;  // Sleep's io_getevents buffer (the reaper's)
+  int kwake_pipe_[2] = {-1, -1};
+  struct iocb kwake_iocb_ = {};
+  char kwake_byte_ = 0;
+  bool on_valgrind_ = false;
+  std::atomic<bool> kwake_in_flight_{false};
+  // A wake-up request failed to go in: the reaper sleeps in slices of 10 ms.
+  std::atomic<bool> kwake_failed_{false};
+  // The last fd whose RWF_NOWAIT request the kernel refused (EOPNOTSUPP: its
+  // file system cannot say "would block"): its requests go to workers (a
+  // hint, relaxed).
+  std::atomic<int> knowait_refused_fd_{-1};
+  // The last fd whose write the kernel's AIO gave back as one that would
+  // block (an O_DIRECT write into preallocated, unwritten blocks needs the
+  // journal): its writes go to workers, but for one in kProbeEvery, which
+  // finds out whether they still would (relaxed hints).
+  std::atomic<int> kblocking_write_fd_{-1};
+  std::atomic<uint32_t> kprobe_count_{0};
+  // Requests the kernel's AIO completed, and those it gave to workers.
+  std::atomic<uint64_t> kernel_aio_{0};
+  std::atomic<uint64_t> kernel_fallbacks_{0};
 
   // ---- Written by workers as they complete requests.
   alignas(kCacheLine) AdaptiveMutex ring_mu_;  // producers write at the tail
@@ -357,7 +421,70 @@ Status ThreadsBackend::Init(Capabilities* caps) {
   caps->rw_flags = true;
   caps->ioprio = true;
   caps->ring_entries = nr_;
+  if (options.threads_kernel_aio) SetUpKernelAio(caps);
   return {};
+}
+
+void ThreadsBackend::SetUpKernelAio(Capabilities* caps) {
+  const EngineOptions& o = core_->options();
+  // In order per fd: workers keep the order; callbacks without a completion
+  // thread: nobody would reap the kernel's ring.
+  if (o.threads_ordered_per_fd ||
+      (o.on_complete != nullptr && !o.completion_thread)) {
+    return;
+  }
+  const std::string prefix = "threads: O_DIRECT requests on workers: ";
+  // RWF_NOWAIT in an iocb: 4.14.
+  if (!sys::RunningKernel().AtLeast(4, 14)) {
+    caps->fallbacks.emplace_back(prefix +
+                                 "kernel AIO takes RWF_NOWAIT from 4.14 on");
+    return;
+  }
+  // Room for every request in flight (at most nr_ - 1) and the wake-up.
+  aio_context_t ctx = 0;  // io_setup requires *ctx == 0
+  if (long r = sys::IoSetup(nr_, &ctx); r < 0) {
+    caps->fallbacks.emplace_back(
+        prefix + "io_setup(nr_events=" + std::to_string(nr_) +
+        ") failed: " + util::ErrnoText(static_cast<int>(-r)));
+    return;
+  }
+  auto* ring = reinterpret_cast<AioRing*>(ctx);
+  // As linux-aio's Init: the kernel may map the ring where another engine's
+  // was (pairs with the TsanRelease before every io_destroy).
+  TsanAcquire(&kernel_ring_mapping_sync);
+  VgAioRingMapped(ring);
+  std::string why;
+  if (!AioRingUsable(ring)) {
+    why = "the kernel's completion ring has a layout not known here";
+  } else if (sys::Pipe2(kwake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {
+    why = "no pipe for the wake-up request";
+  } else {
+    // The wake-up request: a zero-length read from a pipe completes at once.
+    kwake_iocb_.aio_lio_opcode = IOCB_CMD_PREAD;
+    kwake_iocb_.aio_fildes = static_cast<uint32_t>(kwake_pipe_[0]);
+    kwake_iocb_.aio_buf = reinterpret_cast<uint64_t>(&kwake_byte_);
+    kwake_iocb_.aio_nbytes = 0;
+    struct iocb* p = &kwake_iocb_;
+    bool ok = false;
+    if (sys::real::IoSubmit(ctx, 1, &p) == 1) {
+      io_event ev;
+      timespec ts{1, 0};
+      ok = sys::real::IoGetevents(ctx, 1, 1, &ev, &ts) == 1 &&
+           ev.obj == reinterpret_cast<uint64_t>(&kwake_iocb_);
+    }
+    if (!ok) why = "a zero-length pipe read does not complete at once here";
+  }
+  if (!why.empty()) {
+    VgAioRingUnmapping(ring);
+    TsanRelease(&kernel_ring_mapping_sync);
+    (void)sys::IoDestroy(ctx);
+    caps->fallbacks.emplace_back(prefix + why);
+    return;
+  }
+  kctx_ = ctx;
+  kring_ = ring;
+  kevents_.resize(ring->nr);
+  on_valgrind_ = RunningOnValgrind();
 }
 
 // ---------------------------------------------------------------- Submit
@@ -406,9 +533,12 @@ void ThreadsBackend::GrowPoolLocked() {
   }
 }
 
-void ThreadsBackend::QueueRequests(Request* const* reqs, size_t n) {
+void ThreadsBackend::QueueRequests(Request* const* reqs, size_t n,
+                                   bool counted) {
   for (size_t i = 0; i < n; ++i) TsanRelease(reqs[i]);
-  added_.fetch_add(static_cast<int64_t>(n), std::memory_order_release);
+  if (!counted) {
+    added_.fetch_add(static_cast<int64_t>(n), std::memory_order_release);
+  }
   size_t queued = 0;
   size_t idle = 0;
   size_t wake = 0;
@@ -443,9 +573,100 @@ OfferResult ThreadsBackend::Offer(Request* const* reqs, size_t n) {
     result.kind = OfferResult::kAgain;
     return result;
   }
-  QueueRequests(reqs, got);
+  if (kring_ != nullptr) {
+    OfferWithKernel(reqs, got);
+  } else {
+    QueueRequests(reqs, got);
+  }
   result.taken = got;
   return result;
+}
+
+bool ThreadsBackend::ForKernel(const Request& req) noexcept {
+  // O_DIRECT (known by the alignment a File gave it), a plain transfer, no
+  // I/O priority (a worker applies that as the kernel checks it), and one
+  // eventfd at most: the kernel signals one per iocb, and NotifyFd's and the
+  // request's own must both be.
+  const bool write = req.op == Op::kWrite || req.op == Op::kWritev;
+  if (!(write || req.op == Op::kRead || req.op == Op::kReadv) ||
+      !req.align.known() || req.has_ioprio ||
+      (req.resfd >= 0 && core_->notify_fd() >= 0) ||
+      req.fd == knowait_refused_fd_.load(std::memory_order_relaxed)) {
+    return false;
+  }
+  return !write ||
+         req.fd != kblocking_write_fd_.load(std::memory_order_relaxed) ||
+         kprobe_count_.fetch_add(1, std::memory_order_relaxed) % kProbeEvery ==
+             0;
+}
+
+void ThreadsBackend::OfferWithKernel(Request* const* reqs, size_t n) {
+  constexpr size_t kChunk = 64;
+  for (size_t first = 0; first < n; first += kChunk) {
+    const size_t m = std::min(kChunk, n - first);
+    Request* kernel[kChunk];
+    Request* workers[kChunk];
+    Request* back[kChunk];
+    size_t n_kernel = 0;
+    size_t n_workers = 0;
+    size_t n_back = 0;
+    for (size_t i = 0; i < m; ++i) {
+      Request* r = reqs[first + i];
+      if (ForKernel(*r)) {
+        kernel[n_kernel++] = r;
+      } else {
+        workers[n_workers++] = r;
+      }
+    }
+    if (n_kernel != 0) SubmitToKernel(kernel, n_kernel, back, &n_back);
+    if (n_workers != 0) QueueRequests(workers, n_workers);
+    if (n_back != 0) {
+      kernel_fallbacks_.fetch_add(n_back, std::memory_order_relaxed);
+      QueueRequests(back, n_back, /*counted=*/true);
+    }
+  }
+}
+
+void ThreadsBackend::SubmitToKernel(Request** reqs, size_t n, Request** back,
+                                    size_t* n_back) {
+  const int notify = core_->notify_fd();
+  for (size_t i = 0; i < n; ++i) {
+    Request* r = reqs[i];
+    r->FillIocb();
+    // Never waits in io_submit: what would is a worker's.
+    r->iocb.aio_rw_flags |= RWF_NOWAIT;
+    if (r->resfd < 0 && notify >= 0) {
+      r->iocb.aio_flags |= IOCB_FLAG_RESFD;
+      r->iocb.aio_resfd = static_cast<uint32_t>(notify);
+    }
+    r->engine_mark = kInKernel;
+    TsanRelease(r);
+  }
+  // Counted before the kernel has them: a completion reaped at once must not
+  // take the count in flight below zero (InFlight).
+  added_.fetch_add(static_cast<int64_t>(n), std::memory_order_release);
+  // The iocb is each Request's first member (linux-aio's static_asserts).
+  size_t done = 0;
+  while (done < n) {
+    auto** iocbs = reinterpret_cast<struct iocb**>(reqs + done);
+    const long r = sys::IoSubmit(kctx_, static_cast<long>(n - done), iocbs);
+    core_->counters().submit_calls.fetch_add(1, std::memory_order_relaxed);
+    if (r > 0) {
+      done += static_cast<size_t>(r);
+      continue;
+    }
+    if (r == 0 || r == -EAGAIN || r == -EINTR) {
+      // No room in the kernel (or no answer): the rest go to workers.
+      while (done < n) back[(*n_back)++] = reqs[done++];
+      break;
+    }
+    // The kernel refused reqs[done]: a worker runs it, and says what is wrong
+    // with it if anything is (EBADF, EINVAL, ...).
+    if (r == -EOPNOTSUPP) {
+      knowait_refused_fd_.store(reqs[done]->fd, std::memory_order_relaxed);
+    }
+    back[(*n_back)++] = reqs[done++];
+  }
 }
 
 // ---------------------------------------------------------------- Workers
@@ -799,7 +1020,24 @@ void ThreadsBackend::Signal() noexcept {
 
 void ThreadsBackend::Wake() noexcept {
   event_seq_.fetch_add(1, std::memory_order_seq_cst);
+  if (kring_ != nullptr) {
+    KernelWake();  // the reaper sleeps in io_getevents
+    return;
+  }
   (void)sys::FutexWake(reinterpret_cast<const uint32_t*>(&event_seq_), INT_MAX);
+}
+
+void ThreadsBackend::KernelWake() noexcept {
+  // acq_rel pairs with OnKernelEvent's release: one wake-up in the kernel at
+  // a time, and a new one once that one is consumed.
+  if (kwake_in_flight_.exchange(true, std::memory_order_acq_rel)) return;
+  struct iocb* p = &kwake_iocb_;
+  // Straight to the kernel: a fault-injection hook must not swallow the
+  // engine's own wake-up.
+  if (sys::real::IoSubmit(kctx_, 1, &p) != 1) {
+    kwake_in_flight_.store(false, std::memory_order_release);
+    kwake_failed_.store(true, std::memory_order_relaxed);
+  }
 }
 
 bool ThreadsBackend::HelpOnce(size_t most) {
@@ -894,11 +1132,60 @@ size_t ThreadsBackend::Drain(Request** out, size_t max) {
     core_->counters().ring_reaped.fetch_add(consumed,
                                             std::memory_order_relaxed);
   }
+  if (kring_ != nullptr && n < max) {
+    const size_t kconsumed =
+        ConsumeAioRing(kring_, max - n, [&](const io_event& ev) {
+          if (Request* r = OnKernelEvent(ev); r != nullptr) out[n++] = r;
+        });
+    core_->counters().ring_reaped.fetch_add(kconsumed,
+                                            std::memory_order_relaxed);
+  }
   return n;
+}
+
+Request* ThreadsBackend::OnKernelEvent(const io_event& ev) {
+  if (ev.obj == reinterpret_cast<uint64_t>(&kwake_iocb_)) {
+    // Release pairs with KernelWake's exchange.
+    kwake_in_flight_.store(false, std::memory_order_release);
+    return nullptr;
+  }
+  auto* req = reinterpret_cast<Request*>(ev.obj);
+  TsanAcquire(req);
+  if (ev.res == -EAGAIN && (req->rw_flags & RWF_NOWAIT) == 0) {
+    // It would have waited (RWF_NOWAIT was ours, not the caller's): a worker
+    // does it, still holding its slot and counted in flight.
+    kernel_fallbacks_.fetch_add(1, std::memory_order_relaxed);
+    if (req->op == Op::kWrite || req->op == Op::kWritev) {
+      kblocking_write_fd_.store(req->fd, std::memory_order_relaxed);
+    }
+    bool wake = false;
+    {
+      std::lock_guard<AdaptiveMutex> lock(mu_);
+      queue_.Enqueue(req);
+      req->engine_mark = kForWorker;
+      GrowPoolLocked();
+      wake = idle_workers_ != 0;
+    }
+    if (wake) work_cv_.notify_one();
+    return nullptr;
+  }
+  // Under valgrind: what a read wrote (it sees that only in io_getevents).
+  if (on_valgrind_) VgAioCompleted(req->iocb, ev.res);
+  if ((req->op == Op::kWrite || req->op == Op::kWritev) &&
+      req->fd == kblocking_write_fd_.load(std::memory_order_relaxed)) {
+    kblocking_write_fd_.store(-1, std::memory_order_relaxed);  // no longer
+  }
+  req->rval = ev.res;
+  req->origin = Origin::kEngine;
+  ReturnSlots(1);
+  finished_.fetch_add(1, std::memory_order_release);
+  kernel_aio_.fetch_add(1, std::memory_order_relaxed);
+  return req;
 }
 
 bool ThreadsBackend::ReadyAfterAnnounce() {
   if (AioRingPending(ring_) != 0) return true;
+  if (kring_ != nullptr && AioRingPending(kring_) != 0) return true;
   // Queued work this thread could run: a worker gave it back, or is about to
   // block, after this thread's last look (WakeHelperIfNeeded is the other
   // half).
@@ -911,6 +1198,40 @@ bool ThreadsBackend::ReadyAfterAnnounce() {
 
 Result<size_t> ThreadsBackend::Sleep(uint32_t token, Request** out, size_t max,
                                      std::chrono::nanoseconds timeout) {
+  if (kring_ != nullptr) {
+    // Moved since PrepareSleep: a worker's completion, no need to wait.
+    if (event_seq_.load(std::memory_order_seq_cst) != token || max == 0) {
+      return Drain(out, max);
+    }
+    if (kwake_failed_.load(std::memory_order_relaxed) &&
+        (timeout.count() < 0 || timeout > std::chrono::milliseconds(10))) {
+      timeout = std::chrono::milliseconds(10);  // no wake-up: slices
+    }
+    timespec ts{};
+    if (timeout.count() >= 0) {
+      ts.tv_sec = static_cast<time_t>(timeout.count() / 1000000000);
+      ts.tv_nsec = static_cast<long>(timeout.count() % 1000000000);
+    }
+    const size_t want = std::min(max, kevents_.size());
+    // min_nr 1: a worker's wake-up event ends the sleep.
+    const long r =
+        sys::IoGetevents(kctx_, 1, static_cast<long>(want), kevents_.data(),
+                         timeout.count() < 0 ? nullptr : &ts);
+    core_->counters().wait_calls.fetch_add(1, std::memory_order_relaxed);
+    if (r < 0 && r != -EINTR) {
+      return Status::FromErrno(
+          static_cast<int>(-r),
+          "threads: io_getevents(min_nr=1, nr=" + std::to_string(want) + ")");
+    }
+    size_t n = 0;
+    for (long i = 0; i < r; ++i) {
+      if (Request* req = OnKernelEvent(kevents_[static_cast<size_t>(i)]);
+          req != nullptr) {
+        out[n++] = req;
+      }
+    }
+    return n + Drain(out + n, max - n);
+  }
   // Until a completion or a queue change moves the sequence (FutexWait
   // returns at once if it already did).
   (void)sys::FutexWait(reinterpret_cast<const uint32_t*>(&event_seq_), token,
@@ -924,9 +1245,11 @@ Result<size_t> ThreadsBackend::Sleep(uint32_t token, Request** out, size_t max,
 CancelOutcome ThreadsBackend::Cancel(Request* req) {
   bool removed = false;
   bool started = false;
+  bool in_kernel = false;
   {
     std::lock_guard<AdaptiveMutex> lock(mu_);
-    removed = queue_.Remove(req);
+    in_kernel = req->engine_mark == kInKernel;
+    removed = !in_kernel && queue_.Remove(req);
     if (!removed) started = req->engine_mark == kStarted;
   }
   CancelOutcome o;
@@ -940,8 +1263,11 @@ CancelOutcome ThreadsBackend::Cancel(Request* req) {
   o.status = Status::Error(
       Errc::kNotCancellable,
       "threads: Cancel(" + DescribeAsked(*req) + "): " +
-          (started ? "a worker has started it; it will complete normally"
-                   : "it already completed"));
+          (started     ? "a worker has started it; it will complete normally"
+           : in_kernel ? "the kernel's AIO has it (O_DIRECT), and cancels no "
+                         "regular file's or block device's request; it will "
+                         "complete normally"
+                       : "it already completed"));
   return o;
 }
 
@@ -978,6 +1304,16 @@ void ThreadsBackend::Destroy() {
   lock.unlock();
   for (std::thread& t : workers_) {
     if (t.joinable()) t.join();
+  }
+  if (kring_ != nullptr) {
+    // Nothing is in flight but perhaps the wake-up, which completes at once;
+    // io_destroy waits for it. As linux-aio's Destroy: memcheck's look and
+    // our uses of the ring before its addresses can be mapped again.
+    VgAioRingUnmapping(kring_);
+    TsanRelease(&kernel_ring_mapping_sync);
+    (void)sys::IoDestroy(kctx_);
+    kring_ = nullptr;
+    kctx_ = 0;
   }
 }
 

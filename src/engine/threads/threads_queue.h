@@ -29,6 +29,8 @@ inline constexpr uint8_t kStarted = 1;
 // Queued again after a try without blocking said it would block: for a
 // worker, which may wait (a thread that helps passes it by).
 inline constexpr uint8_t kForWorker = 2;
+// Submitted to the kernel's AIO (threads_kernel_aio): never on the queue.
+inline constexpr uint8_t kInKernel = 3;
 
 // Requests a thread that helps passes by when they are marked for a worker.
 inline constexpr size_t kHelpSkip = 8;
