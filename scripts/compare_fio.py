@@ -101,6 +101,15 @@ ROWS["disk-threads-vs-psync8"] = (
     "disk", [*RR4K, "--iodepth=8", "--engine=threads"],
     [*RR4K, "--ioengine=psync", "--numjobs=8", "--group_reporting"],
     "threads at depth 8 >= 1.0x fio psync x8")
+# The threads engine's O_DIRECT goes to the kernel's AIO where it can (threads_kernel_aio): against fio's libaio,
+# and its workers alone (--threads_kernel_aio=0) against psync x8 as before.
+ROWS["disk-threads-vs-libaio8"] = (
+    "disk", [*RR4K, "--iodepth=8", "--engine=threads"], [*RR4K, "--iodepth=8", "--ioengine=libaio"],
+    "threads (O_DIRECT on the kernel's AIO) at depth 8 >= 0.98x fio libaio")
+ROWS["disk-threads-workers-vs-psync8"] = (
+    "disk", [*RR4K, "--iodepth=8", "--engine=threads", "--threads_kernel_aio=0"],
+    [*RR4K, "--ioengine=psync", "--numjobs=8", "--group_reporting"],
+    "threads on workers only at depth 8 >= 1.0x fio psync x8")
 MATRIX_ROWS = [r for r in ROWS if r.startswith("matrix-")]
 # The libaio drop-in (issue 6): fio's libaio engine through compat/libaio.so.1 on an engine (side A) against
 # fio with the system's libaio (side B). Side A is ("fio", AIOKIT_ENGINE, options).
@@ -148,7 +157,7 @@ CLAIM_ROWS = ["ram-randread-qd32", "ram-randread-qd32-nospin", "ram-randread-qd1
               "ram-uring-qd1", "ram-uring-qd32", "ram-uring-qd32-fixed", "ram-uring-qd32-sqpoll",
               "pc-threads-vs-posixaio", "pc-threads-vs-psync2", "ram-uring-qd32-numjobs2",
               "ram-uring-qd32-nospin", "ram-uring-qd32-nospin-batch1", "disk-uring-write-fsync-qd1",
-              "disk-threads-vs-psync8"]
+              "disk-threads-vs-psync8", "disk-threads-vs-libaio8", "disk-threads-workers-vs-psync8"]
 DEFAULT_ROWS = MATRIX_ROWS
 
 
