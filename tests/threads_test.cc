@@ -846,11 +846,18 @@ bool WaitReadable(int fd) {
   return ::poll(&p, 1, 30000) == 1;
 }
 
-// Why this engine does O_DIRECT on workers ("" when it uses the kernel's AIO).
+// Why this engine does O_DIRECT on workers here ("" when it may use the
+// kernel's AIO): what its capabilities say, or this process refused a kernel
+// AIO context (a seccomp filter, fs.aio-max-nr), asked without the engine.
 std::string KernelAioRefusal(Engine& e) {
   for (const std::string& f : e.GetCapabilities().fallbacks) {
     if (f.find("O_DIRECT requests on workers") != std::string::npos) return f;
   }
+  aio_context_t ctx = 0;
+  if (const long r = sys::real::IoSetup(64, &ctx); r < 0) {
+    return "io_setup refused here: " + std::string(std::strerror(-r));
+  }
+  (void)sys::real::IoDestroy(ctx);
   return "";
 }
 
@@ -899,6 +906,37 @@ TEST(ThreadsEngineTest, ODirectRequestsGoToTheKernelsAioWithoutAWorker) {
   if (s.kernel_aio == 128) {
     EXPECT_EQ(s.workers, 0U);
   }
+}
+
+// The kernel's context is set up at the first O_DIRECT request; a reaper
+// already asleep (on the engine's futex, as before any) is woken for that
+// request's completion, which comes through the kernel's ring. Without that
+// wake-up this test waits forever.
+TEST(ThreadsEngineTest, AReaperAsleepBeforeTheFirstODirectRequestWakesForIt) {
+  std::unique_ptr<Engine> e = MakeThreads();
+  ASSERT_NE(e, nullptr);
+  if (std::string why = KernelAioRefusal(*e); !why.empty()) {
+    GTEST_SKIP() << why;
+  }
+  File f = testing::ScratchFile(4096, 80, O_DIRECT);
+  Result<AlignedBuffer> buf = AlignedBuffer::Allocate(4096, 4096);
+  ASSERT_TRUE(buf.ok());
+  Request r;
+  r.PrepRead(f, buf->data(), 4096, 0);
+  Result<size_t> got = size_t{0};
+  std::thread reaper([&] {
+    std::vector<Request*> out(4);
+    got = e->Reap(out, 1, std::chrono::nanoseconds(-1));  // no timeout
+  });
+  // Until it has gone to sleep (it counts the sleep just before).
+  while (e->Stats().sleeps == 0) std::this_thread::sleep_for(milliseconds(1));
+  SubmitAll(*e, {&r});
+  reaper.join();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, 1U);
+  EXPECT_EQ(r.rval, 4096);
+  EXPECT_EQ(e->Stats().kernel_aio, 1U);
+  EXPECT_EQ(testing::FirstMismatch(buf->data(), 4096, 80), -1);
 }
 
 // The option off, per-fd order, or callbacks without a completion thread

@@ -186,10 +186,10 @@ struct EngineOptions {
   // O_DIRECT) go to the kernel's AIO, as the kernel's own AIO does them,
   // without a worker; tried with RWF_NOWAIT, so one that would block in the
   // kernel's submission goes to a worker instead. Used where the kernel allows
-  // it (probed at Init), and not with threads_ordered_per_fd, nor with
-  // on_complete unless completion_thread (someone must reap the kernel's
-  // ring). Requests with an I/O priority, or with their own eventfd while
-  // NotifyFd is on, stay on workers.
+  // it (a kernel AIO context set up at the first such request), and not with
+  // threads_ordered_per_fd, nor with on_complete unless completion_thread
+  // (someone must reap the kernel's ring). Requests with an I/O priority, or
+  // with their own eventfd while NotifyFd is on, stay on workers.
   bool threads_kernel_aio = true;
 };
 

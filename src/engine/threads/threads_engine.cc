@@ -39,11 +39,12 @@
 //
 // The kernel's AIO for O_DIRECT (threads_kernel_aio). As in the kernel's own
 // AIO, O_DIRECT reads and writes need no thread: where the kernel allows, they
-// go to a kernel AIO context beside the ring (io_submit with RWF_NOWAIT, so
-// that Submit never blocks), and one the kernel would block on or refuses goes
-// to a worker instead. Drain reads both rings; a reaper sleeps in io_getevents
-// on the kernel's context, and Wake submits a wake-up request there (a
-// zero-length pipe read, completed at once), as linux-aio's engine does.
+// go to a kernel AIO context beside the ring, set up at the first of them
+// (io_submit with RWF_NOWAIT, so that Submit never blocks), and one the kernel
+// would block on or refuses goes to a worker instead. Drain reads both rings;
+// once the context exists a reaper sleeps in io_getevents on it, and Wake
+// submits a wake-up request there (a zero-length pipe read, completed at
+// once), as linux-aio's engine does.
 
 #include <fcntl.h>
 #include <linux/aio_abi.h>
@@ -139,8 +140,9 @@ class ThreadsBackend final : public BackendBase {
   OfferResult Offer(Request* const* reqs, size_t n);
   size_t Drain(Request** out, size_t max);
   [[nodiscard]] bool Ready() const noexcept {
-    return (ring_ != nullptr && AioRingPending(ring_) != 0) ||
-           (kring_ != nullptr && AioRingPending(kring_) != 0);
+    if (ring_ != nullptr && AioRingPending(ring_) != 0) return true;
+    const AioRing* k = kring_.load(std::memory_order_acquire);
+    return k != nullptr && AioRingPending(k) != 0;
   }
   [[nodiscard]] bool Busy() const noexcept { return InFlight() > 0; }
   [[nodiscard]] int64_t InFlightCount() const noexcept { return InFlight(); }
@@ -179,9 +181,18 @@ class ThreadsBackend final : public BackendBase {
   void ReturnSlots(unsigned n) noexcept;
   // Queues reqs[0, n) (slots taken); `counted`: already in added_.
   void QueueRequests(Request* const* reqs, size_t n, bool counted = false);
-  // Sets up the kernel's AIO for O_DIRECT (threads_kernel_aio) where the
-  // kernel allows it; otherwise says why in caps->fallbacks.
-  void SetUpKernelAio(Capabilities* caps);
+  // Whether O_DIRECT may go to the kernel's AIO (threads_kernel_aio): not
+  // in order per fd, nor with callbacks but no completion thread; where the
+  // kernel is too old, caps->fallbacks says so.
+  void AllowKernelAio(Capabilities* caps);
+  // The kernel's AIO context, set up at the first request for it (an engine
+  // that never sees O_DIRECT costs no kernel AIO events, and its Destroy no
+  // io_destroy, which waits for an RCU grace period). False when it is not
+  // allowed or could not be set up (then never again).
+  bool KernelLane();
+  // io_setup, the ring's layout checked, the wake-up tried. REQUIRES
+  // ksetup_mu_.
+  bool SetUpKernelAio();
   // Whether `req` goes to the kernel's AIO rather than to a worker.
   [[nodiscard]] bool ForKernel(const Request& req) noexcept;
   // Offers reqs[0, n) (slots taken): those ForKernel to the kernel's AIO,
@@ -289,11 +300,16 @@ class ThreadsBackend final : public BackendBase {
   // changes; spinning workers read it).
   std::atomic<int> reaper_cpu_{-1};
   std::atomic<uint64_t> live_workers_stat_{0};
-  // The kernel's AIO context for O_DIRECT (threads_kernel_aio); kring_ is
-  // null when it is not used. Its wake-up request is a zero-length read of
-  // the pipe, in the kernel at most once (kwake_in_flight_).
+  // The kernel's AIO context for O_DIRECT (threads_kernel_aio), set up by
+  // KernelLane under ksetup_mu_, then published by kring_ (null until then,
+  // and when it is not used); klane_off_: not allowed, or failed. Its
+  // wake-up request is a zero-length read of the pipe, in the kernel at most
+  // once (kwake_in_flight_).
+  std::mutex ksetup_mu_;
+  std::atomic<AioRing*> kring_{nullptr};
+  std::atomic<bool> klane_off_{true};
+  AioRing* kring_setup_ = nullptr;  // under ksetup_mu_
   aio_context_t kctx_ = 0;
-  AioRing* kring_ = nullptr;
   std::vector<io_event> kevents_;  // Sleep's io_getevents buffer (the reaper's)
   int kwake_pipe_[2] = {-1, -1};
   struct iocb kwake_iocb_ = {};
@@ -421,11 +437,11 @@ Status ThreadsBackend::Init(Capabilities* caps) {
   caps->rw_flags = true;
   caps->ioprio = true;
   caps->ring_entries = nr_;
-  if (options.threads_kernel_aio) SetUpKernelAio(caps);
+  if (options.threads_kernel_aio) AllowKernelAio(caps);
   return {};
 }
 
-void ThreadsBackend::SetUpKernelAio(Capabilities* caps) {
+void ThreadsBackend::AllowKernelAio(Capabilities* caps) {
   const EngineOptions& o = core_->options();
   // In order per fd: workers keep the order; callbacks without a completion
   // thread: nobody would reap the kernel's ring.
@@ -433,58 +449,76 @@ void ThreadsBackend::SetUpKernelAio(Capabilities* caps) {
       (o.on_complete != nullptr && !o.completion_thread)) {
     return;
   }
-  const std::string prefix = "threads: O_DIRECT requests on workers: ";
   // RWF_NOWAIT in an iocb: 4.14.
   if (!sys::RunningKernel().AtLeast(4, 14)) {
-    caps->fallbacks.emplace_back(prefix +
-                                 "kernel AIO takes RWF_NOWAIT from 4.14 on");
+    caps->fallbacks.emplace_back(
+        "threads: O_DIRECT requests on workers: kernel AIO takes RWF_NOWAIT "
+        "from 4.14 on");
     return;
   }
+  klane_off_.store(false, std::memory_order_relaxed);
+}
+
+bool ThreadsBackend::KernelLane() {
+  if (kring_.load(std::memory_order_acquire) != nullptr) return true;
+  if (klane_off_.load(std::memory_order_relaxed)) return false;
+  std::lock_guard<std::mutex> lock(ksetup_mu_);
+  if (kring_.load(std::memory_order_relaxed) != nullptr) return true;
+  if (klane_off_.load(std::memory_order_relaxed)) return false;
+  if (!SetUpKernelAio()) {
+    klane_off_.store(true, std::memory_order_relaxed);
+    return false;
+  }
+  // Release: the context, the wake-up and the buffer are set up before
+  // anyone who sees the ring uses them (pairs with every acquire load).
+  kring_.store(kring_setup_, std::memory_order_release);
+  // A reaper asleep on the futex looked before the ring existed: wake it,
+  // so that it sleeps in io_getevents from now on, where the kernel's
+  // completions end the sleep. (One that looks after this sees the ring:
+  // the sequence it reads was moved after the ring was published.)
+  event_seq_.fetch_add(1, std::memory_order_seq_cst);
+  (void)sys::FutexWake(reinterpret_cast<const uint32_t*>(&event_seq_), INT_MAX);
+  return true;
+}
+
+bool ThreadsBackend::SetUpKernelAio() {
   // Room for every request in flight (at most nr_ - 1) and the wake-up.
   aio_context_t ctx = 0;  // io_setup requires *ctx == 0
-  if (long r = sys::IoSetup(nr_, &ctx); r < 0) {
-    caps->fallbacks.emplace_back(
-        prefix + "io_setup(nr_events=" + std::to_string(nr_) +
-        ") failed: " + util::ErrnoText(static_cast<int>(-r)));
-    return;
-  }
+  if (sys::IoSetup(nr_, &ctx) < 0) return false;
   auto* ring = reinterpret_cast<AioRing*>(ctx);
   // As linux-aio's Init: the kernel may map the ring where another engine's
   // was (pairs with the TsanRelease before every io_destroy).
   TsanAcquire(&kernel_ring_mapping_sync);
   VgAioRingMapped(ring);
-  std::string why;
-  if (!AioRingUsable(ring)) {
-    why = "the kernel's completion ring has a layout not known here";
-  } else if (sys::Pipe2(kwake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {
-    why = "no pipe for the wake-up request";
-  } else {
+  bool ok = AioRingUsable(ring) &&
+            sys::Pipe2(kwake_pipe_, O_CLOEXEC | O_NONBLOCK) == 0;
+  if (ok) {
     // The wake-up request: a zero-length read from a pipe completes at once.
     kwake_iocb_.aio_lio_opcode = IOCB_CMD_PREAD;
     kwake_iocb_.aio_fildes = static_cast<uint32_t>(kwake_pipe_[0]);
     kwake_iocb_.aio_buf = reinterpret_cast<uint64_t>(&kwake_byte_);
     kwake_iocb_.aio_nbytes = 0;
     struct iocb* p = &kwake_iocb_;
-    bool ok = false;
+    ok = false;
     if (sys::real::IoSubmit(ctx, 1, &p) == 1) {
       io_event ev;
       timespec ts{1, 0};
       ok = sys::real::IoGetevents(ctx, 1, 1, &ev, &ts) == 1 &&
            ev.obj == reinterpret_cast<uint64_t>(&kwake_iocb_);
     }
-    if (!ok) why = "a zero-length pipe read does not complete at once here";
   }
-  if (!why.empty()) {
+  if (!ok) {
+    // (Layout not known, no pipe, or no wake-up: workers for everything.)
     VgAioRingUnmapping(ring);
     TsanRelease(&kernel_ring_mapping_sync);
     (void)sys::IoDestroy(ctx);
-    caps->fallbacks.emplace_back(prefix + why);
-    return;
+    return false;
   }
   kctx_ = ctx;
-  kring_ = ring;
   kevents_.resize(ring->nr);
   on_valgrind_ = RunningOnValgrind();
+  kring_setup_ = ring;
+  return true;
 }
 
 // ---------------------------------------------------------------- Submit
@@ -573,7 +607,7 @@ OfferResult ThreadsBackend::Offer(Request* const* reqs, size_t n) {
     result.kind = OfferResult::kAgain;
     return result;
   }
-  if (kring_ != nullptr) {
+  if (!klane_off_.load(std::memory_order_relaxed)) {
     OfferWithKernel(reqs, got);
   } else {
     QueueRequests(reqs, got);
@@ -612,7 +646,7 @@ void ThreadsBackend::OfferWithKernel(Request* const* reqs, size_t n) {
     size_t n_back = 0;
     for (size_t i = 0; i < m; ++i) {
       Request* r = reqs[first + i];
-      if (ForKernel(*r)) {
+      if (ForKernel(*r) && KernelLane()) {
         kernel[n_kernel++] = r;
       } else {
         workers[n_workers++] = r;
@@ -1020,7 +1054,7 @@ void ThreadsBackend::Signal() noexcept {
 
 void ThreadsBackend::Wake() noexcept {
   event_seq_.fetch_add(1, std::memory_order_seq_cst);
-  if (kring_ != nullptr) {
+  if (kring_.load(std::memory_order_acquire) != nullptr) {
     KernelWake();  // the reaper sleeps in io_getevents
     return;
   }
@@ -1132,9 +1166,10 @@ size_t ThreadsBackend::Drain(Request** out, size_t max) {
     core_->counters().ring_reaped.fetch_add(consumed,
                                             std::memory_order_relaxed);
   }
-  if (kring_ != nullptr && n < max) {
+  AioRing* kring = kring_.load(std::memory_order_acquire);
+  if (kring != nullptr && n < max) {
     const size_t kconsumed =
-        ConsumeAioRing(kring_, max - n, [&](const io_event& ev) {
+        ConsumeAioRing(kring, max - n, [&](const io_event& ev) {
           if (Request* r = OnKernelEvent(ev); r != nullptr) out[n++] = r;
         });
     core_->counters().ring_reaped.fetch_add(kconsumed,
@@ -1185,7 +1220,10 @@ Request* ThreadsBackend::OnKernelEvent(const io_event& ev) {
 
 bool ThreadsBackend::ReadyAfterAnnounce() {
   if (AioRingPending(ring_) != 0) return true;
-  if (kring_ != nullptr && AioRingPending(kring_) != 0) return true;
+  if (const AioRing* k = kring_.load(std::memory_order_acquire);
+      k != nullptr && AioRingPending(k) != 0) {
+    return true;
+  }
   // Queued work this thread could run: a worker gave it back, or is about to
   // block, after this thread's last look (WakeHelperIfNeeded is the other
   // half).
@@ -1198,7 +1236,7 @@ bool ThreadsBackend::ReadyAfterAnnounce() {
 
 Result<size_t> ThreadsBackend::Sleep(uint32_t token, Request** out, size_t max,
                                      std::chrono::nanoseconds timeout) {
-  if (kring_ != nullptr) {
+  if (kring_.load(std::memory_order_acquire) != nullptr) {
     // Moved since PrepareSleep: a worker's completion, no need to wait.
     if (event_seq_.load(std::memory_order_seq_cst) != token || max == 0) {
       return Drain(out, max);
@@ -1305,14 +1343,14 @@ void ThreadsBackend::Destroy() {
   for (std::thread& t : workers_) {
     if (t.joinable()) t.join();
   }
-  if (kring_ != nullptr) {
+  if (AioRing* k = kring_.load(std::memory_order_acquire); k != nullptr) {
     // Nothing is in flight but perhaps the wake-up, which completes at once;
     // io_destroy waits for it. As linux-aio's Destroy: memcheck's look and
     // our uses of the ring before its addresses can be mapped again.
-    VgAioRingUnmapping(kring_);
+    VgAioRingUnmapping(k);
     TsanRelease(&kernel_ring_mapping_sync);
     (void)sys::IoDestroy(kctx_);
-    kring_ = nullptr;
+    kring_.store(nullptr, std::memory_order_relaxed);
     kctx_ = 0;
   }
 }
