@@ -855,7 +855,8 @@ std::string KernelAioRefusal(Engine& e) {
   }
   aio_context_t ctx = 0;
   if (const long r = sys::real::IoSetup(64, &ctx); r < 0) {
-    return "io_setup refused here: " + std::string(std::strerror(-r));
+    return "io_setup refused here: " +
+           std::string(std::strerror(static_cast<int>(-r)));
   }
   (void)sys::real::IoDestroy(ctx);
   return "";
